@@ -1,0 +1,355 @@
+//! The HTTP adapter: the REST endpoints, health, metrics, and the WebSocket
+//! handshake (authenticated before the upgrade).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+use tracing::{error, warn};
+
+use super::metrics::Metrics;
+use super::wire::{self, ErrorDto, UserDto};
+use super::ws::session::{self, PendingSession, SessionEnv};
+use super::ws::{Closer, SessionHandle};
+use crate::domain::service::{Caller, ChatService, SignedIn};
+use crate::domain::{ChatError, SessionId};
+
+/// Largest HTTP request body and WebSocket frame, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The response type of every endpoint.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// What the HTTP adapter needs.
+pub struct HttpState {
+    /// Session plumbing, shared with every WebSocket session.
+    pub sessions: Arc<SessionEnv>,
+    /// Tracks session tasks so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// WebSocket limits for the upgrade.
+    pub ws_config: hyper_tungstenite::tungstenite::protocol::WebSocketConfig,
+}
+
+impl HttpState {
+    fn service(&self) -> &ChatService {
+        &self.sessions.service
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.sessions.metrics
+    }
+}
+
+/// An HTTP error reply: status and the contract's `{error: {code, message}}`.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "request body is larger than 64 KiB",
+        )
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> Self {
+        if let ChatError::Internal(cause) = &e {
+            error!(error = ?cause, "request failed");
+        }
+        let (code, message) = wire::error_code(&e);
+        let status = match code {
+            "bad_request" => StatusCode::BAD_REQUEST,
+            "unauthorized" => StatusCode::UNAUTHORIZED,
+            "forbidden" => StatusCode::FORBIDDEN,
+            "not_found" => StatusCode::NOT_FOUND,
+            "conflict" => StatusCode::CONFLICT,
+            "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
+            "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, code, message)
+    }
+}
+
+fn json_response(status: StatusCode, body: &impl Serialize) -> HttpResponse {
+    let bytes = serde_json::to_vec(body).expect("response DTOs serialize");
+    let mut res = Response::new(Full::new(Bytes::from(bytes)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+fn error_response(e: &ApiError) -> HttpResponse {
+    let body = json!({ "error": ErrorDto { code: e.code, message: &e.message } });
+    json_response(e.status, &body)
+}
+
+/// Serves one HTTP request.
+pub async fn handle(
+    state: Arc<HttpState>,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, Infallible> {
+    state.metrics().http_requests.inc();
+    let result = route(&state, req).await;
+    Ok(result.unwrap_or_else(|e| {
+        state.metrics().error(e.code);
+        error_response(&e)
+    }))
+}
+
+async fn route(state: &Arc<HttpState>, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let path = req.uri().path().to_owned();
+    let allowed = match path.as_str() {
+        "/api/v1/register" | "/api/v1/login" => Method::POST,
+        "/api/v1/me" | "/api/v1/users" | "/healthz" | "/metrics" | "/ws" => Method::GET,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint",
+            ));
+        }
+    };
+    if req.method() != allowed {
+        let mut res = error_response(&ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "bad_request",
+            format!("use {allowed} for {path}"),
+        ));
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_str(allowed.as_str()).expect("method name"));
+        return Ok(res);
+    }
+    match path.as_str() {
+        "/api/v1/register" => {
+            let (username, password) = credentials(req).await?;
+            let signed = state.service().register(&username, &password).await?;
+            Ok(signed_in(StatusCode::CREATED, &signed))
+        }
+        "/api/v1/login" => {
+            let (username, password) = credentials(req).await?;
+            let signed = state.service().login(&username, &password).await?;
+            Ok(signed_in(StatusCode::OK, &signed))
+        }
+        "/api/v1/me" => {
+            let auth = state.service().authenticate(bearer(&req)).await?;
+            Ok(json_response(StatusCode::OK, &json!({ "user": UserDto::from(&auth.user) })))
+        }
+        "/api/v1/users" => users(state, &req).await,
+        "/healthz" => Ok(if state.service().healthy().await {
+            json_response(StatusCode::OK, &json!({ "status": "ok" }))
+        } else {
+            error_response(&ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the store is not answering",
+            ))
+        }),
+        "/metrics" => {
+            let mut res = Response::new(Full::new(Bytes::from(state.metrics().render())));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(res)
+        }
+        _ => upgrade(state, req).await,
+    }
+}
+
+fn signed_in(status: StatusCode, s: &SignedIn) -> HttpResponse {
+    json_response(
+        status,
+        &json!({
+            "user": UserDto::from(&s.user),
+            "token": s.token.token,
+            "expiresAt": wire::rfc3339(s.token.expires_at),
+        }),
+    )
+}
+
+/// The bearer token of the `Authorization` header.
+fn bearer<B>(req: &Request<B>) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
+    let query = req.uri().query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Reads a JSON object body: 413 over 64 KiB, 400 for anything malformed.
+async fn json_object(req: Request<Incoming>) -> Result<Map<String, Value>, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::too_large());
+    }
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::bad_request(
+            "expected a JSON body (Content-Type: application/json)",
+        ));
+    }
+    let bytes = Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::too_large()
+            } else {
+                ApiError::bad_request("the request body could not be read")
+            }
+        })?
+        .to_bytes();
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
+        Err(_) => Err(ApiError::bad_request("the body is not valid JSON")),
+    }
+}
+
+async fn credentials(req: Request<Incoming>) -> Result<(String, String), ApiError> {
+    let body = json_object(req).await?;
+    let field = |name: &str| match body.get(name) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(ApiError::bad_request(format!(
+            "{name} is required and must be a string"
+        ))),
+    };
+    Ok((field("username")?, field("password")?))
+}
+
+async fn users(state: &HttpState, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    state.service().authenticate(bearer(req)).await?;
+    let prefix = query_param(req, "prefix").unwrap_or_default();
+    let limit = match query_param(req, "limit") {
+        None => None,
+        Some(raw) => Some(
+            raw.parse::<u64>()
+                .map_err(|_| ApiError::bad_request("limit must be a positive integer"))?,
+        ),
+    };
+    let found = state.service().find_users(&prefix, limit).await?;
+    let users: Vec<Value> = found
+        .iter()
+        .map(|(u, online)| json!({ "id": u.id.as_str(), "username": u.username.as_str(), "online": online }))
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "users": users })))
+}
+
+/// `GET /ws`: authenticate, reserve a session slot, queue the welcome, upgrade.
+async fn upgrade(
+    state: &Arc<HttpState>,
+    mut req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let token = bearer(&req)
+        .map(str::to_owned)
+        .or_else(|| query_param(&req, "access_token"));
+    let auth = state.service().authenticate(token.as_deref()).await?;
+    if !hyper_tungstenite::is_upgrade_request(&req) {
+        let mut res = error_response(&ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "bad_request",
+            "WebSocket upgrade required",
+        ));
+        res.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return Ok(res);
+    }
+    let env = &state.sessions;
+    if env.shutdown.is_cancelled() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server is shutting down",
+        ));
+    }
+    let caller = Caller {
+        user: auth.user,
+        session: SessionId::new(uuid::Uuid::new_v4().to_string()),
+    };
+    let (response, websocket) = hyper_tungstenite::upgrade(&mut req, Some(state.ws_config))
+        .map_err(|_| ApiError::bad_request("invalid WebSocket handshake"))?;
+    state.service().open_session(&caller).await?;
+
+    let (queue, outbound) = mpsc::channel(env.settings.queue_capacity);
+    let handle = SessionHandle {
+        id: caller.session.clone(),
+        queue,
+        closer: Closer::default(),
+    };
+    // The welcome goes in first, so it precedes every event on this session.
+    let welcome = wire::event_frame(
+        "welcome",
+        json!({
+            "user": UserDto::from(&caller.user),
+            "sessionId": caller.session.as_str(),
+            "serverTime": wire::rfc3339(state.service().now()),
+            "heartbeatSeconds": env.settings.heartbeat.as_secs(),
+        }),
+    );
+    handle.push(hyper_tungstenite::tungstenite::Message::Text(welcome));
+    env.registry.register(&caller.user.id, handle.clone());
+    let pending = PendingSession {
+        caller,
+        expires_at: auth.expires_at,
+        handle,
+        outbound,
+    };
+    let env = env.clone();
+    state.tracker.spawn(session::run(env, websocket, pending));
+    Ok(response)
+}
+
+/// Logs a failure to serve a connection, which is the client's doing far
+/// more often than ours.
+pub fn connection_error(e: &hyper::Error) {
+    if !e.is_incomplete_message() {
+        warn!(error = %e, "HTTP connection error");
+    }
+}

@@ -1,0 +1,19 @@
+//! Adapters: everything that touches the outside world, each implementing
+//! or driving the core's ports.
+//!
+//! - `http` and `ws` are inbound: they parse requests, call the use cases
+//!   and render answers, through the one wire format in `wire`.
+//! - `ws::SessionRegistry` is also the outbound `Transport`.
+//! - `store` (diesel + SQLite), `auth` (argon2id + JWT), `presence` (in
+//!   memory) and `clock` implement the other ports.
+//! - `server` accepts connections and shuts down gracefully.
+
+pub mod auth;
+pub mod clock;
+pub mod http;
+pub mod metrics;
+pub mod presence;
+pub mod server;
+pub mod store;
+pub mod wire;
+pub mod ws;

@@ -1,0 +1,112 @@
+//! Accepts connections and serves them until shutdown, then stops
+//! accepting, lets requests in flight finish, closes every session with
+//! 1001 and waits (up to a grace period) for all of it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::http::{self, HttpState, MAX_BODY_BYTES};
+use super::metrics::Metrics;
+use super::ws::SessionRegistry;
+use super::ws::session::{SessionEnv, WsSettings};
+use crate::domain::service::ChatService;
+
+/// The parts the server needs, built by the composition root.
+pub struct Wiring {
+    /// The use cases.
+    pub service: Arc<ChatService>,
+    /// The session registry (the same object the service uses as `Transport`).
+    pub registry: Arc<SessionRegistry>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Session behaviour.
+    pub ws: WsSettings,
+    /// Longest wait for sessions and requests at shutdown.
+    pub grace: Duration,
+}
+
+/// Serves `listener` until `shutdown` resolves, then shuts down gracefully.
+pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<Output = ()>) {
+    let stop = CancellationToken::new();
+    // Small socket buffers: most sessions are idle, and memory per session
+    // is what decides how many one machine holds.
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_BODY_BYTES))
+        .max_frame_size(Some(MAX_BODY_BYTES))
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_BODY_BYTES * 4);
+    let state = Arc::new(HttpState {
+        sessions: Arc::new(SessionEnv {
+            service: wiring.service,
+            registry: wiring.registry,
+            metrics: wiring.metrics,
+            settings: wiring.ws,
+            shutdown: stop.clone(),
+        }),
+        tracker: TaskTracker::new(),
+        ws_config,
+    });
+    // HTTP connections (sessions are tracked in `state.tracker`).
+    let connections = TaskTracker::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let state = state.clone();
+                    let service = service_fn(move |req| http::handle(state.clone(), req));
+                    let conn = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    let stop = stop.clone();
+                    connections.spawn(async move {
+                        tokio::pin!(conn);
+                        let result = tokio::select! {
+                            r = conn.as_mut() => r,
+                            () = stop.cancelled() => {
+                                // Finish the request in flight, accept no more.
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        };
+                        if let Err(e) = result {
+                            http::connection_error(&e);
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait rather than spin.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    info!("shutting down: closing sessions");
+    stop.cancel();
+    state.tracker.close();
+    connections.close();
+    let finished = tokio::time::timeout(wiring.grace, async {
+        connections.wait().await;
+        state.tracker.wait().await;
+    })
+    .await;
+    if finished.is_err() {
+        warn!("shutdown grace period over; dropping what is left");
+    }
+    info!("stopped");
+}

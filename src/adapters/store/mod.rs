@@ -1,0 +1,6 @@
+//! Storage adapters: the `UserStore` and `MessageStore` ports on diesel.
+
+pub mod schema;
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;

@@ -1,0 +1,58 @@
+//! diesel's view of the tables in `migrations/`.
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        username -> Text,
+        username_key -> Text,
+        password_hash -> Text,
+        created_at -> BigInt,
+        last_seen -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    conversations (id) {
+        id -> Text,
+        kind -> Text,
+        name -> Nullable<Text>,
+        name_key -> Nullable<Text>,
+        visibility -> Nullable<Text>,
+        direct_key -> Nullable<Text>,
+        last_seq -> BigInt,
+        member_count -> BigInt,
+        created_by -> Text,
+        created_at -> BigInt,
+        last_activity -> BigInt,
+    }
+}
+
+diesel::table! {
+    members (conversation_id, user_id) {
+        conversation_id -> Text,
+        user_id -> Text,
+        last_read_seq -> BigInt,
+        joined_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    messages (id) {
+        id -> Text,
+        conversation_id -> Text,
+        seq -> BigInt,
+        sender_id -> Text,
+        body -> Text,
+        client_msg_id -> Nullable<Text>,
+        created_at -> BigInt,
+        edited_at -> Nullable<BigInt>,
+        deleted -> Bool,
+    }
+}
+
+diesel::joinable!(members -> conversations (conversation_id));
+diesel::joinable!(members -> users (user_id));
+diesel::joinable!(messages -> conversations (conversation_id));
+diesel::joinable!(messages -> users (sender_id));
+
+diesel::allow_tables_to_appear_in_same_query!(users, conversations, members, messages);

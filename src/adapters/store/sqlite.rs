@@ -1,0 +1,717 @@
+//! `UserStore` and `MessageStore` on an embedded SQLite database (diesel).
+//!
+//! SQLite allows one writer at a time, so writes go through one dedicated
+//! connection (no busy-retry loops between our own writers) while reads use
+//! a small pool; WAL lets them run alongside the writer. Every call runs on
+//! tokio's blocking pool, never on the async workers.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, anyhow};
+use async_trait::async_trait;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use super::schema::{conversations, members, messages, users};
+use crate::domain::conversation::{MEMBERS_LISTED, direct_key};
+use crate::domain::error::PortError;
+use crate::domain::message::{AppendOutcome, NewMessage};
+use crate::domain::ports::{Access, AppendError, CreateUserError, MessageStore, UserStore};
+use crate::domain::user::PasswordHash;
+use crate::domain::{
+    ClientMsgId, Conversation, ConversationId, ConversationKind, ConversationSummary, HistoryPage,
+    HistoryQuery, Membership, Message, MessageId, Timestamp, User, UserId, Username, Visibility,
+};
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Readers in the pool; SQLite reads are fast, a few suffice on small machines.
+const READERS: u32 = 4;
+
+/// Both storage ports on one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<SqliteConnection>,
+    readers: Pool<ConnectionManager<SqliteConnection>>,
+}
+
+#[derive(Debug)]
+struct Pragmas {
+    reader: bool,
+}
+
+impl Pragmas {
+    fn apply(&self, conn: &mut SqliteConnection) -> QueryResult<()> {
+        // busy_timeout first: the other pragmas may need a lock.
+        conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")?;
+        if self.reader {
+            conn.batch_execute("PRAGMA query_only = ON;")
+        } else {
+            // FULL: a commit is on disk before the ack, even across power loss.
+            conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+        }
+    }
+}
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        self.apply(conn).map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its
+    /// schema up to date.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or a migration fails.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+        }
+        let url = path
+            .to_str()
+            .ok_or_else(|| anyhow!("the database path is not valid UTF-8"))?;
+        let mut writer = SqliteConnection::establish(url)
+            .with_context(|| format!("cannot open the database {}", path.display()))?;
+        Pragmas { reader: false }.apply(&mut writer)?;
+        writer
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| anyhow!("database migration failed: {e}"))?;
+        let readers = Pool::builder()
+            .max_size(READERS)
+            .min_idle(Some(1))
+            .connection_customizer(Box::new(Pragmas { reader: true }))
+            .build(ConnectionManager::<SqliteConnection>::new(url))
+            .context("cannot open database readers")?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+            }),
+        })
+    }
+
+    async fn read<T, F>(&self, work: F) -> Result<T, PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> anyhow::Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.readers.get().context("no database reader")?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| PortError(e.into()))?
+        .map_err(PortError)
+    }
+
+    /// Runs `work` in one IMMEDIATE transaction on the writer connection.
+    async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DieselError> + From<PortError> + Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, E> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            conn.immediate_transaction(work)
+        })
+        .await
+        .map_err(|e| E::from(PortError(e.into())))?
+    }
+}
+
+impl From<DieselError> for PortError {
+    fn from(e: DieselError) -> Self {
+        PortError(e.into())
+    }
+}
+
+impl From<DieselError> for CreateUserError {
+    fn from(e: DieselError) -> Self {
+        match e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Self::Duplicate,
+            other => Self::Unknown(other.into()),
+        }
+    }
+}
+
+impl From<DieselError> for AppendError {
+    fn from(e: DieselError) -> Self {
+        Self::Unknown(e.into())
+    }
+}
+
+// ---------------------------------------------------------------- rows
+
+type MessageRow = (
+    String,         // id
+    String,         // conversation_id
+    i64,            // seq
+    String,         // sender_id
+    String,         // sender's username
+    String,         // body
+    Option<String>, // client_msg_id
+    i64,            // created_at
+    Option<i64>,    // edited_at
+    bool,           // deleted
+);
+
+/// The columns of a [`MessageRow`]: a message joined to its sender.
+macro_rules! message_columns {
+    () => {
+        (
+            messages::id,
+            messages::conversation_id,
+            messages::seq,
+            messages::sender_id,
+            users::username,
+            messages::body,
+            messages::client_msg_id,
+            messages::created_at,
+            messages::edited_at,
+            messages::deleted,
+        )
+    };
+}
+
+fn stored_username(raw: String) -> anyhow::Result<Username> {
+    Username::parse(&raw).map_err(|_| anyhow!("a stored username breaks the username rules"))
+}
+
+fn seq(raw: i64) -> u64 {
+    u64::try_from(raw).unwrap_or_default()
+}
+
+fn to_db_seq(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn message_from_row(r: MessageRow) -> anyhow::Result<Message> {
+    let (id, conversation_id, s, sender_id, sender, body, cmid, created, edited, deleted) = r;
+    Ok(Message {
+        id: MessageId::new(id),
+        conversation_id: ConversationId::new(conversation_id),
+        seq: seq(s),
+        sender_id: UserId::new(sender_id),
+        sender: stored_username(sender)?,
+        body: if deleted { String::new() } else { body },
+        client_msg_id: cmid.map(|c| ClientMsgId::parse(&c)).transpose()?,
+        created_at: Timestamp::from_millis(created),
+        edited_at: edited.map(Timestamp::from_millis),
+        deleted,
+    })
+}
+
+type ConversationRow = (String, String, Option<String>, Option<String>, i64);
+
+macro_rules! conversation_columns {
+    () => {
+        (
+            conversations::id,
+            conversations::kind,
+            conversations::name,
+            conversations::visibility,
+            conversations::last_seq,
+        )
+    };
+}
+
+fn conversation_from_row(r: ConversationRow) -> anyhow::Result<Conversation> {
+    let (id, kind, name, visibility, last_seq) = r;
+    let kind = match kind.as_str() {
+        "direct" => ConversationKind::Direct,
+        "room" => ConversationKind::Room {
+            name: name.unwrap_or_default(),
+            visibility: match visibility.as_deref() {
+                Some("private") => Visibility::Private,
+                _ => Visibility::Public,
+            },
+        },
+        other => return Err(anyhow!("unknown conversation kind {other:?}")),
+    };
+    Ok(Conversation {
+        id: ConversationId::new(id),
+        kind,
+        last_seq: seq(last_seq),
+    })
+}
+
+fn message_by_seq(
+    conn: &mut SqliteConnection,
+    conversation: &str,
+    at: i64,
+) -> anyhow::Result<Option<Message>> {
+    messages::table
+        .inner_join(users::table)
+        .filter(messages::conversation_id.eq(conversation))
+        .filter(messages::seq.eq(at))
+        .select(message_columns!())
+        .first::<MessageRow>(conn)
+        .optional()?
+        .map(message_from_row)
+        .transpose()
+}
+
+fn member_ids(conn: &mut SqliteConnection, conversation: &str) -> QueryResult<Vec<UserId>> {
+    Ok(members::table
+        .filter(members::conversation_id.eq(conversation))
+        .select(members::user_id)
+        .load::<String>(conn)?
+        .into_iter()
+        .map(UserId::new)
+        .collect())
+}
+
+fn add_member(
+    conn: &mut SqliteConnection,
+    conversation: &str,
+    user: &str,
+    now: i64,
+) -> QueryResult<()> {
+    diesel::insert_into(members::table)
+        .values((
+            members::conversation_id.eq(conversation),
+            members::user_id.eq(user),
+            members::last_read_seq.eq(0),
+            members::joined_at.eq(now),
+        ))
+        .execute(conn)?;
+    diesel::update(conversations::table.find(conversation))
+        .set(conversations::member_count.eq(conversations::member_count + 1))
+        .execute(conn)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- users
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn create_user(
+        &self,
+        username: &Username,
+        hash: &PasswordHash,
+        now: Timestamp,
+    ) -> Result<User, CreateUserError> {
+        let user = User {
+            id: UserId::new(uuid::Uuid::now_v7().to_string()),
+            username: username.clone(),
+        };
+        let row = (
+            users::id.eq(user.id.as_str().to_owned()),
+            users::username.eq(username.as_str().to_owned()),
+            users::username_key.eq(username.key()),
+            users::password_hash.eq(hash.0.clone()),
+            users::created_at.eq(now.millis()),
+        );
+        self.write(move |conn| {
+            diesel::insert_into(users::table).values(row).execute(conn)?;
+            Ok::<_, CreateUserError>(())
+        })
+        .await?;
+        Ok(user)
+    }
+
+    async fn credentials(
+        &self,
+        username: &Username,
+    ) -> Result<Option<(User, PasswordHash)>, PortError> {
+        let key = username.key();
+        self.read(move |conn| {
+            let row = users::table
+                .filter(users::username_key.eq(key))
+                .select((users::id, users::username, users::password_hash))
+                .first::<(String, String, String)>(conn)
+                .optional()?;
+            row.map(|(id, name, hash)| {
+                let user = User {
+                    id: UserId::new(id),
+                    username: stored_username(name)?,
+                };
+                Ok((user, PasswordHash(hash)))
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn user(&self, id: &UserId) -> Result<Option<User>, PortError> {
+        let id = id.as_str().to_owned();
+        self.read(move |conn| {
+            let row = users::table
+                .find(id)
+                .select((users::id, users::username))
+                .first::<(String, String)>(conn)
+                .optional()?;
+            row.map(|(id, name)| {
+                Ok(User {
+                    id: UserId::new(id),
+                    username: stored_username(name)?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn users_last_seen(
+        &self,
+        ids: &[UserId],
+    ) -> Result<Vec<(User, Option<Timestamp>)>, PortError> {
+        let ids: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
+        self.read(move |conn| {
+            let mut out = Vec::with_capacity(ids.len());
+            // Stay well below SQLite's limit on bound parameters.
+            for chunk in ids.chunks(500) {
+                let rows = users::table
+                    .filter(users::id.eq_any(chunk))
+                    .select((users::id, users::username, users::last_seen))
+                    .load::<(String, String, Option<i64>)>(conn)?;
+                for (id, name, seen) in rows {
+                    let user = User {
+                        id: UserId::new(id),
+                        username: stored_username(name)?,
+                    };
+                    out.push((user, seen.map(Timestamp::from_millis)));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn users_by_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<User>, PortError> {
+        let lo = prefix.to_ascii_lowercase();
+        // Keys sort bytewise; every key starting with `lo` sorts below this.
+        let hi = format!("{lo}\u{10FFFF}");
+        self.read(move |conn| {
+            users::table
+                .filter(users::username_key.ge(lo))
+                .filter(users::username_key.lt(hi))
+                .order(users::username_key)
+                .limit(i64::from(limit))
+                .select((users::id, users::username))
+                .load::<(String, String)>(conn)?
+                .into_iter()
+                .map(|(id, name)| {
+                    Ok(User {
+                        id: UserId::new(id),
+                        username: stored_username(name)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn set_last_seen(&self, id: &UserId, at: Timestamp) -> Result<(), PortError> {
+        let id = id.as_str().to_owned();
+        self.write(move |conn| {
+            diesel::update(users::table.find(id))
+                .set(users::last_seen.eq(at.millis()))
+                .execute(conn)?;
+            Ok::<_, PortError>(())
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------- messages
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    async fn ping(&self) -> Result<(), PortError> {
+        self.read(|conn| {
+            conn.batch_execute("SELECT 1")?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn direct_conversation(
+        &self,
+        a: &UserId,
+        b: &UserId,
+        now: Timestamp,
+    ) -> Result<ConversationId, PortError> {
+        let key = direct_key(a, b);
+        let find = |conn: &mut SqliteConnection, key: &str| {
+            conversations::table
+                .filter(conversations::direct_key.eq(key))
+                .select(conversations::id)
+                .first::<String>(conn)
+                .optional()
+        };
+        // Almost always it exists already: look without taking the write lock.
+        let k = key.clone();
+        if let Some(id) = self.read(move |conn| Ok(find(conn, &k)?)).await? {
+            return Ok(ConversationId::new(id));
+        }
+        let (a, b) = (a.as_str().to_owned(), b.as_str().to_owned());
+        self.write(move |conn| {
+            if let Some(id) = find(conn, &key)? {
+                return Ok(ConversationId::new(id));
+            }
+            let id = uuid::Uuid::now_v7().to_string();
+            diesel::insert_into(conversations::table)
+                .values((
+                    conversations::id.eq(&id),
+                    conversations::kind.eq("direct"),
+                    conversations::direct_key.eq(&key),
+                    conversations::created_by.eq(&a),
+                    conversations::created_at.eq(now.millis()),
+                    conversations::last_activity.eq(now.millis()),
+                ))
+                .execute(conn)?;
+            add_member(conn, &id, &a, now.millis())?;
+            if b != a {
+                add_member(conn, &id, &b, now.millis())?;
+            }
+            Ok::<_, PortError>(ConversationId::new(id))
+        })
+        .await
+    }
+
+    async fn access(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<Access, PortError> {
+        let (conv, user) = (conversation.as_str().to_owned(), user.as_str().to_owned());
+        self.read(move |conn| {
+            let Some(row) = conversations::table
+                .find(&conv)
+                .select(conversation_columns!())
+                .first::<ConversationRow>(conn)
+                .optional()?
+            else {
+                return Ok(Access::NoSuchConversation);
+            };
+            let conversation = conversation_from_row(row)?;
+            let read = members::table
+                .find((&conv, &user))
+                .select(members::last_read_seq)
+                .first::<i64>(conn)
+                .optional()?;
+            Ok(match read {
+                Some(r) => Access::Member(conversation, Membership { last_read_seq: seq(r) }),
+                None => Access::NotMember(conversation),
+            })
+        })
+        .await
+    }
+
+    async fn member_ids(&self, conversation: &ConversationId) -> Result<Vec<UserId>, PortError> {
+        let conv = conversation.as_str().to_owned();
+        self.read(move |conn| Ok(member_ids(conn, &conv)?)).await
+    }
+
+    async fn append(&self, new: NewMessage) -> Result<AppendOutcome, AppendError> {
+        self.write(move |conn| {
+            let conv = new.conversation_id.as_str();
+            let sender = new.sender.id.as_str();
+            let last_seq = conversations::table
+                .find(conv)
+                .select(conversations::last_seq)
+                .first::<i64>(conn)
+                .optional()?
+                .ok_or(AppendError::NoSuchConversation)?;
+            let is_member = members::table
+                .find((conv, sender))
+                .select(members::user_id)
+                .first::<String>(conn)
+                .optional()?
+                .is_some();
+            if !is_member {
+                return Err(AppendError::NotMember);
+            }
+            if let Some(cmid) = &new.client_msg_id {
+                let original = messages::table
+                    .inner_join(users::table)
+                    .filter(messages::conversation_id.eq(conv))
+                    .filter(messages::sender_id.eq(sender))
+                    .filter(messages::client_msg_id.eq(cmid.as_str()))
+                    .select(message_columns!())
+                    .first::<MessageRow>(conn)
+                    .optional()?;
+                if let Some(row) = original {
+                    let message = message_from_row(row).map_err(|e| AppendError::Unknown(PortError(e)))?;
+                    return Ok(AppendOutcome::Duplicate(message));
+                }
+            }
+            let seq = last_seq + 1;
+            let at = new.created_at.millis();
+            diesel::update(conversations::table.find(conv))
+                .set((
+                    conversations::last_seq.eq(seq),
+                    conversations::last_activity.eq(at),
+                ))
+                .execute(conn)?;
+            let id = uuid::Uuid::now_v7().to_string();
+            diesel::insert_into(messages::table)
+                .values((
+                    messages::id.eq(&id),
+                    messages::conversation_id.eq(conv),
+                    messages::seq.eq(seq),
+                    messages::sender_id.eq(sender),
+                    messages::body.eq(new.body.as_str()),
+                    messages::client_msg_id.eq(new.client_msg_id.as_ref().map(ClientMsgId::as_str)),
+                    messages::created_at.eq(at),
+                ))
+                .execute(conn)?;
+            let members = member_ids(conn, conv)?;
+            let message = Message {
+                id: MessageId::new(id),
+                conversation_id: new.conversation_id.clone(),
+                seq: self::seq(seq),
+                sender_id: new.sender.id.clone(),
+                sender: new.sender.username.clone(),
+                body: new.body.into_string(),
+                client_msg_id: new.client_msg_id.clone(),
+                created_at: new.created_at,
+                edited_at: None,
+                deleted: false,
+            };
+            Ok(AppendOutcome::Stored { message, members })
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        conversation: &ConversationId,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, PortError> {
+        let conv = conversation.as_str().to_owned();
+        self.read(move |conn| {
+            let upper = query.before_seq.map_or(i64::MAX, to_db_seq);
+            let want = i64::from(query.limit) + 1;
+            let base = messages::table
+                .inner_join(users::table)
+                .filter(messages::conversation_id.eq(&conv))
+                .filter(messages::seq.lt(upper))
+                .select(message_columns!());
+            let mut rows: Vec<MessageRow> = match query.after_seq {
+                Some(after) => base
+                    .filter(messages::seq.gt(to_db_seq(after)))
+                    .order(messages::seq.asc())
+                    .limit(want)
+                    .load(conn)?,
+                None => base.order(messages::seq.desc()).limit(want).load(conn)?,
+            };
+            let has_more = rows.len() > query.limit as usize;
+            rows.truncate(query.limit as usize);
+            if query.after_seq.is_none() {
+                rows.reverse();
+            }
+            let messages = rows
+                .into_iter()
+                .map(message_from_row)
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(HistoryPage { messages, has_more })
+        })
+        .await
+    }
+
+    async fn conversations_of(&self, user: &UserId) -> Result<Vec<ConversationSummary>, PortError> {
+        let user = user.as_str().to_owned();
+        self.read(move |conn| {
+            let rows = members::table
+                .inner_join(conversations::table)
+                .filter(members::user_id.eq(&user))
+                .order((conversations::last_activity.desc(), conversations::id))
+                .select((conversation_columns!(), conversations::member_count, members::last_read_seq))
+                .load::<(ConversationRow, i64, i64)>(conn)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (row, member_count, last_read) in rows {
+                let conversation = conversation_from_row(row)?;
+                let id = conversation.id.as_str();
+                let listed = members::table
+                    .inner_join(users::table)
+                    .filter(members::conversation_id.eq(id))
+                    .order((members::joined_at, members::user_id))
+                    .limit(MEMBERS_LISTED as i64)
+                    .select((users::id, users::username))
+                    .load::<(String, String)>(conn)?
+                    .into_iter()
+                    .map(|(id, name)| {
+                        Ok(User {
+                            id: UserId::new(id),
+                            username: stored_username(name)?,
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let last_message = match conversation.last_seq {
+                    0 => None,
+                    last => message_by_seq(conn, id, to_db_seq(last))?,
+                };
+                out.push(ConversationSummary {
+                    conversation,
+                    members: listed,
+                    member_count: seq(member_count),
+                    last_read_seq: seq(last_read),
+                    last_message,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn advance_read_marker(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+        to: u64,
+    ) -> Result<bool, PortError> {
+        let (conv, user) = (conversation.as_str().to_owned(), user.as_str().to_owned());
+        let to = to_db_seq(to);
+        self.write(move |conn| {
+            let moved = diesel::update(members::table.find((&conv, &user)))
+                .filter(members::last_read_seq.lt(to))
+                .set(members::last_read_seq.eq(to))
+                .execute(conn)?;
+            Ok::<_, PortError>(moved > 0)
+        })
+        .await
+    }
+
+    async fn contacts(&self, user: &UserId) -> Result<Vec<UserId>, PortError> {
+        let user = user.as_str().to_owned();
+        self.read(move |conn| {
+            let theirs = diesel::alias!(members as theirs);
+            Ok(members::table
+                .inner_join(
+                    theirs.on(theirs
+                        .field(members::conversation_id)
+                        .eq(members::conversation_id)),
+                )
+                .filter(members::user_id.eq(&user))
+                .filter(theirs.field(members::user_id).ne(&user))
+                .select(theirs.field(members::user_id))
+                .distinct()
+                .load::<String>(conn)?
+                .into_iter()
+                .map(UserId::new)
+                .collect())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+#[path = "sqlite_tests.rs"]
+mod tests;

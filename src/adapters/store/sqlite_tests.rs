@@ -1,0 +1,2 @@
+//! The SQLite store against a temporary database file.
+use super::*;

@@ -1,0 +1,719 @@
+//! The wire format: JSON shapes of the contract's objects, frames and
+//! requests, and their conversion to and from domain types. Both inbound
+//! adapters (HTTP and WebSocket) speak through this module only.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use hyper_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::domain::event::MemberAction;
+use crate::domain::message::HistoryQuery;
+use crate::domain::service::MAX_PRESENCE_IDS;
+use crate::domain::{
+    ActiveStatus, ChatError, ClientMsgId, ConversationId, ConversationKind, ConversationSummary,
+    Event, Message, MessageBody, Presence, Status, Timestamp, User, UserId, Visibility,
+};
+
+/// Longest request id a client may send.
+pub const MAX_REQUEST_ID_CHARS: usize = 64;
+/// Longest id (user, conversation, message) accepted in a request; real ids
+/// are far shorter, so anything longer cannot name anything.
+const MAX_ID_CHARS: usize = 128;
+
+/// RFC 3339, UTC, milliseconds: `2026-11-27T20:07:33.123Z`.
+pub fn rfc3339(t: Timestamp) -> String {
+    chrono::DateTime::from_timestamp_millis(t.millis())
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+// ---------------------------------------------------------------- objects
+
+/// `user`: `{id, username}`.
+#[derive(Debug, Serialize)]
+pub struct UserDto<'a> {
+    id: &'a str,
+    username: &'a str,
+}
+
+impl<'a> From<&'a User> for UserDto<'a> {
+    fn from(u: &'a User) -> Self {
+        Self {
+            id: u.id.as_str(),
+            username: u.username.as_str(),
+        }
+    }
+}
+
+/// `message`, as in the contract's section 2.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageDto<'a> {
+    id: &'a str,
+    conversation_id: &'a str,
+    seq: u64,
+    sender_id: &'a str,
+    sender: &'a str,
+    body: &'a str,
+    client_msg_id: Option<&'a str>,
+    created_at: String,
+    edited_at: Option<String>,
+    deleted: bool,
+}
+
+impl<'a> From<&'a Message> for MessageDto<'a> {
+    fn from(m: &'a Message) -> Self {
+        Self {
+            id: m.id.as_str(),
+            conversation_id: m.conversation_id.as_str(),
+            seq: m.seq,
+            sender_id: m.sender_id.as_str(),
+            sender: m.sender.as_str(),
+            body: if m.deleted { "" } else { &m.body },
+            client_msg_id: m.client_msg_id.as_ref().map(ClientMsgId::as_str),
+            created_at: rfc3339(m.created_at),
+            edited_at: m.edited_at.map(rfc3339),
+            deleted: m.deleted,
+        }
+    }
+}
+
+/// `conversation`, as one member sees it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationDto<'a> {
+    id: &'a str,
+    kind: &'static str,
+    name: Option<&'a str>,
+    visibility: Option<&'static str>,
+    members: Vec<UserDto<'a>>,
+    member_count: u64,
+    last_seq: u64,
+    last_read_seq: u64,
+    unread: u64,
+    last_message: Option<MessageDto<'a>>,
+}
+
+impl<'a> From<&'a ConversationSummary> for ConversationDto<'a> {
+    fn from(s: &'a ConversationSummary) -> Self {
+        let (kind, name, visibility) = match &s.conversation.kind {
+            ConversationKind::Direct => ("direct", None, None),
+            ConversationKind::Room { name, visibility } => (
+                "room",
+                Some(name.as_str()),
+                Some(match visibility {
+                    Visibility::Public => "public",
+                    Visibility::Private => "private",
+                }),
+            ),
+        };
+        Self {
+            id: s.conversation.id.as_str(),
+            kind,
+            name,
+            visibility,
+            members: s.members.iter().map(UserDto::from).collect(),
+            member_count: s.member_count,
+            last_seq: s.conversation.last_seq,
+            last_read_seq: s.last_read_seq,
+            unread: s.unread(),
+            last_message: s.last_message.as_ref().map(MessageDto::from),
+        }
+    }
+}
+
+/// `presence`: `{userId, username, status, lastSeen}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceDto<'a> {
+    user_id: &'a str,
+    username: &'a str,
+    status: &'static str,
+    last_seen: Option<String>,
+}
+
+impl<'a> From<&'a Presence> for PresenceDto<'a> {
+    fn from(p: &'a Presence) -> Self {
+        Self {
+            user_id: p.user.id.as_str(),
+            username: p.user.username.as_str(),
+            status: match p.status {
+                Status::Online => "online",
+                Status::Away => "away",
+                Status::Offline => "offline",
+            },
+            last_seen: p.last_seen.map(rfc3339),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- frames
+
+#[derive(Serialize)]
+struct Frame<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<Option<&'a str>>,
+    content: T,
+}
+
+fn to_text<T: Serialize>(frame: &Frame<'_, T>) -> Utf8Bytes {
+    // Serializing our own structs to a String cannot fail.
+    serde_json::to_string(frame)
+        .expect("wire DTOs serialize")
+        .into()
+}
+
+/// An `ack` frame answering request `id`.
+pub fn ack<T: Serialize>(id: Option<&str>, content: T) -> Utf8Bytes {
+    to_text(&Frame {
+        kind: "ack",
+        id: Some(id),
+        content,
+    })
+}
+
+/// The `{code, message}` of an error, as HTTP bodies and WebSocket errors carry it.
+#[derive(Debug, Serialize)]
+pub struct ErrorDto<'a> {
+    /// One of the contract's codes.
+    pub code: &'static str,
+    /// A human-readable explanation, never internal detail.
+    pub message: &'a str,
+}
+
+/// An `error` frame answering request `id` (null when it had none or it was unreadable).
+pub fn error(id: Option<&str>, code: &'static str, message: &str) -> Utf8Bytes {
+    to_text(&Frame {
+        kind: "error",
+        id: Some(id),
+        content: ErrorDto { code, message },
+    })
+}
+
+/// An event frame (no id).
+pub fn event_frame<T: Serialize>(kind: &str, content: T) -> Utf8Bytes {
+    to_text(&Frame {
+        kind,
+        id: None,
+        content,
+    })
+}
+
+/// `{message}`: the content of `message` and `messageUpdated` events and of send acks.
+#[derive(Serialize)]
+pub struct MessageContent<'a> {
+    /// The message.
+    pub message: MessageDto<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReceiptContent<'a> {
+    conversation_id: &'a str,
+    user_id: &'a str,
+    seq: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TypingContent<'a> {
+    conversation_id: &'a str,
+    user_id: &'a str,
+    active: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberContent<'a> {
+    conversation_id: &'a str,
+    user: UserDto<'a>,
+    action: &'static str,
+}
+
+#[derive(Serialize)]
+struct PresenceContent<'a> {
+    presence: PresenceDto<'a>,
+}
+
+/// Serializes an event once; the bytes are shared by all its recipients.
+pub fn encode_event(event: &Event) -> Utf8Bytes {
+    match event {
+        Event::Message(m) => event_frame("message", MessageContent { message: m.into() }),
+        Event::MessageUpdated(m) => {
+            event_frame("messageUpdated", MessageContent { message: m.into() })
+        }
+        Event::Receipt {
+            conversation_id,
+            user_id,
+            seq,
+        } => event_frame(
+            "receipt",
+            ReceiptContent {
+                conversation_id: conversation_id.as_str(),
+                user_id: user_id.as_str(),
+                seq: *seq,
+            },
+        ),
+        Event::Typing {
+            conversation_id,
+            user_id,
+            active,
+        } => event_frame(
+            "typing",
+            TypingContent {
+                conversation_id: conversation_id.as_str(),
+                user_id: user_id.as_str(),
+                active: *active,
+            },
+        ),
+        Event::Member {
+            conversation_id,
+            user,
+            action,
+        } => event_frame(
+            "member",
+            MemberContent {
+                conversation_id: conversation_id.as_str(),
+                user: user.into(),
+                action: match action {
+                    MemberAction::Joined => "joined",
+                    MemberAction::Left => "left",
+                    MemberAction::Invited => "invited",
+                },
+            },
+        ),
+        Event::Presence(p) => event_frame("presence", PresenceContent { presence: p.into() }),
+    }
+}
+
+// ---------------------------------------------------------------- errors
+
+/// The contract's code for a use-case error, and the text a client may see.
+pub fn error_code(e: &ChatError) -> (&'static str, String) {
+    let code = match e {
+        ChatError::BadRequest(_) => "bad_request",
+        ChatError::Unauthorized(_) => "unauthorized",
+        ChatError::Forbidden(_) => "forbidden",
+        ChatError::NotFound(_) => "not_found",
+        ChatError::Conflict(_) => "conflict",
+        ChatError::RateLimited(_) => "rate_limited",
+        ChatError::Unavailable => "unavailable",
+        ChatError::Internal(_) => "internal",
+    };
+    // Display of Internal is a fixed "internal error": the cause stays in logs.
+    (code, e.to_string())
+}
+
+// ---------------------------------------------------------------- requests
+
+/// A WebSocket request, validated: every field has its domain type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `sendPrivateMessage`.
+    SendPrivateMessage {
+        /// Recipient.
+        to: UserId,
+        /// Text.
+        body: MessageBody,
+        /// Idempotency key.
+        client_msg_id: Option<ClientMsgId>,
+    },
+    /// `sendMessage`.
+    SendMessage {
+        /// Where.
+        conversation_id: ConversationId,
+        /// Text.
+        body: MessageBody,
+        /// Idempotency key.
+        client_msg_id: Option<ClientMsgId>,
+    },
+    /// `getHistory`.
+    GetHistory {
+        /// Where.
+        conversation_id: ConversationId,
+        /// Which page.
+        query: HistoryQuery,
+    },
+    /// `getConversations`.
+    GetConversations,
+    /// `markRead`.
+    MarkRead {
+        /// Where.
+        conversation_id: ConversationId,
+        /// Up to which seq.
+        seq: u64,
+    },
+    /// `typing`.
+    Typing {
+        /// Where.
+        conversation_id: ConversationId,
+        /// Started or stopped.
+        active: bool,
+    },
+    /// `getConnectedUsers`.
+    GetConnectedUsers {
+        /// Page size.
+        limit: Option<u64>,
+    },
+    /// `getPresence`.
+    GetPresence {
+        /// Whom.
+        user_ids: Vec<UserId>,
+    },
+    /// `setStatus`.
+    SetStatus {
+        /// The new status.
+        status: ActiveStatus,
+    },
+    /// `ping`.
+    Ping,
+}
+
+/// A frame that could not be read as a request, with the id to answer to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadFrame {
+    /// The request's id, when it could be read.
+    pub id: Option<String>,
+    /// What was wrong.
+    pub message: String,
+}
+
+/// Reads one text frame: the envelope, then the request its `type` names.
+///
+/// # Errors
+/// [`BadFrame`] for anything the contract calls a `bad_request`.
+pub fn parse_frame(text: &str) -> Result<(Option<String>, Request), BadFrame> {
+    let bad = |id: Option<String>, message: String| BadFrame { id, message };
+    let value: Value = serde_json::from_str(text)
+        .map_err(|_| bad(None, "frame is not valid JSON".into()))?;
+    let Value::Object(mut frame) = value else {
+        return Err(bad(None, "frame must be a JSON object".into()));
+    };
+    let id = match frame.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() <= MAX_REQUEST_ID_CHARS => Some(s),
+        Some(_) => {
+            return Err(bad(
+                None,
+                format!("id must be a string of at most {MAX_REQUEST_ID_CHARS} characters"),
+            ));
+        }
+    };
+    let kind = match frame.get("type") {
+        Some(Value::String(s)) => s.as_str(),
+        _ => return Err(bad(id, "type is required and must be a string".into())),
+    };
+    let content = match frame.get("content") {
+        None | Some(Value::Null) => &Map::new(),
+        Some(Value::Object(c)) => c,
+        Some(_) => return Err(bad(id, "content must be a JSON object".into())),
+    };
+    match Request::parse(kind, content) {
+        Ok(request) => Ok((id, request)),
+        Err(message) => Err(bad(id, message)),
+    }
+}
+
+impl Request {
+    fn parse(kind: &str, c: &Map<String, Value>) -> Result<Self, String> {
+        let f = Fields(c);
+        Ok(match kind {
+            "sendPrivateMessage" => Self::SendPrivateMessage {
+                to: UserId::new(f.id("to")?),
+                body: f.body()?,
+                client_msg_id: f.client_msg_id()?,
+            },
+            "sendMessage" => Self::SendMessage {
+                conversation_id: f.conversation()?,
+                body: f.body()?,
+                client_msg_id: f.client_msg_id()?,
+            },
+            "getHistory" => Self::GetHistory {
+                conversation_id: f.conversation()?,
+                query: HistoryQuery::new(
+                    f.opt_uint("beforeSeq")?,
+                    f.opt_uint("afterSeq")?,
+                    f.opt_uint("limit")?,
+                )
+                .map_err(|e| e.to_string())?,
+            },
+            "getConversations" => Self::GetConversations,
+            "markRead" => Self::MarkRead {
+                conversation_id: f.conversation()?,
+                seq: f.opt_uint("seq")?.ok_or("seq is required")?,
+            },
+            "typing" => Self::Typing {
+                conversation_id: f.conversation()?,
+                active: match c.get("active") {
+                    Some(Value::Bool(b)) => *b,
+                    _ => return Err("active is required and must be a boolean".into()),
+                },
+            },
+            "getConnectedUsers" => Self::GetConnectedUsers {
+                limit: f.opt_uint("limit")?,
+            },
+            "getPresence" => Self::GetPresence {
+                user_ids: f.id_list("userIds")?,
+            },
+            "setStatus" => Self::SetStatus {
+                status: match c.get("status").and_then(Value::as_str) {
+                    Some("online") => ActiveStatus::Online,
+                    Some("away") => ActiveStatus::Away,
+                    _ => return Err(r#"status must be "online" or "away""#.into()),
+                },
+            },
+            "ping" => Self::Ping,
+            other => {
+                let shown: String = other.chars().take(64).collect();
+                return Err(format!("unknown type {shown:?}"));
+            }
+        })
+    }
+
+    /// The request's `type`, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::SendPrivateMessage { .. } => "sendPrivateMessage",
+            Self::SendMessage { .. } => "sendMessage",
+            Self::GetHistory { .. } => "getHistory",
+            Self::GetConversations => "getConversations",
+            Self::MarkRead { .. } => "markRead",
+            Self::Typing { .. } => "typing",
+            Self::GetConnectedUsers { .. } => "getConnectedUsers",
+            Self::GetPresence { .. } => "getPresence",
+            Self::SetStatus { .. } => "setStatus",
+            Self::Ping => "ping",
+        }
+    }
+}
+
+/// Typed access to a request's `content`, with messages that name the field.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn id(&self, name: &str) -> Result<String, String> {
+        match self.0.get(name) {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_CHARS => Ok(s.clone()),
+            Some(Value::String(s)) if !s.is_empty() => {
+                Err(format!("{name} must be at most {MAX_ID_CHARS} characters"))
+            }
+            _ => Err(format!("{name} is required and must be a non-empty string")),
+        }
+    }
+
+    fn conversation(&self) -> Result<ConversationId, String> {
+        self.id("conversationId").map(ConversationId::new)
+    }
+
+    fn body(&self) -> Result<MessageBody, String> {
+        match self.0.get("body") {
+            Some(Value::String(s)) => MessageBody::parse(s).map_err(|e| e.to_string()),
+            _ => Err("body is required and must be a string".into()),
+        }
+    }
+
+    fn client_msg_id(&self) -> Result<Option<ClientMsgId>, String> {
+        match self.0.get("clientMsgId") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => ClientMsgId::parse(s).map(Some).map_err(|e| e.to_string()),
+            Some(_) => Err("clientMsgId must be a string".into()),
+        }
+    }
+
+    fn opt_uint(&self, name: &str) -> Result<Option<u64>, String> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| format!("{name} must be a non-negative integer")),
+        }
+    }
+
+    fn id_list(&self, name: &str) -> Result<Vec<UserId>, String> {
+        let err = || format!("{name} must be an array of at most {MAX_PRESENCE_IDS} user ids");
+        let Some(Value::Array(items)) = self.0.get(name) else {
+            return Err(err());
+        };
+        if items.len() > MAX_PRESENCE_IDS {
+            return Err(err());
+        }
+        items
+            .iter()
+            .map(|v| v.as_str().map(UserId::new).ok_or_else(err))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<(Option<String>, Request), BadFrame> {
+        parse_frame(text)
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        assert_eq!(
+            rfc3339(Timestamp::from_millis(1_795_810_053_123)),
+            "2026-11-27T20:07:33.123Z"
+        );
+        assert_eq!(rfc3339(Timestamp::from_millis(0)), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn a_well_formed_send_is_read_with_its_id() {
+        let (id, req) = parse(
+            r#"{"type":"sendPrivateMessage","id":"r1","content":{"to":"u2","body":"hi","clientMsgId":"c1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(id.as_deref(), Some("r1"));
+        assert_eq!(
+            req,
+            Request::SendPrivateMessage {
+                to: UserId::new("u2"),
+                body: MessageBody::parse("hi").unwrap(),
+                client_msg_id: Some(ClientMsgId::parse("c1").unwrap()),
+            }
+        );
+    }
+
+    #[test]
+    fn content_and_id_may_be_left_out() {
+        assert_eq!(parse(r#"{"type":"ping"}"#).unwrap(), (None, Request::Ping));
+        assert_eq!(
+            parse(r#"{"type":"ping","id":null,"content":null}"#).unwrap(),
+            (None, Request::Ping)
+        );
+    }
+
+    #[test]
+    fn frames_that_are_not_json_objects_are_bad_requests_without_id() {
+        for text in ["not json", "[1,2]", "42", "\"s\"", "null", ""] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.id, None, "{text}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_type_is_answered_with_the_request_id() {
+        let e = parse(r#"{"type":"fly","id":"r9"}"#).unwrap_err();
+        assert_eq!(e.id.as_deref(), Some("r9"));
+        assert!(e.message.contains("unknown type"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_missing_type_or_non_object_content_is_a_bad_request() {
+        assert!(parse(r#"{"id":"a"}"#).unwrap_err().message.contains("type"));
+        assert!(parse(r#"{"type":7}"#).unwrap_err().message.contains("type"));
+        let e = parse(r#"{"type":"ping","id":"a","content":[1]}"#).unwrap_err();
+        assert_eq!(e.id.as_deref(), Some("a"));
+        assert!(e.message.contains("content"));
+    }
+
+    #[test]
+    fn an_id_longer_than_64_characters_or_not_a_string_is_refused() {
+        let long = "x".repeat(65);
+        let e = parse(&format!(r#"{{"type":"ping","id":"{long}"}}"#)).unwrap_err();
+        assert_eq!(e.id, None);
+        assert!(parse(r#"{"type":"ping","id":5}"#).is_err());
+        let ok = "x".repeat(64);
+        assert!(parse(&format!(r#"{{"type":"ping","id":"{ok}"}}"#)).is_ok());
+    }
+
+    #[test]
+    fn missing_or_mistyped_fields_name_the_field() {
+        let cases = [
+            (r#"{"type":"sendPrivateMessage","content":{"body":"hi"}}"#, "to"),
+            (r#"{"type":"sendPrivateMessage","content":{"to":5,"body":"hi"}}"#, "to"),
+            (r#"{"type":"sendPrivateMessage","content":{"to":"u"}}"#, "body"),
+            (r#"{"type":"sendMessage","content":{"conversationId":"c","body":7}}"#, "body"),
+            (r#"{"type":"sendMessage","content":{"body":"x"}}"#, "conversationId"),
+            (
+                r#"{"type":"sendMessage","content":{"conversationId":"c","body":"x","clientMsgId":1}}"#,
+                "clientMsgId",
+            ),
+            (r#"{"type":"getHistory","content":{"conversationId":"c","limit":-1}}"#, "limit"),
+            (r#"{"type":"getHistory","content":{"conversationId":"c","beforeSeq":1.5}}"#, "beforeSeq"),
+            (r#"{"type":"getHistory","content":{"conversationId":"c","afterSeq":"3"}}"#, "afterSeq"),
+            (r#"{"type":"markRead","content":{"conversationId":"c"}}"#, "seq"),
+            (r#"{"type":"typing","content":{"conversationId":"c","active":"yes"}}"#, "active"),
+            (r#"{"type":"getPresence","content":{"userIds":"u1"}}"#, "userIds"),
+            (r#"{"type":"getPresence","content":{"userIds":[1]}}"#, "userIds"),
+            (r#"{"type":"setStatus","content":{"status":"offline"}}"#, "status"),
+            (r#"{"type":"getConnectedUsers","content":{"limit":"a"}}"#, "limit"),
+        ];
+        for (text, field) in cases {
+            let e = parse(text).unwrap_err();
+            assert!(e.message.contains(field), "{text}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn body_rules_are_applied_at_the_edge() {
+        let long = "x".repeat(4001);
+        let e = parse(&format!(
+            r#"{{"type":"sendPrivateMessage","content":{{"to":"u","body":"{long}"}}}}"#
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("4000"));
+        let e = parse(r#"{"type":"sendPrivateMessage","content":{"to":"u","body":"  \n "}}"#)
+            .unwrap_err();
+        assert!(e.message.contains("white space"));
+    }
+
+    #[test]
+    fn a_history_limit_of_zero_is_refused_and_a_large_one_clamped() {
+        assert!(parse(r#"{"type":"getHistory","content":{"conversationId":"c","limit":0}}"#).is_err());
+        let (_, req) =
+            parse(r#"{"type":"getHistory","content":{"conversationId":"c","limit":1000}}"#).unwrap();
+        let Request::GetHistory { query, .. } = req else { panic!() };
+        assert_eq!(query.limit, 200);
+    }
+
+    #[test]
+    fn more_than_1000_presence_ids_are_refused() {
+        let ids: Vec<String> = (0..1001).map(|i| format!("\"u{i}\"")).collect();
+        let text = format!(r#"{{"type":"getPresence","content":{{"userIds":[{}]}}}}"#, ids.join(","));
+        assert!(parse(&text).is_err());
+    }
+
+    #[test]
+    fn an_ack_echoes_the_id_or_null_and_events_carry_none() {
+        let a = ack(Some("r1"), serde_json::json!({}));
+        assert_eq!(a.as_str(), r#"{"type":"ack","id":"r1","content":{}}"#);
+        let e = error(None, "bad_request", "x");
+        assert_eq!(
+            e.as_str(),
+            r#"{"type":"error","id":null,"content":{"code":"bad_request","message":"x"}}"#
+        );
+        let ev = event_frame("typing", serde_json::json!({"a":1}));
+        assert_eq!(ev.as_str(), r#"{"type":"typing","content":{"a":1}}"#);
+    }
+
+    #[test]
+    fn a_deleted_message_has_an_empty_body_on_the_wire() {
+        let m = Message {
+            id: crate::domain::MessageId::new("m"),
+            conversation_id: ConversationId::new("c"),
+            seq: 3,
+            sender_id: UserId::new("u"),
+            sender: crate::domain::Username::parse("ann").unwrap(),
+            body: "secret".into(),
+            client_msg_id: None,
+            created_at: Timestamp::from_millis(0),
+            edited_at: None,
+            deleted: true,
+        };
+        let v: Value = serde_json::from_str(encode_event(&Event::MessageUpdated(m)).as_str()).unwrap();
+        assert_eq!(v["type"], "messageUpdated");
+        assert_eq!(v["content"]["message"]["body"], "");
+        assert_eq!(v["content"]["message"]["deleted"], true);
+        assert_eq!(v["content"]["message"]["seq"], 3);
+        assert_eq!(v["content"]["message"]["clientMsgId"], Value::Null);
+        assert_eq!(v["content"]["message"]["editedAt"], Value::Null);
+    }
+}

@@ -1,0 +1,130 @@
+//! Conversations and their members. A direct conversation is a conversation
+//! with two members (one when a user writes to themself); a room is one with
+//! any number. Both share one model so that history, receipts, typing and
+//! unread counts work the same way for each.
+
+use super::ids::{ConversationId, UserId};
+use super::message::Message;
+use super::user::User;
+
+/// Most members listed in a conversation object; `member_count` stays exact.
+pub const MEMBERS_LISTED: usize = 100;
+
+/// Who may find and enter a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// Anyone may find and join it.
+    Public,
+    /// Only an invitation from a member lets anyone in.
+    Private,
+}
+
+/// What kind of conversation it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConversationKind {
+    /// The one conversation between a pair of users.
+    Direct,
+    /// A named group conversation.
+    Room {
+        /// Its display name.
+        name: String,
+        /// Who may find and enter it.
+        visibility: Visibility,
+    },
+}
+
+/// A conversation, as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    /// The conversation's id.
+    pub id: ConversationId,
+    /// Direct or room.
+    pub kind: ConversationKind,
+    /// The seq of its newest message (0 when it has none).
+    pub last_seq: u64,
+}
+
+/// One user's place in a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    /// The newest seq this member has marked read.
+    pub last_read_seq: u64,
+}
+
+/// A conversation as one member sees it in `getConversations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationSummary {
+    /// The conversation itself.
+    pub conversation: Conversation,
+    /// The first [`MEMBERS_LISTED`] members, in join order.
+    pub members: Vec<User>,
+    /// How many members it has.
+    pub member_count: u64,
+    /// The viewer's read marker.
+    pub last_read_seq: u64,
+    /// Its newest message, if any.
+    pub last_message: Option<Message>,
+}
+
+impl ConversationSummary {
+    /// Messages the viewer has not read: `lastSeq - lastReadSeq`.
+    pub fn unread(&self) -> u64 {
+        self.conversation.last_seq.saturating_sub(self.last_read_seq)
+    }
+}
+
+/// The key that makes a direct conversation unique per pair of users,
+/// whichever of the two writes first.
+pub fn direct_key(a: &UserId, b: &UserId) -> String {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    format!("{lo}|{hi}")
+}
+
+/// Where a read marker lands when a member asks to mark `wanted` as read:
+/// never past the newest message, never backwards. `None` when it does not move.
+pub fn next_read_marker(current: u64, wanted: u64, last_seq: u64) -> Option<u64> {
+    let target = wanted.min(last_seq);
+    (target > current).then_some(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_direct_key_is_the_same_whoever_writes_first() {
+        let (a, b) = (UserId::new("a"), UserId::new("b"));
+        assert_eq!(direct_key(&a, &b), direct_key(&b, &a));
+        assert_ne!(direct_key(&a, &a), direct_key(&a, &b));
+    }
+
+    #[test]
+    fn a_read_marker_moves_forward_only() {
+        assert_eq!(next_read_marker(3, 5, 10), Some(5));
+        assert_eq!(next_read_marker(5, 3, 10), None);
+        assert_eq!(next_read_marker(5, 5, 10), None);
+    }
+
+    #[test]
+    fn a_read_marker_stops_at_the_newest_message() {
+        assert_eq!(next_read_marker(3, 99, 10), Some(10));
+        assert_eq!(next_read_marker(10, 99, 10), None);
+        assert_eq!(next_read_marker(0, 1, 0), None);
+    }
+
+    #[test]
+    fn unread_is_last_seq_minus_last_read_seq() {
+        let s = ConversationSummary {
+            conversation: Conversation {
+                id: ConversationId::new("c"),
+                kind: ConversationKind::Direct,
+                last_seq: 7,
+            },
+            members: vec![],
+            member_count: 2,
+            last_read_seq: 4,
+            last_message: None,
+        };
+        assert_eq!(s.unread(), 3);
+    }
+}

@@ -1,0 +1,45 @@
+//! Opaque identifiers. The core never looks inside them; the store decides
+//! their format (UUIDs today), so they are plain strings here.
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps a raw id; any string is accepted because ids are opaque.
+            pub fn new(raw: impl Into<String>) -> Self {
+                Self(raw.into())
+            }
+
+            /// The id as it travels on the wire and in the store.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Identifies a registered user.
+    UserId
+);
+id_type!(
+    /// Identifies a conversation (direct or room).
+    ConversationId
+);
+id_type!(
+    /// Identifies one stored message.
+    MessageId
+);
+id_type!(
+    /// Identifies one WebSocket session (a user may have several).
+    SessionId
+);

@@ -1,0 +1,27 @@
+//! The pure core of confab: users, conversations, messages, presence and the
+//! routing rules, plus the ports (traits) through which it reaches the world
+//! and the use cases that tie them together.
+//!
+//! Nothing in here performs I/O or knows about JSON, SQL, HTTP or tokio: the
+//! adapters in `crate::adapters` do that and translate into these types.
+
+pub mod conversation;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod message;
+pub mod ports;
+pub mod presence;
+pub mod routing;
+pub mod service;
+pub mod time;
+pub mod user;
+
+pub use conversation::{Conversation, ConversationKind, ConversationSummary, Membership, Visibility};
+pub use error::ChatError;
+pub use event::Event;
+pub use ids::{ConversationId, MessageId, SessionId, UserId};
+pub use message::{ClientMsgId, HistoryPage, HistoryQuery, Message, MessageBody};
+pub use presence::{ActiveStatus, Presence, Status};
+pub use time::Timestamp;
+pub use user::{Password, User, Username};

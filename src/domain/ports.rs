@@ -1,0 +1,269 @@
+//! Ports: the traits through which the core reaches storage, credentials,
+//! the clock and the sessions. Adapters implement them; the use cases in
+//! [`super::service`] hold them as `Arc<dyn Port>`.
+//!
+//! Every port is `Send + Sync`. Every async method may be called from many
+//! tasks at once.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use super::conversation::{Conversation, ConversationSummary, Membership};
+use super::error::PortError;
+use super::event::Event;
+use super::ids::{ConversationId, SessionId, UserId};
+use super::message::{AppendOutcome, HistoryPage, HistoryQuery, NewMessage};
+use super::presence::{ActiveStatus, LiveStatus, TooManySessions};
+use super::routing::Delivery;
+use super::time::Timestamp;
+use super::user::{Password, PasswordHash, User, Username};
+
+/// Why a user could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateUserError {
+    /// The name is taken, without regard to case.
+    #[error("username is taken")]
+    Duplicate,
+    /// The store failed.
+    #[error(transparent)]
+    Unknown(#[from] PortError),
+}
+
+/// Why a message could not be appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// No conversation has that id.
+    #[error("conversation not found")]
+    NoSuchConversation,
+    /// The sender is not a member of it.
+    #[error("not a member of this conversation")]
+    NotMember,
+    /// The store failed.
+    #[error(transparent)]
+    Unknown(#[from] PortError),
+}
+
+/// Why a session could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenSessionError {
+    /// The user is at the per-user session limit.
+    #[error(transparent)]
+    TooMany(#[from] TooManySessions),
+    /// The registry failed.
+    #[error(transparent)]
+    Unknown(#[from] PortError),
+}
+
+/// What a user may do in a conversation, as the store sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// No conversation has that id.
+    NoSuchConversation,
+    /// It exists; the user is not in it.
+    NotMember(Conversation),
+    /// The user is a member.
+    Member(Conversation, Membership),
+}
+
+/// Users and their credentials.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Stores a new user.
+    ///
+    /// # Errors
+    /// MUST return [`CreateUserError::Duplicate`] when a user with the same
+    /// name ignoring ASCII case exists, even under concurrent registrations.
+    async fn create_user(
+        &self,
+        username: &Username,
+        hash: &PasswordHash,
+        now: Timestamp,
+    ) -> Result<User, CreateUserError>;
+
+    /// The user registered under `username` (any case) and their password hash.
+    async fn credentials(&self, username: &Username)
+    -> Result<Option<(User, PasswordHash)>, PortError>;
+
+    /// The user with this id.
+    async fn user(&self, id: &UserId) -> Result<Option<User>, PortError>;
+
+    /// The users among `ids` that exist, with when each was last seen
+    /// (persisted when their last session closed). Unknown ids are skipped.
+    async fn users_last_seen(
+        &self,
+        ids: &[UserId],
+    ) -> Result<Vec<(User, Option<Timestamp>)>, PortError>;
+
+    /// Up to `limit` users whose name starts with `prefix` ignoring ASCII
+    /// case, ordered by name.
+    async fn users_by_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<User>, PortError>;
+
+    /// Records when a user's last session closed.
+    async fn set_last_seen(&self, id: &UserId, at: Timestamp) -> Result<(), PortError>;
+}
+
+/// Conversations, members and messages.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Succeeds only when the store answers queries.
+    async fn ping(&self) -> Result<(), PortError>;
+
+    /// The one direct conversation between `a` and `b` (who may be the same
+    /// user), created with both as members if it does not exist yet. MUST
+    /// return the same id for (a, b) and (b, a), even when both race.
+    async fn direct_conversation(
+        &self,
+        a: &UserId,
+        b: &UserId,
+        now: Timestamp,
+    ) -> Result<ConversationId, PortError>;
+
+    /// Whether `conversation` exists and whether `user` is in it.
+    async fn access(&self, conversation: &ConversationId, user: &UserId)
+    -> Result<Access, PortError>;
+
+    /// Every member of the conversation.
+    async fn member_ids(&self, conversation: &ConversationId) -> Result<Vec<UserId>, PortError>;
+
+    /// Stores a message in one transaction, with the conversation's next
+    /// seq. MUST be durable when it returns `Ok`. MUST NOT store anything
+    /// when the same sender already stored the same clientMsgId in the same
+    /// conversation: it returns [`AppendOutcome::Duplicate`] with the original.
+    ///
+    /// # Errors
+    /// [`AppendError::NoSuchConversation`] or [`AppendError::NotMember`],
+    /// checked inside the same transaction.
+    async fn append(&self, message: NewMessage) -> Result<AppendOutcome, AppendError>;
+
+    /// One page of history. Without `after_seq`: the newest `limit`
+    /// messages below `before_seq` (or the end), `has_more` when older ones
+    /// exist. With it: the first `limit` messages after it (and below
+    /// `before_seq`), `has_more` when newer ones exist. Oldest first.
+    async fn history(
+        &self,
+        conversation: &ConversationId,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, PortError>;
+
+    /// Every conversation `user` is in, most recently active first.
+    async fn conversations_of(&self, user: &UserId) -> Result<Vec<ConversationSummary>, PortError>;
+
+    /// Moves `user`'s read marker to `seq` if it is below it. Returns
+    /// whether it moved (false when a concurrent call got there first).
+    async fn advance_read_marker(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+        seq: u64,
+    ) -> Result<bool, PortError>;
+
+    /// Every user who shares at least one conversation with `user`.
+    async fn contacts(&self, user: &UserId) -> Result<Vec<UserId>, PortError>;
+}
+
+/// A token handed to a client at login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// The bearer token.
+    pub token: String,
+    /// When it stops being accepted.
+    pub expires_at: Timestamp,
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenClaims {
+    /// The user it was issued to.
+    pub user_id: UserId,
+    /// When it expires.
+    pub expires_at: Timestamp,
+}
+
+/// A token that is missing, malformed, tampered with, wrongly signed or expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("missing, invalid or expired token")]
+pub struct InvalidToken;
+
+/// Passwords and tokens.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait Authenticator: Send + Sync {
+    /// Hashes a password for storage (slow by design; MUST NOT block the caller's executor).
+    async fn hash_password(&self, password: &Password) -> Result<PasswordHash, PortError>;
+
+    /// Whether `password` matches `hash`. With no hash (unknown user) it
+    /// MUST spend about the same time and return false, so that timing does
+    /// not tell which usernames exist.
+    async fn verify_password(
+        &self,
+        password: &str,
+        hash: Option<PasswordHash>,
+    ) -> Result<bool, PortError>;
+
+    /// Issues a token for `user`, valid from `now` for the configured lifetime.
+    fn issue_token(&self, user: &User, now: Timestamp) -> Result<IssuedToken, PortError>;
+
+    /// Checks a token's signature, algorithm and expiry at `now`.
+    fn verify_token(&self, token: &str, now: Timestamp) -> Result<TokenClaims, InvalidToken>;
+}
+
+/// Who is connected, with how many sessions, and their chosen status.
+/// The single source of truth for the per-user session limit.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait PresenceRegistry: Send + Sync {
+    /// Registers a session. Returns true when the user just came online.
+    ///
+    /// # Errors
+    /// [`OpenSessionError::TooMany`] when the user already has `limit`
+    /// sessions; nothing is registered then.
+    async fn open(
+        &self,
+        user: &User,
+        session: &SessionId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<bool, OpenSessionError>;
+
+    /// Unregisters a session. Returns true when it was the user's last.
+    async fn close(&self, user: &UserId, session: &SessionId) -> Result<bool, PortError>;
+
+    /// Sets a connected user's status: the new state and whether it changed,
+    /// or `None` when the user has no session.
+    async fn set_status(
+        &self,
+        user: &UserId,
+        status: ActiveStatus,
+        now: Timestamp,
+    ) -> Result<Option<(LiveStatus, bool)>, PortError>;
+
+    /// Records activity, for `lastSeen`.
+    async fn touch(&self, user: &UserId, now: Timestamp) -> Result<(), PortError>;
+
+    /// The live status of those of `users` who are connected.
+    async fn live(&self, users: &[UserId]) -> Result<HashMap<UserId, LiveStatus>, PortError>;
+
+    /// Up to `limit` connected users.
+    async fn online_users(&self, limit: usize) -> Result<Vec<User>, PortError>;
+}
+
+/// Carries events to the sessions of users, wherever those sessions live.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// Queues `event` for every session in `delivery`. MUST NOT wait for
+    /// slow sessions: a session that cannot keep up is closed instead, and
+    /// catches up from the store when it reconnects. Calls made in order for
+    /// one conversation MUST reach each session in that order.
+    async fn deliver(&self, delivery: Delivery, event: Event);
+}
+
+/// The current time.
+#[cfg_attr(test, mockall::automock)]
+pub trait Clock: Send + Sync {
+    /// Now, in UTC.
+    fn now(&self) -> Timestamp;
+}

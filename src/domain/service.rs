@@ -1,0 +1,561 @@
+//! The use cases: every request a client can make, carried out against the
+//! ports. This is the only place that decides what happens; the adapters
+//! parse, call one method here, and render the answer.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use futures::lock::Mutex;
+
+use super::conversation::{Conversation, ConversationSummary, Membership, next_read_marker};
+use super::error::ChatError;
+use super::event::Event;
+use super::ids::{ConversationId, SessionId, UserId};
+use super::message::{
+    AppendOutcome, ClientMsgId, HistoryPage, HistoryQuery, Message, MessageBody, NewMessage,
+};
+use super::ports::{
+    Access, AppendError, Authenticator, Clock, CreateUserError, IssuedToken, MessageStore,
+    OpenSessionError, PresenceRegistry, Transport, UserStore,
+};
+use super::presence::{ActiveStatus, LiveStatus, Presence, Status};
+use super::routing;
+use super::time::Timestamp;
+use super::user::{Password, User, Username};
+
+/// Default and largest page of `GET /users`.
+pub const USERS_PAGE: (u32, u32) = (20, 100);
+/// Default and largest page of `getConnectedUsers`.
+pub const CONNECTED_PAGE: (usize, usize) = (100, 1000);
+/// Most ids one `getPresence` may ask about.
+pub const MAX_PRESENCE_IDS: usize = 1000;
+
+/// Lock shards that keep each conversation's commits and deliveries in seq
+/// order. Sharding bounds the memory whatever the number of conversations.
+const ORDER_SHARDS: usize = 256;
+
+/// The adapters the core runs on.
+pub struct Ports {
+    /// Users and credentials.
+    pub users: Arc<dyn UserStore>,
+    /// Conversations and messages.
+    pub messages: Arc<dyn MessageStore>,
+    /// Passwords and tokens.
+    pub auth: Arc<dyn Authenticator>,
+    /// Who is online.
+    pub presence: Arc<dyn PresenceRegistry>,
+    /// Event delivery to sessions.
+    pub transport: Arc<dyn Transport>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Limits the core enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most sessions (devices) one user may hold open.
+    pub max_sessions_per_user: usize,
+}
+
+/// The caller of a WebSocket request: a user on one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Who.
+    pub user: User,
+    /// On which session.
+    pub session: SessionId,
+}
+
+/// A user with a fresh token, the answer to register and login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    /// The user.
+    pub user: User,
+    /// Their token.
+    pub token: IssuedToken,
+}
+
+/// A token that checked out, with its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The user it belongs to (who still exists).
+    pub user: User,
+    /// When it expires.
+    pub expires_at: Timestamp,
+}
+
+/// The chat service: every use case of the contract.
+pub struct ChatService {
+    ports: Ports,
+    limits: Limits,
+    order: Box<[Mutex<()>]>,
+}
+
+const INVALID_CREDENTIALS: &str = "invalid username or password";
+const NOT_A_MEMBER: &str = "not a member of this conversation";
+const NO_CONVERSATION: &str = "conversation not found";
+
+impl ChatService {
+    /// Wires the core to its adapters.
+    pub fn new(ports: Ports, limits: Limits) -> Self {
+        let order = (0..ORDER_SHARDS).map(|_| Mutex::new(())).collect();
+        Self {
+            ports,
+            limits,
+            order,
+        }
+    }
+
+    /// Whether the store answers.
+    pub async fn healthy(&self) -> bool {
+        self.ports.messages.ping().await.is_ok()
+    }
+
+    /// The current time, for the adapters' `serverTime` fields.
+    pub fn now(&self) -> Timestamp {
+        self.ports.clock.now()
+    }
+
+    // ------------------------------------------------------------ accounts
+
+    /// Registers a new user and signs them in.
+    ///
+    /// # Errors
+    /// `BadRequest` naming the broken rule, `Conflict` for a taken name.
+    pub async fn register(&self, username: &str, password: &str) -> Result<SignedIn, ChatError> {
+        let username = Username::parse(username).map_err(ChatError::bad_request)?;
+        let password = Password::parse(password).map_err(ChatError::bad_request)?;
+        const TAKEN: &str = "username is taken";
+        // Cheap check first, so a taken name costs no password hash; the
+        // store's unique constraint still settles races.
+        if self.ports.users.credentials(&username).await?.is_some() {
+            return Err(ChatError::Conflict(TAKEN));
+        }
+        let hash = self.ports.auth.hash_password(&password).await?;
+        let user = match self
+            .ports
+            .users
+            .create_user(&username, &hash, self.now())
+            .await
+        {
+            Ok(user) => user,
+            Err(CreateUserError::Duplicate) => return Err(ChatError::Conflict(TAKEN)),
+            Err(CreateUserError::Unknown(e)) => return Err(e.into()),
+        };
+        self.sign_in(user)
+    }
+
+    /// Checks a username and password. Unknown users and wrong passwords get
+    /// the same answer after about the same time.
+    ///
+    /// # Errors
+    /// `Unauthorized` for any credentials that do not match a user.
+    pub async fn login(&self, username: &str, password: &str) -> Result<SignedIn, ChatError> {
+        let found = match Username::parse(username) {
+            Ok(name) => self.ports.users.credentials(&name).await?,
+            Err(_) => None,
+        };
+        let (user, hash) = found.unzip();
+        // Verified even when the user is unknown, so that both misses take
+        // about as long.
+        let matches = self.ports.auth.verify_password(password, hash).await?;
+        match user {
+            Some(user) if matches => self.sign_in(user),
+            _ => Err(ChatError::Unauthorized(INVALID_CREDENTIALS)),
+        }
+    }
+
+    fn sign_in(&self, user: User) -> Result<SignedIn, ChatError> {
+        let token = self.ports.auth.issue_token(&user, self.now())?;
+        Ok(SignedIn { user, token })
+    }
+
+    /// Checks a bearer token and that its user still exists.
+    ///
+    /// # Errors
+    /// `Unauthorized` for a missing, bad or expired token, or a deleted user.
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<Authenticated, ChatError> {
+        const BAD_TOKEN: &str = "missing, invalid or expired token";
+        let token = token.ok_or(ChatError::Unauthorized(BAD_TOKEN))?;
+        let claims = self
+            .ports
+            .auth
+            .verify_token(token, self.now())
+            .map_err(|_| ChatError::Unauthorized(BAD_TOKEN))?;
+        let user = self
+            .ports
+            .users
+            .user(&claims.user_id)
+            .await?
+            .ok_or(ChatError::Unauthorized(BAD_TOKEN))?;
+        Ok(Authenticated {
+            user,
+            expires_at: claims.expires_at,
+        })
+    }
+
+    /// Users whose name starts with `prefix`, each with whether they are online.
+    ///
+    /// # Errors
+    /// `BadRequest` for a limit of 0.
+    pub async fn find_users(
+        &self,
+        prefix: &str,
+        limit: Option<u64>,
+    ) -> Result<Vec<(User, bool)>, ChatError> {
+        let limit = page_limit(limit, USERS_PAGE.0 as usize, USERS_PAGE.1 as usize)? as u32;
+        let users = self.ports.users.users_by_prefix(prefix, limit).await?;
+        let ids: Vec<UserId> = users.iter().map(|u| u.id.clone()).collect();
+        let live = self.ports.presence.live(&ids).await?;
+        Ok(users
+            .into_iter()
+            .map(|u| {
+                let online = live.contains_key(&u.id);
+                (u, online)
+            })
+            .collect())
+    }
+
+    // ------------------------------------------------------------ sessions
+
+    /// Registers a new session before the WebSocket upgrade, and tells the
+    /// user's contacts when it brings the user online.
+    ///
+    /// # Errors
+    /// `RateLimited` when the user is at the session limit.
+    pub async fn open_session(&self, caller: &Caller) -> Result<(), ChatError> {
+        let limit = self.limits.max_sessions_per_user;
+        let came_online = self
+            .ports
+            .presence
+            .open(&caller.user, &caller.session, self.now(), limit)
+            .await
+            .map_err(|e| match e {
+                OpenSessionError::TooMany(t) => ChatError::RateLimited(t.to_string()),
+                OpenSessionError::Unknown(e) => e.into(),
+            })?;
+        if came_online {
+            self.announce(&caller.user, Status::Online, Some(self.now()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Unregisters a session; when it was the user's last, records when the
+    /// user was last seen and tells their contacts they went offline.
+    pub async fn close_session(&self, caller: &Caller) -> Result<(), ChatError> {
+        let went_offline = self
+            .ports
+            .presence
+            .close(&caller.user.id, &caller.session)
+            .await?;
+        if went_offline {
+            let now = self.now();
+            self.ports.users.set_last_seen(&caller.user.id, now).await?;
+            self.announce(&caller.user, Status::Offline, Some(now))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Records that the caller did something, for `lastSeen`.
+    pub async fn touch(&self, caller: &Caller) -> Result<(), ChatError> {
+        Ok(self
+            .ports
+            .presence
+            .touch(&caller.user.id, self.now())
+            .await?)
+    }
+
+    async fn announce(
+        &self,
+        user: &User,
+        status: Status,
+        last_seen: Option<Timestamp>,
+    ) -> Result<(), ChatError> {
+        let contacts = self.ports.messages.contacts(&user.id).await?;
+        let delivery = routing::to_contacts(contacts, &user.id);
+        if !delivery.is_empty() {
+            let presence = Presence {
+                user: user.clone(),
+                status,
+                last_seen,
+            };
+            self.ports
+                .transport
+                .deliver(delivery, Event::Presence(presence))
+                .await;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ messages
+
+    /// Sends a private message, creating the direct conversation on first use.
+    ///
+    /// # Errors
+    /// `NotFound` when no user has the id `to`.
+    pub async fn send_private_message(
+        &self,
+        caller: &Caller,
+        to: &UserId,
+        body: MessageBody,
+        client_msg_id: Option<ClientMsgId>,
+    ) -> Result<Message, ChatError> {
+        let recipient = self
+            .ports
+            .users
+            .user(to)
+            .await?
+            .ok_or(ChatError::NotFound("user not found"))?;
+        let conversation = self
+            .ports
+            .messages
+            .direct_conversation(&caller.user.id, &recipient.id, self.now())
+            .await?;
+        self.send_message(caller, &conversation, body, client_msg_id)
+            .await
+    }
+
+    /// Sends a message to a conversation the caller is in. The message is
+    /// committed before this returns; a retry with the same clientMsgId
+    /// returns the original and sends no second event.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown conversation, `Forbidden` for a non-member.
+    pub async fn send_message(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+        body: MessageBody,
+        client_msg_id: Option<ClientMsgId>,
+    ) -> Result<Message, ChatError> {
+        let new = NewMessage {
+            conversation_id: conversation.clone(),
+            sender: caller.user.clone(),
+            body,
+            client_msg_id,
+            created_at: self.now(),
+        };
+        // Commit and hand-off happen under the conversation's lock, so that
+        // events leave in seq order even when many senders race.
+        let _in_order = self.order_lock(conversation).lock().await;
+        let outcome = self.ports.messages.append(new).await.map_err(|e| match e {
+            AppendError::NoSuchConversation => ChatError::NotFound(NO_CONVERSATION),
+            AppendError::NotMember => ChatError::Forbidden(NOT_A_MEMBER),
+            AppendError::Unknown(e) => e.into(),
+        })?;
+        match outcome {
+            AppendOutcome::Stored { message, members } => {
+                let delivery = routing::to_members_but_actor_session(members, &caller.session);
+                self.ports
+                    .transport
+                    .deliver(delivery, Event::Message(message.clone()))
+                    .await;
+                Ok(message)
+            }
+            AppendOutcome::Duplicate(original) => Ok(original),
+        }
+    }
+
+    fn order_lock(&self, conversation: &ConversationId) -> &Mutex<()> {
+        let mut h = DefaultHasher::new();
+        conversation.hash(&mut h);
+        &self.order[(h.finish() as usize) % self.order.len()]
+    }
+
+    /// A page of a conversation's history.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown conversation, `Forbidden` for a non-member.
+    pub async fn history(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, ChatError> {
+        self.member_of(caller, conversation).await?;
+        Ok(self.ports.messages.history(conversation, query).await?)
+    }
+
+    /// Every conversation of the caller, most recently active first.
+    pub async fn conversations(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<ConversationSummary>, ChatError> {
+        Ok(self.ports.messages.conversations_of(&caller.user.id).await?)
+    }
+
+    /// Moves the caller's read marker forward (never back, never past the
+    /// newest message) and tells the other sessions of every member.
+    /// Returns the marker as it now stands.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown conversation, `Forbidden` for a non-member.
+    pub async fn mark_read(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+        seq: u64,
+    ) -> Result<u64, ChatError> {
+        let (conv, membership) = self.member_of(caller, conversation).await?;
+        let Some(target) = next_read_marker(membership.last_read_seq, seq, conv.last_seq) else {
+            return Ok(membership.last_read_seq);
+        };
+        let moved = self
+            .ports
+            .messages
+            .advance_read_marker(conversation, &caller.user.id, target)
+            .await?;
+        if moved {
+            let members = self.ports.messages.member_ids(conversation).await?;
+            let event = Event::Receipt {
+                conversation_id: conversation.clone(),
+                user_id: caller.user.id.clone(),
+                seq: target,
+            };
+            let delivery = routing::to_members_but_actor_session(members, &caller.session);
+            self.ports.transport.deliver(delivery, event).await;
+        }
+        Ok(target)
+    }
+
+    /// Tells the other members that the caller started or stopped typing.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown conversation, `Forbidden` for a non-member.
+    pub async fn typing(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+        active: bool,
+    ) -> Result<(), ChatError> {
+        self.member_of(caller, conversation).await?;
+        let members = self.ports.messages.member_ids(conversation).await?;
+        let delivery = routing::to_other_members(members, &caller.user.id);
+        if !delivery.is_empty() {
+            let event = Event::Typing {
+                conversation_id: conversation.clone(),
+                user_id: caller.user.id.clone(),
+                active,
+            };
+            self.ports.transport.deliver(delivery, event).await;
+        }
+        Ok(())
+    }
+
+    async fn member_of(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+    ) -> Result<(Conversation, Membership), ChatError> {
+        match self
+            .ports
+            .messages
+            .access(conversation, &caller.user.id)
+            .await?
+        {
+            Access::Member(c, m) => Ok((c, m)),
+            Access::NotMember(_) => Err(ChatError::Forbidden(NOT_A_MEMBER)),
+            Access::NoSuchConversation => Err(ChatError::NotFound(NO_CONVERSATION)),
+        }
+    }
+
+    // ------------------------------------------------------------ presence
+
+    /// Up to `limit` users who have a session open.
+    ///
+    /// # Errors
+    /// `BadRequest` for a limit of 0.
+    pub async fn connected_users(&self, limit: Option<u64>) -> Result<Vec<User>, ChatError> {
+        let limit = page_limit(limit, CONNECTED_PAGE.0, CONNECTED_PAGE.1)?;
+        Ok(self.ports.presence.online_users(limit).await?)
+    }
+
+    /// The presence of each existing user among `ids`, in the order asked,
+    /// each once; unknown ids are skipped.
+    ///
+    /// # Errors
+    /// `BadRequest` for more than [`MAX_PRESENCE_IDS`] ids.
+    pub async fn presence_of(&self, ids: Vec<UserId>) -> Result<Vec<Presence>, ChatError> {
+        if ids.len() > MAX_PRESENCE_IDS {
+            return Err(ChatError::bad_request(format!(
+                "userIds must list at most {MAX_PRESENCE_IDS} ids"
+            )));
+        }
+        let mut ids = ids;
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|id| seen.insert(id.clone()));
+        let known = self.ports.users.users_last_seen(&ids).await?;
+        let live = self.ports.presence.live(&ids).await?;
+        let mut by_id: std::collections::HashMap<UserId, (User, Option<Timestamp>)> = known
+            .into_iter()
+            .map(|(u, seen)| (u.id.clone(), (u, seen)))
+            .collect();
+        Ok(ids
+            .iter()
+            .filter_map(|id| by_id.remove(id))
+            .map(|(user, last_seen)| match live.get(&user.id) {
+                Some(l) => Presence {
+                    user,
+                    status: l.status.into(),
+                    last_seen: Some(l.last_active),
+                },
+                None => Presence {
+                    user,
+                    status: Status::Offline,
+                    last_seen,
+                },
+            })
+            .collect())
+    }
+
+    /// Sets the caller's status; contacts hear of it when it changed.
+    pub async fn set_status(
+        &self,
+        caller: &Caller,
+        status: ActiveStatus,
+    ) -> Result<Presence, ChatError> {
+        let now = self.now();
+        let (live, changed) = self
+            .ports
+            .presence
+            .set_status(&caller.user.id, status, now)
+            .await?
+            // The caller's own session is open, so the registry knows them;
+            // answer sensibly even if a racing close removed it.
+            .unwrap_or((
+                LiveStatus {
+                    status,
+                    last_active: now,
+                },
+                false,
+            ));
+        let presence = Presence {
+            user: caller.user.clone(),
+            status: live.status.into(),
+            last_seen: Some(live.last_active),
+        };
+        if changed {
+            self.announce(&caller.user, presence.status, presence.last_seen)
+                .await?;
+        }
+        Ok(presence)
+    }
+}
+
+/// A page size from an optional client value: default when absent, clamped
+/// to the maximum, and 0 refused.
+fn page_limit(limit: Option<u64>, default: usize, max: usize) -> Result<usize, ChatError> {
+    match limit {
+        None => Ok(default),
+        Some(0) => Err(ChatError::bad_request("limit must be a positive integer")),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(max).min(max)),
+    }
+}
+
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

@@ -1,0 +1,2 @@
+//! Unit tests of the use cases, with every port mocked.
+use super::*;

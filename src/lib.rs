@@ -1,0 +1,18 @@
+//! confab: a real-time chat server, JSON over WebSocket.
+//!
+//! A tour of the layout, core first:
+//!
+//! - [`domain`] is the pure core: users, conversations, messages, presence,
+//!   the routing rules, the ports (traits) it needs from the world, and the
+//!   use cases in [`domain::service`]. It performs no I/O.
+//! - [`adapters`] implement and drive the ports: the HTTP endpoints and
+//!   WebSocket sessions (inbound), the SQLite store, the argon2 + JWT
+//!   authenticator, the in-memory presence registry, and the session
+//!   registry that delivers events (the `Transport` port).
+//! - [`config`] reads the settings; `main.rs` wires it all together.
+//!
+//! The wire contract is `docs/protocol.md`.
+
+pub mod adapters;
+pub mod config;
+pub mod domain;
