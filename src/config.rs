@@ -91,7 +91,10 @@ impl Settings {
             ("rate_per_sec", u64::from(self.rate_per_sec)),
             ("rate_burst", u64::from(self.rate_burst)),
             ("heartbeat_secs", self.heartbeat_secs),
-            ("max_sessions_per_user", u64::from(self.max_sessions_per_user)),
+            (
+                "max_sessions_per_user",
+                u64::from(self.max_sessions_per_user),
+            ),
             ("outbound_queue", self.outbound_queue as u64),
             ("argon2_iterations", u64::from(self.argon2_iterations)),
         ];

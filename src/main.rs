@@ -48,7 +48,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         None => {
             let path = settings.secret_path();
             let (secret, made) = auth::load_or_create_secret(&path)?;
-            let verb = if made { "generated a JWT secret into" } else { "using the JWT secret in" };
+            let verb = if made {
+                "generated a JWT secret into"
+            } else {
+                "using the JWT secret in"
+            };
             info!("no jwt_secret configured: {verb} {}", path.display());
             secret
         }
@@ -81,7 +85,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             rate_per_sec,
             rate_burst,
             queue_capacity: settings.outbound_queue,
-            close_timeout: std::time::Duration::from_secs(5),
+            close_timeout: std::time::Duration::from_secs(10),
         },
         grace: settings.shutdown_grace(),
     };

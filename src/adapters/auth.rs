@@ -11,8 +11,8 @@ use tokio::sync::Semaphore;
 
 use crate::domain::error::PortError;
 use crate::domain::ports::{Authenticator, InvalidToken, IssuedToken, TokenClaims};
-use crate::domain::{Password, Timestamp, User, UserId};
 use crate::domain::user::PasswordHash;
+use crate::domain::{Password, Timestamp, User, UserId};
 
 /// Cost of argon2id; the defaults are the argon2 crate's (OWASP's) choice.
 #[derive(Debug, Clone, Copy)]
@@ -236,14 +236,22 @@ mod tests {
         let pw = Password::parse("correct horse").unwrap();
         let hash = a.hash_password(&pw).await.unwrap();
         assert!(hash.0.starts_with("$argon2id$"), "argon2id: {}", hash.0);
-        assert!(a.verify_password("correct horse", Some(hash.clone())).await.unwrap());
+        assert!(
+            a.verify_password("correct horse", Some(hash.clone()))
+                .await
+                .unwrap()
+        );
         assert!(!a.verify_password("wrong horse!", Some(hash)).await.unwrap());
     }
 
     #[tokio::test]
     async fn an_unknown_user_never_verifies() {
         let a = auth(b"k");
-        assert!(!a.verify_password("confab-dummy-password", None).await.unwrap());
+        assert!(
+            !a.verify_password("confab-dummy-password", None)
+                .await
+                .unwrap()
+        );
     }
 
     #[test]
@@ -273,7 +281,10 @@ mod tests {
     #[test]
     fn a_token_signed_with_another_key_is_refused() {
         let t = auth(b"one").issue_token(&ann(), now()).unwrap();
-        assert_eq!(auth(b"two").verify_token(&t.token, now()), Err(InvalidToken));
+        assert_eq!(
+            auth(b"two").verify_token(&t.token, now()),
+            Err(InvalidToken)
+        );
     }
 
     #[test]
@@ -291,11 +302,17 @@ mod tests {
         let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
         // alg: none, same claims, no signature
         parts[0] = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0".into();
-        assert_eq!(a.verify_token(&format!("{}.{}.", parts[0], parts[1]), now()), Err(InvalidToken));
+        assert_eq!(
+            a.verify_token(&format!("{}.{}.", parts[0], parts[1]), now()),
+            Err(InvalidToken)
+        );
         let mut flipped = t.clone().into_bytes();
         let i = flipped.len() - 3;
         flipped[i] = if flipped[i] == b'A' { b'B' } else { b'A' };
-        assert_eq!(a.verify_token(&String::from_utf8(flipped).unwrap(), now()), Err(InvalidToken));
+        assert_eq!(
+            a.verify_token(&String::from_utf8(flipped).unwrap(), now()),
+            Err(InvalidToken)
+        );
         assert_eq!(a.verify_token("garbage", now()), Err(InvalidToken));
     }
 }

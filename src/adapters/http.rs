@@ -145,8 +145,10 @@ async fn route(state: &Arc<HttpState>, req: Request<Incoming>) -> Result<HttpRes
             "bad_request",
             format!("use {allowed} for {path}"),
         ));
-        res.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_str(allowed.as_str()).expect("method name"));
+        res.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_str(allowed.as_str()).expect("method name"),
+        );
         return Ok(res);
     }
     match path.as_str() {
@@ -162,7 +164,10 @@ async fn route(state: &Arc<HttpState>, req: Request<Incoming>) -> Result<HttpRes
         }
         "/api/v1/me" => {
             let auth = state.service().authenticate(bearer(&req)).await?;
-            Ok(json_response(StatusCode::OK, &json!({ "user": UserDto::from(&auth.user) })))
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "user": UserDto::from(&auth.user) }),
+            ))
         }
         "/api/v1/users" => users(state, &req).await,
         "/healthz" => Ok(if state.service().healthy().await {

@@ -75,7 +75,11 @@ impl Default for Metrics {
             "Sessions closed by the server, by close code",
             m.sessions_closed.clone(),
         );
-        registry.register("ws_requests", "WebSocket requests received", m.requests.clone());
+        registry.register(
+            "ws_requests",
+            "WebSocket requests received",
+            m.requests.clone(),
+        );
         registry.register("errors", "Error replies by code", m.errors.clone());
         registry.register(
             "messages_acked",
@@ -87,7 +91,11 @@ impl Default for Metrics {
             "Event frames queued for sessions",
             m.events_queued.clone(),
         );
-        registry.register("http_requests", "HTTP requests served", m.http_requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests served",
+            m.http_requests.clone(),
+        );
         Self { registry, ..m }
     }
 }

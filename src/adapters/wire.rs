@@ -2,16 +2,18 @@
 //! requests, and their conversion to and from domain types. Both inbound
 //! adapters (HTTP and WebSocket) speak through this module only.
 
+use hyper_tungstenite::tungstenite::Utf8Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use hyper_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::domain::conversation::MAX_ROOM_NAME_CHARS;
 use crate::domain::event::MemberAction;
 use crate::domain::message::HistoryQuery;
 use crate::domain::service::MAX_PRESENCE_IDS;
 use crate::domain::{
     ActiveStatus, ChatError, ClientMsgId, ConversationId, ConversationKind, ConversationSummary,
-    Event, Message, MessageBody, Presence, Status, Timestamp, User, UserId, Visibility,
+    Event, Message, MessageBody, MessageId, Presence, RoomName, Status, Timestamp, User, UserId,
+    Visibility,
 };
 
 /// Longest request id a client may send.
@@ -369,6 +371,53 @@ pub enum Request {
     },
     /// `ping`.
     Ping,
+    /// `createRoom`.
+    CreateRoom {
+        /// Its name.
+        name: RoomName,
+        /// Public (the default) or private.
+        visibility: Visibility,
+    },
+    /// `joinRoom`.
+    JoinRoom {
+        /// Which room.
+        conversation_id: ConversationId,
+    },
+    /// `inviteToRoom`.
+    InviteToRoom {
+        /// Which room.
+        conversation_id: ConversationId,
+        /// Whom.
+        user_id: UserId,
+    },
+    /// `leaveRoom`.
+    LeaveRoom {
+        /// Which room.
+        conversation_id: ConversationId,
+    },
+    /// `listRooms`.
+    ListRooms {
+        /// Name prefix, matched ignoring case.
+        prefix: String,
+        /// Page size.
+        limit: Option<u64>,
+    },
+    /// `editMessage`.
+    EditMessage {
+        /// Where.
+        conversation_id: ConversationId,
+        /// Which message.
+        message_id: MessageId,
+        /// The new text.
+        body: MessageBody,
+    },
+    /// `deleteMessage`.
+    DeleteMessage {
+        /// Where.
+        conversation_id: ConversationId,
+        /// Which message.
+        message_id: MessageId,
+    },
 }
 
 /// A frame that could not be read as a request, with the id to answer to.
@@ -386,8 +435,8 @@ pub struct BadFrame {
 /// [`BadFrame`] for anything the contract calls a `bad_request`.
 pub fn parse_frame(text: &str) -> Result<(Option<String>, Request), BadFrame> {
     let bad = |id: Option<String>, message: String| BadFrame { id, message };
-    let value: Value = serde_json::from_str(text)
-        .map_err(|_| bad(None, "frame is not valid JSON".into()))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|_| bad(None, "frame is not valid JSON".into()))?;
     let Value::Object(mut frame) = value else {
         return Err(bad(None, "frame must be a JSON object".into()));
     };
@@ -465,6 +514,47 @@ impl Request {
                 },
             },
             "ping" => Self::Ping,
+            "createRoom" => Self::CreateRoom {
+                name: match c.get("name") {
+                    Some(Value::String(s)) => RoomName::parse(s).map_err(|e| e.to_string())?,
+                    _ => return Err("name is required and must be a string".into()),
+                },
+                visibility: match c.get("visibility") {
+                    None | Some(Value::Null) => Visibility::Public,
+                    Some(v) if v == "public" => Visibility::Public,
+                    Some(v) if v == "private" => Visibility::Private,
+                    Some(_) => return Err(r#"visibility must be "public" or "private""#.into()),
+                },
+            },
+            "joinRoom" => Self::JoinRoom {
+                conversation_id: f.conversation()?,
+            },
+            "inviteToRoom" => Self::InviteToRoom {
+                conversation_id: f.conversation()?,
+                user_id: UserId::new(f.id("userId")?),
+            },
+            "leaveRoom" => Self::LeaveRoom {
+                conversation_id: f.conversation()?,
+            },
+            "listRooms" => Self::ListRooms {
+                prefix: match c.get("prefix") {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(s)) if s.chars().count() <= MAX_ROOM_NAME_CHARS => s.clone(),
+                    Some(_) => {
+                        return Err("prefix must be a string of at most 64 characters".into());
+                    }
+                },
+                limit: f.opt_uint("limit")?,
+            },
+            "editMessage" => Self::EditMessage {
+                conversation_id: f.conversation()?,
+                message_id: MessageId::new(f.id("messageId")?),
+                body: f.body()?,
+            },
+            "deleteMessage" => Self::DeleteMessage {
+                conversation_id: f.conversation()?,
+                message_id: MessageId::new(f.id("messageId")?),
+            },
             other => {
                 let shown: String = other.chars().take(64).collect();
                 return Err(format!("unknown type {shown:?}"));
@@ -485,6 +575,13 @@ impl Request {
             Self::GetPresence { .. } => "getPresence",
             Self::SetStatus { .. } => "setStatus",
             Self::Ping => "ping",
+            Self::CreateRoom { .. } => "createRoom",
+            Self::JoinRoom { .. } => "joinRoom",
+            Self::InviteToRoom { .. } => "inviteToRoom",
+            Self::LeaveRoom { .. } => "leaveRoom",
+            Self::ListRooms { .. } => "listRooms",
+            Self::EditMessage { .. } => "editMessage",
+            Self::DeleteMessage { .. } => "deleteMessage",
         }
     }
 }
@@ -561,7 +658,10 @@ mod tests {
             rfc3339(Timestamp::from_millis(1_795_810_053_123)),
             "2026-11-27T20:07:33.123Z"
         );
-        assert_eq!(rfc3339(Timestamp::from_millis(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(Timestamp::from_millis(0)),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]
@@ -627,24 +727,66 @@ mod tests {
     #[test]
     fn missing_or_mistyped_fields_name_the_field() {
         let cases = [
-            (r#"{"type":"sendPrivateMessage","content":{"body":"hi"}}"#, "to"),
-            (r#"{"type":"sendPrivateMessage","content":{"to":5,"body":"hi"}}"#, "to"),
-            (r#"{"type":"sendPrivateMessage","content":{"to":"u"}}"#, "body"),
-            (r#"{"type":"sendMessage","content":{"conversationId":"c","body":7}}"#, "body"),
-            (r#"{"type":"sendMessage","content":{"body":"x"}}"#, "conversationId"),
+            (
+                r#"{"type":"sendPrivateMessage","content":{"body":"hi"}}"#,
+                "to",
+            ),
+            (
+                r#"{"type":"sendPrivateMessage","content":{"to":5,"body":"hi"}}"#,
+                "to",
+            ),
+            (
+                r#"{"type":"sendPrivateMessage","content":{"to":"u"}}"#,
+                "body",
+            ),
+            (
+                r#"{"type":"sendMessage","content":{"conversationId":"c","body":7}}"#,
+                "body",
+            ),
+            (
+                r#"{"type":"sendMessage","content":{"body":"x"}}"#,
+                "conversationId",
+            ),
             (
                 r#"{"type":"sendMessage","content":{"conversationId":"c","body":"x","clientMsgId":1}}"#,
                 "clientMsgId",
             ),
-            (r#"{"type":"getHistory","content":{"conversationId":"c","limit":-1}}"#, "limit"),
-            (r#"{"type":"getHistory","content":{"conversationId":"c","beforeSeq":1.5}}"#, "beforeSeq"),
-            (r#"{"type":"getHistory","content":{"conversationId":"c","afterSeq":"3"}}"#, "afterSeq"),
-            (r#"{"type":"markRead","content":{"conversationId":"c"}}"#, "seq"),
-            (r#"{"type":"typing","content":{"conversationId":"c","active":"yes"}}"#, "active"),
-            (r#"{"type":"getPresence","content":{"userIds":"u1"}}"#, "userIds"),
-            (r#"{"type":"getPresence","content":{"userIds":[1]}}"#, "userIds"),
-            (r#"{"type":"setStatus","content":{"status":"offline"}}"#, "status"),
-            (r#"{"type":"getConnectedUsers","content":{"limit":"a"}}"#, "limit"),
+            (
+                r#"{"type":"getHistory","content":{"conversationId":"c","limit":-1}}"#,
+                "limit",
+            ),
+            (
+                r#"{"type":"getHistory","content":{"conversationId":"c","beforeSeq":1.5}}"#,
+                "beforeSeq",
+            ),
+            (
+                r#"{"type":"getHistory","content":{"conversationId":"c","afterSeq":"3"}}"#,
+                "afterSeq",
+            ),
+            (
+                r#"{"type":"markRead","content":{"conversationId":"c"}}"#,
+                "seq",
+            ),
+            (
+                r#"{"type":"typing","content":{"conversationId":"c","active":"yes"}}"#,
+                "active",
+            ),
+            (
+                r#"{"type":"getPresence","content":{"userIds":"u1"}}"#,
+                "userIds",
+            ),
+            (
+                r#"{"type":"getPresence","content":{"userIds":[1]}}"#,
+                "userIds",
+            ),
+            (
+                r#"{"type":"setStatus","content":{"status":"offline"}}"#,
+                "status",
+            ),
+            (
+                r#"{"type":"getConnectedUsers","content":{"limit":"a"}}"#,
+                "limit",
+            ),
         ];
         for (text, field) in cases {
             let e = parse(text).unwrap_err();
@@ -667,17 +809,82 @@ mod tests {
 
     #[test]
     fn a_history_limit_of_zero_is_refused_and_a_large_one_clamped() {
-        assert!(parse(r#"{"type":"getHistory","content":{"conversationId":"c","limit":0}}"#).is_err());
+        assert!(
+            parse(r#"{"type":"getHistory","content":{"conversationId":"c","limit":0}}"#).is_err()
+        );
         let (_, req) =
-            parse(r#"{"type":"getHistory","content":{"conversationId":"c","limit":1000}}"#).unwrap();
-        let Request::GetHistory { query, .. } = req else { panic!() };
+            parse(r#"{"type":"getHistory","content":{"conversationId":"c","limit":1000}}"#)
+                .unwrap();
+        let Request::GetHistory { query, .. } = req else {
+            panic!()
+        };
         assert_eq!(query.limit, 200);
+    }
+
+    #[test]
+    fn room_requests_are_read_and_checked() {
+        let (_, req) = parse(r#"{"type":"createRoom","content":{"name":"  Lobby "}}"#).unwrap();
+        assert_eq!(
+            req,
+            Request::CreateRoom {
+                name: RoomName::parse("Lobby").unwrap(),
+                visibility: Visibility::Public
+            }
+        );
+        let (_, req) =
+            parse(r#"{"type":"createRoom","content":{"name":"x","visibility":"private"}}"#)
+                .unwrap();
+        assert!(matches!(
+            req,
+            Request::CreateRoom {
+                visibility: Visibility::Private,
+                ..
+            }
+        ));
+        let cases = [
+            (r#"{"type":"createRoom","content":{}}"#, "name"),
+            (r#"{"type":"createRoom","content":{"name":"   "}}"#, "name"),
+            (
+                r#"{"type":"createRoom","content":{"name":"x","visibility":"secret"}}"#,
+                "visibility",
+            ),
+            (r#"{"type":"joinRoom","content":{}}"#, "conversationId"),
+            (
+                r#"{"type":"inviteToRoom","content":{"conversationId":"c"}}"#,
+                "userId",
+            ),
+            (
+                r#"{"type":"leaveRoom","content":{"conversationId":3}}"#,
+                "conversationId",
+            ),
+            (r#"{"type":"listRooms","content":{"prefix":5}}"#, "prefix"),
+            (r#"{"type":"listRooms","content":{"limit":-2}}"#, "limit"),
+            (
+                r#"{"type":"editMessage","content":{"conversationId":"c","body":"x"}}"#,
+                "messageId",
+            ),
+            (
+                r#"{"type":"editMessage","content":{"conversationId":"c","messageId":"m"}}"#,
+                "body",
+            ),
+            (
+                r#"{"type":"deleteMessage","content":{"messageId":"m"}}"#,
+                "conversationId",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = parse(text).unwrap_err();
+            assert!(e.message.contains(field), "{text}: {}", e.message);
+        }
     }
 
     #[test]
     fn more_than_1000_presence_ids_are_refused() {
         let ids: Vec<String> = (0..1001).map(|i| format!("\"u{i}\"")).collect();
-        let text = format!(r#"{{"type":"getPresence","content":{{"userIds":[{}]}}}}"#, ids.join(","));
+        let text = format!(
+            r#"{{"type":"getPresence","content":{{"userIds":[{}]}}}}"#,
+            ids.join(",")
+        );
         assert!(parse(&text).is_err());
     }
 
@@ -708,7 +915,8 @@ mod tests {
             edited_at: None,
             deleted: true,
         };
-        let v: Value = serde_json::from_str(encode_event(&Event::MessageUpdated(m)).as_str()).unwrap();
+        let v: Value =
+            serde_json::from_str(encode_event(&Event::MessageUpdated(m)).as_str()).unwrap();
         assert_eq!(v["type"], "messageUpdated");
         assert_eq!(v["content"]["message"]["body"], "");
         assert_eq!(v["content"]["message"]["deleted"], true);

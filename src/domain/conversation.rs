@@ -10,6 +10,39 @@ use super::user::User;
 /// Most members listed in a conversation object; `member_count` stays exact.
 pub const MEMBERS_LISTED: usize = 100;
 
+/// Most characters in a room name.
+pub const MAX_ROOM_NAME_CHARS: usize = 64;
+
+/// A room's name: 1 to 64 characters once surrounding white space is trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomName(String);
+
+/// Why a room name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("name must be 1 to 64 characters, not only white space")]
+pub struct InvalidRoomName;
+
+impl RoomName {
+    /// Validates and trims a room name. Names need not be unique.
+    ///
+    /// # Errors
+    /// [`InvalidRoomName`] when blank or too long.
+    pub fn parse(raw: &str) -> Result<Self, InvalidRoomName> {
+        let name = raw.trim();
+        let n = name.chars().count();
+        if (1..=MAX_ROOM_NAME_CHARS).contains(&n) {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(InvalidRoomName)
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Who may find and enter a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Visibility {
@@ -69,7 +102,9 @@ pub struct ConversationSummary {
 impl ConversationSummary {
     /// Messages the viewer has not read: `lastSeq - lastReadSeq`.
     pub fn unread(&self) -> u64 {
-        self.conversation.last_seq.saturating_sub(self.last_read_seq)
+        self.conversation
+            .last_seq
+            .saturating_sub(self.last_read_seq)
     }
 }
 
@@ -90,6 +125,15 @@ pub fn next_read_marker(current: u64, wanted: u64, last_seq: u64) -> Option<u64>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_room_name_is_trimmed_and_must_have_1_to_64_characters() {
+        assert_eq!(RoomName::parse("  Lobby ").unwrap().as_str(), "Lobby");
+        assert!(RoomName::parse(&"é".repeat(64)).is_ok());
+        assert_eq!(RoomName::parse(&"x".repeat(65)), Err(InvalidRoomName));
+        assert_eq!(RoomName::parse("   "), Err(InvalidRoomName));
+        assert_eq!(RoomName::parse(""), Err(InvalidRoomName));
+    }
 
     #[test]
     fn the_direct_key_is_the_same_whoever_writes_first() {

@@ -38,6 +38,12 @@ impl ChatError {
     }
 }
 
+impl From<super::membership::Denied> for ChatError {
+    fn from(d: super::membership::Denied) -> Self {
+        ChatError::Forbidden(d.reason())
+    }
+}
+
 /// An infrastructure failure in a port adapter, opaque to the core.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]

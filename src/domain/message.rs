@@ -140,6 +140,20 @@ pub enum AppendOutcome {
     Duplicate(Message),
 }
 
+/// A change to a stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageChange {
+    /// New text, and when it was edited.
+    Edit {
+        /// The new body.
+        body: MessageBody,
+        /// When.
+        at: Timestamp,
+    },
+    /// Empties the body and marks the message deleted; it keeps its seq.
+    Delete,
+}
+
 /// A window of a conversation's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryQuery {
@@ -234,14 +248,20 @@ mod tests {
         assert!(ClientMsgId::parse("a").is_ok());
         assert!(ClientMsgId::parse(&"a".repeat(128)).is_ok());
         assert_eq!(ClientMsgId::parse(""), Err(InvalidClientMsgId));
-        assert_eq!(ClientMsgId::parse(&"a".repeat(129)), Err(InvalidClientMsgId));
+        assert_eq!(
+            ClientMsgId::parse(&"a".repeat(129)),
+            Err(InvalidClientMsgId)
+        );
     }
 
     #[test]
     fn history_limit_defaults_to_50_and_clamps_to_200() {
         assert_eq!(HistoryQuery::new(None, None, None).unwrap().limit, 50);
         assert_eq!(HistoryQuery::new(None, None, Some(7)).unwrap().limit, 7);
-        assert_eq!(HistoryQuery::new(None, None, Some(5000)).unwrap().limit, 200);
+        assert_eq!(
+            HistoryQuery::new(None, None, Some(5000)).unwrap().limit,
+            200
+        );
         assert_eq!(HistoryQuery::new(None, None, Some(0)), Err(InvalidLimit));
     }
 }

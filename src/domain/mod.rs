@@ -9,6 +9,7 @@ pub mod conversation;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod membership;
 pub mod message;
 pub mod ports;
 pub mod presence;
@@ -17,7 +18,9 @@ pub mod service;
 pub mod time;
 pub mod user;
 
-pub use conversation::{Conversation, ConversationKind, ConversationSummary, Membership, Visibility};
+pub use conversation::{
+    Conversation, ConversationKind, ConversationSummary, Membership, RoomName, Visibility,
+};
 pub use error::ChatError;
 pub use event::Event;
 pub use ids::{ConversationId, MessageId, SessionId, UserId};

@@ -9,11 +9,13 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
-use super::conversation::{Conversation, ConversationSummary, Membership};
+use super::conversation::{Conversation, ConversationSummary, Membership, RoomName, Visibility};
 use super::error::PortError;
 use super::event::Event;
-use super::ids::{ConversationId, SessionId, UserId};
-use super::message::{AppendOutcome, HistoryPage, HistoryQuery, NewMessage};
+use super::ids::{ConversationId, MessageId, SessionId, UserId};
+use super::message::{
+    AppendOutcome, HistoryPage, HistoryQuery, Message, MessageChange, NewMessage,
+};
 use super::presence::{ActiveStatus, LiveStatus, TooManySessions};
 use super::routing::Delivery;
 use super::time::Timestamp;
@@ -83,8 +85,10 @@ pub trait UserStore: Send + Sync {
     ) -> Result<User, CreateUserError>;
 
     /// The user registered under `username` (any case) and their password hash.
-    async fn credentials(&self, username: &Username)
-    -> Result<Option<(User, PasswordHash)>, PortError>;
+    async fn credentials(
+        &self,
+        username: &Username,
+    ) -> Result<Option<(User, PasswordHash)>, PortError>;
 
     /// The user with this id.
     async fn user(&self, id: &UserId) -> Result<Option<User>, PortError>;
@@ -122,8 +126,11 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<ConversationId, PortError>;
 
     /// Whether `conversation` exists and whether `user` is in it.
-    async fn access(&self, conversation: &ConversationId, user: &UserId)
-    -> Result<Access, PortError>;
+    async fn access(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<Access, PortError>;
 
     /// Every member of the conversation.
     async fn member_ids(&self, conversation: &ConversationId) -> Result<Vec<UserId>, PortError>;
@@ -162,6 +169,64 @@ pub trait MessageStore: Send + Sync {
 
     /// Every user who shares at least one conversation with `user`.
     async fn contacts(&self, user: &UserId) -> Result<Vec<UserId>, PortError>;
+
+    /// Creates a room with `creator` as its only member.
+    async fn create_room(
+        &self,
+        name: &RoomName,
+        visibility: Visibility,
+        creator: &UserId,
+        now: Timestamp,
+    ) -> Result<ConversationId, PortError>;
+
+    /// Adds `user` to a conversation, their read marker at its newest
+    /// message. Returns false (and changes nothing) when already a member.
+    async fn add_member(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<bool, PortError>;
+
+    /// Removes `user` from a conversation. Returns false when not a member.
+    async fn remove_member(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<bool, PortError>;
+
+    /// A conversation as `viewer` sees it; for a non-member the read marker
+    /// is 0 and there is no last message. `None` when it does not exist.
+    async fn summary(
+        &self,
+        conversation: &ConversationId,
+        viewer: &UserId,
+    ) -> Result<Option<ConversationSummary>, PortError>;
+
+    /// Up to `limit` rooms whose name starts with `prefix` ignoring case,
+    /// ordered by name: every public room, and the private rooms `viewer`
+    /// is in; each as `viewer` sees it.
+    async fn list_rooms(
+        &self,
+        viewer: &UserId,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<ConversationSummary>, PortError>;
+
+    /// One message of a conversation.
+    async fn message(
+        &self,
+        conversation: &ConversationId,
+        id: &MessageId,
+    ) -> Result<Option<Message>, PortError>;
+
+    /// Edits or deletes a message; returns it as it now is.
+    async fn update_message(
+        &self,
+        conversation: &ConversationId,
+        id: &MessageId,
+        change: MessageChange,
+    ) -> Result<Option<Message>, PortError>;
 }
 
 /// A token handed to a client at login.

@@ -204,7 +204,10 @@ mod tests {
     #[test]
     fn the_first_session_brings_a_user_online() {
         let mut book = PresenceBook::default();
-        assert_eq!(book.open(&user("ann"), SessionId::new("s1"), t(1), 10), Ok(true));
+        assert_eq!(
+            book.open(&user("ann"), SessionId::new("s1"), t(1), 10),
+            Ok(true)
+        );
         let live = book.get(&UserId::new("ann")).unwrap();
         assert_eq!(live.status, ActiveStatus::Online);
         assert_eq!(live.last_active, t(1));
@@ -213,8 +216,12 @@ mod tests {
     #[test]
     fn a_second_session_does_not_announce_again() {
         let mut book = PresenceBook::default();
-        book.open(&user("ann"), SessionId::new("s1"), t(1), 10).unwrap();
-        assert_eq!(book.open(&user("ann"), SessionId::new("s2"), t(2), 10), Ok(false));
+        book.open(&user("ann"), SessionId::new("s1"), t(1), 10)
+            .unwrap();
+        assert_eq!(
+            book.open(&user("ann"), SessionId::new("s2"), t(2), 10),
+            Ok(false)
+        );
         assert_eq!(book.session_count(&UserId::new("ann")), 2);
     }
 
@@ -245,7 +252,8 @@ mod tests {
         let mut book = PresenceBook::default();
         let ann = user("ann");
         for i in 0..3 {
-            book.open(&ann, SessionId::new(format!("s{i}")), t(1), 3).unwrap();
+            book.open(&ann, SessionId::new(format!("s{i}")), t(1), 3)
+                .unwrap();
         }
         assert_eq!(
             book.open(&ann, SessionId::new("s3"), t(1), 3),
@@ -264,7 +272,10 @@ mod tests {
         assert_eq!(live.status, ActiveStatus::Away);
         let (_, changed) = book.set_status(&ann.id, ActiveStatus::Away, t(6)).unwrap();
         assert!(!changed);
-        assert!(book.set_status(&UserId::new("bob"), ActiveStatus::Away, t(6)).is_none());
+        assert!(
+            book.set_status(&UserId::new("bob"), ActiveStatus::Away, t(6))
+                .is_none()
+        );
     }
 
     #[test]
@@ -290,9 +301,12 @@ mod tests {
     #[test]
     fn online_users_lists_each_user_once() {
         let mut book = PresenceBook::default();
-        book.open(&user("ann"), SessionId::new("a1"), t(1), 10).unwrap();
-        book.open(&user("ann"), SessionId::new("a2"), t(1), 10).unwrap();
-        book.open(&user("bob"), SessionId::new("b1"), t(1), 10).unwrap();
+        book.open(&user("ann"), SessionId::new("a1"), t(1), 10)
+            .unwrap();
+        book.open(&user("ann"), SessionId::new("a2"), t(1), 10)
+            .unwrap();
+        book.open(&user("bob"), SessionId::new("b1"), t(1), 10)
+            .unwrap();
         assert_eq!(book.online_users(10).len(), 2);
         assert_eq!(book.online_users(1).len(), 1);
         assert_eq!(book.online_count(), 2);

@@ -74,7 +74,11 @@ mod tests {
     #[test]
     fn a_message_reaches_every_member_but_not_the_sending_session() {
         let d = to_members_but_actor_session(ids(&["ann", "bob"]), &SessionId::new("ann-1"));
-        assert_eq!(d.users, ids(&["ann", "bob"]), "ann's other sessions are included");
+        assert_eq!(
+            d.users,
+            ids(&["ann", "bob"]),
+            "ann's other sessions are included"
+        );
         assert_eq!(d.except, Some(SessionId::new("ann-1")));
     }
 

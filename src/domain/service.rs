@@ -8,12 +8,16 @@ use std::sync::Arc;
 
 use futures::lock::Mutex;
 
-use super::conversation::{Conversation, ConversationSummary, Membership, next_read_marker};
+use super::conversation::{
+    Conversation, ConversationSummary, Membership, RoomName, Visibility, next_read_marker,
+};
 use super::error::ChatError;
-use super::event::Event;
-use super::ids::{ConversationId, SessionId, UserId};
+use super::event::{Event, MemberAction};
+use super::ids::{ConversationId, MessageId, SessionId, UserId};
+use super::membership::{Action, Allowed, authorize};
 use super::message::{
-    AppendOutcome, ClientMsgId, HistoryPage, HistoryQuery, Message, MessageBody, NewMessage,
+    AppendOutcome, ClientMsgId, HistoryPage, HistoryQuery, Message, MessageBody, MessageChange,
+    NewMessage,
 };
 use super::ports::{
     Access, AppendError, Authenticator, Clock, CreateUserError, IssuedToken, MessageStore,
@@ -26,6 +30,8 @@ use super::user::{Password, User, Username};
 
 /// Default and largest page of `GET /users`.
 pub const USERS_PAGE: (u32, u32) = (20, 100);
+/// Default and largest page of `listRooms`.
+pub const ROOMS_PAGE: (usize, usize) = (50, 200);
 /// Default and largest page of `getConnectedUsers`.
 pub const CONNECTED_PAGE: (usize, usize) = (100, 1000);
 /// Most ids one `getPresence` may ask about.
@@ -85,6 +91,22 @@ pub struct Authenticated {
     pub expires_at: Timestamp,
 }
 
+/// An answer for the caller, and an event for the caller's own session to
+/// receive right after it (the rest of the audience already has it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer<T> {
+    /// What the ack carries.
+    pub value: T,
+    /// The event the calling session gets after the ack, if any.
+    pub then: Option<Event>,
+}
+
+impl<T> Answer<T> {
+    fn quiet(value: T) -> Self {
+        Self { value, then: None }
+    }
+}
+
 /// The chat service: every use case of the contract.
 pub struct ChatService {
     ports: Ports,
@@ -93,7 +115,6 @@ pub struct ChatService {
 }
 
 const INVALID_CREDENTIALS: &str = "invalid username or password";
-const NOT_A_MEMBER: &str = "not a member of this conversation";
 const NO_CONVERSATION: &str = "conversation not found";
 
 impl ChatService {
@@ -236,27 +257,35 @@ impl ChatService {
                 OpenSessionError::Unknown(e) => e.into(),
             })?;
         if came_online {
-            self.announce(&caller.user, Status::Online, Some(self.now()))
-                .await?;
+            let announced = self
+                .announce(&caller.user, Status::Online, Some(self.now()))
+                .await;
+            if let Err(e) = announced {
+                // The caller will not get a session; do not leave one behind.
+                let _ = self.close_session(caller).await;
+                return Err(e);
+            }
         }
         Ok(())
     }
 
-    /// Unregisters a session; when it was the user's last, records when the
-    /// user was last seen and tells their contacts they went offline.
+    /// Unregisters a session; when it was the user's last, tells their
+    /// contacts they went offline.
     pub async fn close_session(&self, caller: &Caller) -> Result<(), ChatError> {
+        let now = self.now();
+        // Recorded before the registry forgets the session, so that anyone
+        // who sees the user offline also sees when they were last here.
+        let recorded = self.ports.users.set_last_seen(&caller.user.id, now).await;
         let went_offline = self
             .ports
             .presence
             .close(&caller.user.id, &caller.session)
             .await?;
         if went_offline {
-            let now = self.now();
-            self.ports.users.set_last_seen(&caller.user.id, now).await?;
             self.announce(&caller.user, Status::Offline, Some(now))
                 .await?;
         }
-        Ok(())
+        Ok(recorded?)
     }
 
     /// Records that the caller did something, for `lastSeen`.
@@ -343,7 +372,7 @@ impl ChatService {
         let _in_order = self.order_lock(conversation).lock().await;
         let outcome = self.ports.messages.append(new).await.map_err(|e| match e {
             AppendError::NoSuchConversation => ChatError::NotFound(NO_CONVERSATION),
-            AppendError::NotMember => ChatError::Forbidden(NOT_A_MEMBER),
+            AppendError::NotMember => super::membership::Denied::NotMember.into(),
             AppendError::Unknown(e) => e.into(),
         })?;
         match outcome {
@@ -375,7 +404,8 @@ impl ChatService {
         conversation: &ConversationId,
         query: HistoryQuery,
     ) -> Result<HistoryPage, ChatError> {
-        self.member_of(caller, conversation).await?;
+        self.allowed(caller, conversation, Action::ReadHistory)
+            .await?;
         Ok(self.ports.messages.history(conversation, query).await?)
     }
 
@@ -384,7 +414,11 @@ impl ChatService {
         &self,
         caller: &Caller,
     ) -> Result<Vec<ConversationSummary>, ChatError> {
-        Ok(self.ports.messages.conversations_of(&caller.user.id).await?)
+        Ok(self
+            .ports
+            .messages
+            .conversations_of(&caller.user.id)
+            .await?)
     }
 
     /// Moves the caller's read marker forward (never back, never past the
@@ -399,7 +433,9 @@ impl ChatService {
         conversation: &ConversationId,
         seq: u64,
     ) -> Result<u64, ChatError> {
-        let (conv, membership) = self.member_of(caller, conversation).await?;
+        let (conv, membership) = self
+            .member_of(caller, conversation, Action::MarkRead)
+            .await?;
         let Some(target) = next_read_marker(membership.last_read_seq, seq, conv.last_seq) else {
             return Ok(membership.last_read_seq);
         };
@@ -408,7 +444,15 @@ impl ChatService {
             .messages
             .advance_read_marker(conversation, &caller.user.id, target)
             .await?;
-        if moved {
+        if !moved {
+            // Another session of the caller moved it first; answer with
+            // where it stands now.
+            let (_, now) = self
+                .member_of(caller, conversation, Action::MarkRead)
+                .await?;
+            return Ok(now.last_read_seq);
+        }
+        {
             let members = self.ports.messages.member_ids(conversation).await?;
             let event = Event::Receipt {
                 conversation_id: conversation.clone(),
@@ -431,7 +475,7 @@ impl ChatService {
         conversation: &ConversationId,
         active: bool,
     ) -> Result<(), ChatError> {
-        self.member_of(caller, conversation).await?;
+        self.allowed(caller, conversation, Action::Typing).await?;
         let members = self.ports.messages.member_ids(conversation).await?;
         let delivery = routing::to_other_members(members, &caller.user.id);
         if !delivery.is_empty() {
@@ -445,21 +489,298 @@ impl ChatService {
         Ok(())
     }
 
+    /// Checks that the caller is a member allowed to take `action`.
     async fn member_of(
         &self,
         caller: &Caller,
         conversation: &ConversationId,
+        action: Action,
     ) -> Result<(Conversation, Membership), ChatError> {
+        let (conv, membership) = self.standing(caller, conversation).await?;
+        authorize(&conv.kind, membership.is_some(), action)?;
+        let membership = membership.ok_or(super::membership::Denied::NotMember)?;
+        Ok((conv, membership))
+    }
+
+    /// Checks that the caller may take `action`, member or not.
+    async fn allowed(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+        action: Action,
+    ) -> Result<(Conversation, Allowed), ChatError> {
+        let (conv, membership) = self.standing(caller, conversation).await?;
+        let allowed = authorize(&conv.kind, membership.is_some(), action)?;
+        Ok((conv, allowed))
+    }
+
+    /// The conversation and the caller's membership in it, if any.
+    async fn standing(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+    ) -> Result<(Conversation, Option<Membership>), ChatError> {
         match self
             .ports
             .messages
             .access(conversation, &caller.user.id)
             .await?
         {
-            Access::Member(c, m) => Ok((c, m)),
-            Access::NotMember(_) => Err(ChatError::Forbidden(NOT_A_MEMBER)),
+            Access::Member(c, m) => Ok((c, Some(m))),
+            Access::NotMember(c) => Ok((c, None)),
             Access::NoSuchConversation => Err(ChatError::NotFound(NO_CONVERSATION)),
         }
+    }
+
+    // ------------------------------------------------------------ rooms
+
+    /// Creates a room with the caller as its first member; the caller's
+    /// other sessions hear that they joined it.
+    pub async fn create_room(
+        &self,
+        caller: &Caller,
+        name: RoomName,
+        visibility: Visibility,
+    ) -> Result<ConversationSummary, ChatError> {
+        let messages = &self.ports.messages;
+        let id = messages
+            .create_room(&name, visibility, &caller.user.id, self.now())
+            .await?;
+        let summary = self.summary(&id, &caller.user.id).await?;
+        let event = member_event(&id, &caller.user, MemberAction::Joined);
+        let delivery =
+            routing::to_members_but_actor_session(vec![caller.user.id.clone()], &caller.session);
+        self.ports.transport.deliver(delivery, event).await;
+        Ok(summary)
+    }
+
+    /// Joins a public room (a member joining again changes nothing). Every
+    /// member hears of it, the joining user included.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id; `Forbidden` for a private room or a
+    /// direct conversation.
+    pub async fn join_room(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+    ) -> Result<Answer<ConversationSummary>, ChatError> {
+        let _in_order = self.order_lock(conversation).lock().await;
+        let (_, allowed) = self.allowed(caller, conversation, Action::Join).await?;
+        let joined = allowed == Allowed::Proceed
+            && self
+                .ports
+                .messages
+                .add_member(conversation, &caller.user.id, self.now())
+                .await?;
+        let then = if joined {
+            let event = member_event(conversation, &caller.user, MemberAction::Joined);
+            self.announce_membership(conversation, None, caller, event.clone())
+                .await?;
+            Some(event)
+        } else {
+            None
+        };
+        let value = self.summary(conversation, &caller.user.id).await?;
+        Ok(Answer { value, then })
+    }
+
+    /// Adds a user to a room the caller is in. Every member hears of it,
+    /// the invited user included. Inviting a member changes nothing.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown room or user; `Forbidden` for a non-member
+    /// caller or a direct conversation.
+    pub async fn invite_to_room(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+        invitee: &UserId,
+    ) -> Result<Answer<ConversationSummary>, ChatError> {
+        let _in_order = self.order_lock(conversation).lock().await;
+        self.allowed(caller, conversation, Action::Invite).await?;
+        let invitee = self
+            .ports
+            .users
+            .user(invitee)
+            .await?
+            .ok_or(ChatError::NotFound("user not found"))?;
+        let added = self
+            .ports
+            .messages
+            .add_member(conversation, &invitee.id, self.now())
+            .await?;
+        let then = if added {
+            let event = member_event(conversation, &invitee, MemberAction::Invited);
+            self.announce_membership(conversation, None, caller, event.clone())
+                .await?;
+            Some(event)
+        } else {
+            None
+        };
+        let value = self.summary(conversation, &caller.user.id).await?;
+        Ok(Answer { value, then })
+    }
+
+    /// Leaves a room. The remaining members and the leaver's sessions hear
+    /// of it; no further events of the room reach the leaver.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id; `Forbidden` for a non-member or a
+    /// direct conversation.
+    pub async fn leave_room(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+    ) -> Result<Answer<()>, ChatError> {
+        let _in_order = self.order_lock(conversation).lock().await;
+        self.allowed(caller, conversation, Action::Leave).await?;
+        let removed = self
+            .ports
+            .messages
+            .remove_member(conversation, &caller.user.id)
+            .await?;
+        if !removed {
+            // A concurrent leave from another session got there first.
+            return Ok(Answer::quiet(()));
+        }
+        let event = member_event(conversation, &caller.user, MemberAction::Left);
+        self.announce_membership(conversation, Some(&caller.user.id), caller, event.clone())
+            .await?;
+        Ok(Answer {
+            value: (),
+            then: Some(event),
+        })
+    }
+
+    /// Rooms the caller may see whose name starts with `prefix`.
+    ///
+    /// # Errors
+    /// `BadRequest` for a limit of 0.
+    pub async fn list_rooms(
+        &self,
+        caller: &Caller,
+        prefix: &str,
+        limit: Option<u64>,
+    ) -> Result<Vec<ConversationSummary>, ChatError> {
+        let limit = page_limit(limit, ROOMS_PAGE.0, ROOMS_PAGE.1)? as u32;
+        Ok(self
+            .ports
+            .messages
+            .list_rooms(&caller.user.id, prefix, limit)
+            .await?)
+    }
+
+    /// Tells every member (and `also`, a member who just left) about a
+    /// membership change; the acting session gets it after its ack.
+    async fn announce_membership(
+        &self,
+        conversation: &ConversationId,
+        also: Option<&UserId>,
+        caller: &Caller,
+        event: Event,
+    ) -> Result<(), ChatError> {
+        let mut members = self.ports.messages.member_ids(conversation).await?;
+        members.extend(also.cloned());
+        let delivery = routing::to_members_but_actor_session(members, &caller.session);
+        self.ports.transport.deliver(delivery, event).await;
+        Ok(())
+    }
+
+    async fn summary(
+        &self,
+        conversation: &ConversationId,
+        viewer: &UserId,
+    ) -> Result<ConversationSummary, ChatError> {
+        self.ports
+            .messages
+            .summary(conversation, viewer)
+            .await?
+            .ok_or(ChatError::NotFound(NO_CONVERSATION))
+    }
+
+    // ------------------------------------------------------------ edits
+
+    /// Replaces the text of one of the caller's messages; every session of
+    /// every member but the caller's gets `messageUpdated`.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown conversation or message, `Forbidden` for a
+    /// non-member or someone else's message, `BadRequest` for a deleted one.
+    pub async fn edit_message(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+        message: &MessageId,
+        body: MessageBody,
+    ) -> Result<Message, ChatError> {
+        let change = MessageChange::Edit {
+            body,
+            at: self.now(),
+        };
+        self.change_message(caller, conversation, message, change)
+            .await
+    }
+
+    /// Deletes one of the caller's messages: it keeps its seq, loses its
+    /// text. Deleting it again answers the same and sends nothing.
+    ///
+    /// # Errors
+    /// As [`Self::edit_message`], but a deleted message is not an error.
+    pub async fn delete_message(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+        message: &MessageId,
+    ) -> Result<Message, ChatError> {
+        self.change_message(caller, conversation, message, MessageChange::Delete)
+            .await
+    }
+
+    async fn change_message(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+        id: &MessageId,
+        change: MessageChange,
+    ) -> Result<Message, ChatError> {
+        const NO_MESSAGE: &str = "message not found";
+        let (conv, _) = self
+            .member_of(caller, conversation, Action::ReadHistory)
+            .await?;
+        let _in_order = self.order_lock(conversation).lock().await;
+        let current = self
+            .ports
+            .messages
+            .message(conversation, id)
+            .await?
+            .ok_or(ChatError::NotFound(NO_MESSAGE))?;
+        let own = current.sender_id == caller.user.id;
+        let action = match change {
+            MessageChange::Edit { .. } => Action::Edit { own },
+            MessageChange::Delete => Action::Delete { own },
+        };
+        authorize(&conv.kind, true, action)?;
+        match (&change, current.deleted) {
+            (MessageChange::Edit { .. }, true) => {
+                return Err(ChatError::bad_request("the message is deleted"));
+            }
+            (MessageChange::Delete, true) => return Ok(current),
+            _ => {}
+        }
+        let updated = self
+            .ports
+            .messages
+            .update_message(conversation, id, change)
+            .await?
+            .ok_or(ChatError::NotFound(NO_MESSAGE))?;
+        let members = self.ports.messages.member_ids(conversation).await?;
+        let delivery = routing::to_members_but_actor_session(members, &caller.session);
+        self.ports
+            .transport
+            .deliver(delivery, Event::MessageUpdated(updated.clone()))
+            .await;
+        Ok(updated)
     }
 
     // ------------------------------------------------------------ presence
@@ -545,6 +866,14 @@ impl ChatService {
     }
 }
 
+fn member_event(conversation: &ConversationId, user: &User, action: MemberAction) -> Event {
+    Event::Member {
+        conversation_id: conversation.clone(),
+        user: user.clone(),
+        action,
+    }
+}
+
 /// A page size from an optional client value: default when absent, clamped
 /// to the maximum, and 0 refused.
 fn page_limit(limit: Option<u64>, default: usize, max: usize) -> Result<usize, ChatError> {
@@ -554,7 +883,6 @@ fn page_limit(limit: Option<u64>, default: usize, max: usize) -> Result<usize, C
         Some(n) => Ok(usize::try_from(n).unwrap_or(max).min(max)),
     }
 }
-
 
 #[cfg(test)]
 #[path = "service_tests.rs"]

@@ -20,12 +20,13 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use super::schema::{conversations, members, messages, users};
 use crate::domain::conversation::{MEMBERS_LISTED, direct_key};
 use crate::domain::error::PortError;
-use crate::domain::message::{AppendOutcome, NewMessage};
+use crate::domain::message::{AppendOutcome, MessageChange, NewMessage};
 use crate::domain::ports::{Access, AppendError, CreateUserError, MessageStore, UserStore};
 use crate::domain::user::PasswordHash;
 use crate::domain::{
     ClientMsgId, Conversation, ConversationId, ConversationKind, ConversationSummary, HistoryPage,
-    HistoryQuery, Membership, Message, MessageId, Timestamp, User, UserId, Username, Visibility,
+    HistoryQuery, Membership, Message, MessageId, RoomName, Timestamp, User, UserId, Username,
+    Visibility,
 };
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -276,24 +277,82 @@ fn member_ids(conn: &mut SqliteConnection, conversation: &str) -> QueryResult<Ve
         .collect())
 }
 
+/// A conversation row, its member count, and the viewer's read marker
+/// (`None` when the viewer is not a member).
+type SummaryRow = (ConversationRow, i64, Option<i64>);
+
+/// Completes a [`SummaryRow`] with the listed members and, for members, the
+/// newest message.
+fn summarize(conn: &mut SqliteConnection, row: SummaryRow) -> anyhow::Result<ConversationSummary> {
+    let (row, member_count, last_read) = row;
+    let conversation = conversation_from_row(row)?;
+    let id = conversation.id.as_str();
+    let listed = members::table
+        .inner_join(users::table)
+        .filter(members::conversation_id.eq(id))
+        .order((members::joined_at, members::user_id))
+        .limit(MEMBERS_LISTED as i64)
+        .select((users::id, users::username))
+        .load::<(String, String)>(conn)?
+        .into_iter()
+        .map(|(id, name)| {
+            Ok(User {
+                id: UserId::new(id),
+                username: stored_username(name)?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let last_message = match (last_read, conversation.last_seq) {
+        (None, _) | (_, 0) => None,
+        (Some(_), last) => message_by_seq(conn, id, to_db_seq(last))?,
+    };
+    Ok(ConversationSummary {
+        conversation,
+        members: listed,
+        member_count: seq(member_count),
+        last_read_seq: last_read.map_or(0, seq),
+        last_message,
+    })
+}
+
+fn message_by_id(
+    conn: &mut SqliteConnection,
+    conversation: &str,
+    id: &str,
+) -> anyhow::Result<Option<Message>> {
+    messages::table
+        .inner_join(users::table)
+        .filter(messages::conversation_id.eq(conversation))
+        .filter(messages::id.eq(id))
+        .select(message_columns!())
+        .first::<MessageRow>(conn)
+        .optional()?
+        .map(message_from_row)
+        .transpose()
+}
+
+/// Adds a member with the read marker at `last_read`; false if already one.
 fn add_member(
     conn: &mut SqliteConnection,
     conversation: &str,
     user: &str,
+    last_read: i64,
     now: i64,
-) -> QueryResult<()> {
-    diesel::insert_into(members::table)
+) -> QueryResult<bool> {
+    let added = diesel::insert_or_ignore_into(members::table)
         .values((
             members::conversation_id.eq(conversation),
             members::user_id.eq(user),
-            members::last_read_seq.eq(0),
+            members::last_read_seq.eq(last_read),
             members::joined_at.eq(now),
         ))
         .execute(conn)?;
-    diesel::update(conversations::table.find(conversation))
-        .set(conversations::member_count.eq(conversations::member_count + 1))
-        .execute(conn)?;
-    Ok(())
+    if added > 0 {
+        diesel::update(conversations::table.find(conversation))
+            .set(conversations::member_count.eq(conversations::member_count + 1))
+            .execute(conn)?;
+    }
+    Ok(added > 0)
 }
 
 // ---------------------------------------------------------------- users
@@ -318,7 +377,9 @@ impl UserStore for SqliteStore {
             users::created_at.eq(now.millis()),
         );
         self.write(move |conn| {
-            diesel::insert_into(users::table).values(row).execute(conn)?;
+            diesel::insert_into(users::table)
+                .values(row)
+                .execute(conn)?;
             Ok::<_, CreateUserError>(())
         })
         .await?;
@@ -476,10 +537,8 @@ impl MessageStore for SqliteStore {
                     conversations::last_activity.eq(now.millis()),
                 ))
                 .execute(conn)?;
-            add_member(conn, &id, &a, now.millis())?;
-            if b != a {
-                add_member(conn, &id, &b, now.millis())?;
-            }
+            add_member(conn, &id, &a, 0, now.millis())?;
+            add_member(conn, &id, &b, 0, now.millis())?;
             Ok::<_, PortError>(ConversationId::new(id))
         })
         .await
@@ -507,7 +566,12 @@ impl MessageStore for SqliteStore {
                 .first::<i64>(conn)
                 .optional()?;
             Ok(match read {
-                Some(r) => Access::Member(conversation, Membership { last_read_seq: seq(r) }),
+                Some(r) => Access::Member(
+                    conversation,
+                    Membership {
+                        last_read_seq: seq(r),
+                    },
+                ),
                 None => Access::NotMember(conversation),
             })
         })
@@ -548,7 +612,8 @@ impl MessageStore for SqliteStore {
                     .first::<MessageRow>(conn)
                     .optional()?;
                 if let Some(row) = original {
-                    let message = message_from_row(row).map_err(|e| AppendError::Unknown(PortError(e)))?;
+                    let message =
+                        message_from_row(row).map_err(|e| AppendError::Unknown(PortError(e)))?;
                     return Ok(AppendOutcome::Duplicate(message));
                 }
             }
@@ -633,40 +698,13 @@ impl MessageStore for SqliteStore {
                 .inner_join(conversations::table)
                 .filter(members::user_id.eq(&user))
                 .order((conversations::last_activity.desc(), conversations::id))
-                .select((conversation_columns!(), conversations::member_count, members::last_read_seq))
-                .load::<(ConversationRow, i64, i64)>(conn)?;
-            let mut out = Vec::with_capacity(rows.len());
-            for (row, member_count, last_read) in rows {
-                let conversation = conversation_from_row(row)?;
-                let id = conversation.id.as_str();
-                let listed = members::table
-                    .inner_join(users::table)
-                    .filter(members::conversation_id.eq(id))
-                    .order((members::joined_at, members::user_id))
-                    .limit(MEMBERS_LISTED as i64)
-                    .select((users::id, users::username))
-                    .load::<(String, String)>(conn)?
-                    .into_iter()
-                    .map(|(id, name)| {
-                        Ok(User {
-                            id: UserId::new(id),
-                            username: stored_username(name)?,
-                        })
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let last_message = match conversation.last_seq {
-                    0 => None,
-                    last => message_by_seq(conn, id, to_db_seq(last))?,
-                };
-                out.push(ConversationSummary {
-                    conversation,
-                    members: listed,
-                    member_count: seq(member_count),
-                    last_read_seq: seq(last_read),
-                    last_message,
-                });
-            }
-            Ok(out)
+                .select((
+                    conversation_columns!(),
+                    conversations::member_count,
+                    members::last_read_seq.nullable(),
+                ))
+                .load::<SummaryRow>(conn)?;
+            rows.into_iter().map(|row| summarize(conn, row)).collect()
         })
         .await
     }
@@ -707,6 +745,173 @@ impl MessageStore for SqliteStore {
                 .into_iter()
                 .map(UserId::new)
                 .collect())
+        })
+        .await
+    }
+
+    async fn create_room(
+        &self,
+        name: &RoomName,
+        visibility: Visibility,
+        creator: &UserId,
+        now: Timestamp,
+    ) -> Result<ConversationId, PortError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let row = (
+            conversations::id.eq(id.clone()),
+            conversations::kind.eq("room"),
+            conversations::name.eq(name.as_str().to_owned()),
+            conversations::name_key.eq(name.as_str().to_lowercase()),
+            conversations::visibility.eq(match visibility {
+                Visibility::Public => "public",
+                Visibility::Private => "private",
+            }),
+            conversations::created_by.eq(creator.as_str().to_owned()),
+            conversations::created_at.eq(now.millis()),
+            conversations::last_activity.eq(now.millis()),
+        );
+        let creator = creator.as_str().to_owned();
+        self.write(move |conn| {
+            diesel::insert_into(conversations::table)
+                .values(row)
+                .execute(conn)?;
+            add_member(conn, &id, &creator, 0, now.millis())?;
+            Ok::<_, PortError>(ConversationId::new(id))
+        })
+        .await
+    }
+
+    async fn add_member(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<bool, PortError> {
+        let (conv, user) = (conversation.as_str().to_owned(), user.as_str().to_owned());
+        self.write(move |conn| {
+            let last_seq = conversations::table
+                .find(&conv)
+                .select(conversations::last_seq)
+                .first::<i64>(conn)?;
+            Ok::<_, PortError>(add_member(conn, &conv, &user, last_seq, now.millis())?)
+        })
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<bool, PortError> {
+        let (conv, user) = (conversation.as_str().to_owned(), user.as_str().to_owned());
+        self.write(move |conn| {
+            let removed = diesel::delete(members::table.find((&conv, &user))).execute(conn)?;
+            if removed > 0 {
+                diesel::update(conversations::table.find(&conv))
+                    .set(conversations::member_count.eq(conversations::member_count - 1))
+                    .execute(conn)?;
+            }
+            Ok::<_, PortError>(removed > 0)
+        })
+        .await
+    }
+
+    async fn summary(
+        &self,
+        conversation: &ConversationId,
+        viewer: &UserId,
+    ) -> Result<Option<ConversationSummary>, PortError> {
+        let (conv, viewer) = (conversation.as_str().to_owned(), viewer.as_str().to_owned());
+        self.read(move |conn| {
+            let row = conversations::table
+                .left_join(
+                    members::table.on(members::conversation_id
+                        .eq(conversations::id)
+                        .and(members::user_id.eq(&viewer))),
+                )
+                .filter(conversations::id.eq(&conv))
+                .select((
+                    conversation_columns!(),
+                    conversations::member_count,
+                    members::last_read_seq.nullable(),
+                ))
+                .first::<SummaryRow>(conn)
+                .optional()?;
+            row.map(|row| summarize(conn, row)).transpose()
+        })
+        .await
+    }
+
+    async fn list_rooms(
+        &self,
+        viewer: &UserId,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<ConversationSummary>, PortError> {
+        let viewer = viewer.as_str().to_owned();
+        let lo = prefix.to_lowercase();
+        let hi = format!("{lo}\u{10FFFF}");
+        self.read(move |conn| {
+            let rows = conversations::table
+                .left_join(
+                    members::table.on(members::conversation_id
+                        .eq(conversations::id)
+                        .and(members::user_id.eq(&viewer))),
+                )
+                .filter(conversations::kind.eq("room"))
+                .filter(
+                    conversations::visibility
+                        .eq("public")
+                        .or(members::user_id.is_not_null()),
+                )
+                .filter(conversations::name_key.ge(&lo))
+                .filter(conversations::name_key.lt(&hi))
+                .order((conversations::name_key, conversations::id))
+                .limit(i64::from(limit))
+                .select((
+                    conversation_columns!(),
+                    conversations::member_count,
+                    members::last_read_seq.nullable(),
+                ))
+                .load::<SummaryRow>(conn)?;
+            rows.into_iter().map(|row| summarize(conn, row)).collect()
+        })
+        .await
+    }
+
+    async fn message(
+        &self,
+        conversation: &ConversationId,
+        id: &MessageId,
+    ) -> Result<Option<Message>, PortError> {
+        let (conv, id) = (conversation.as_str().to_owned(), id.as_str().to_owned());
+        self.read(move |conn| message_by_id(conn, &conv, &id)).await
+    }
+
+    async fn update_message(
+        &self,
+        conversation: &ConversationId,
+        id: &MessageId,
+        change: MessageChange,
+    ) -> Result<Option<Message>, PortError> {
+        let (conv, id) = (conversation.as_str().to_owned(), id.as_str().to_owned());
+        self.write(move |conn| {
+            let target = messages::table
+                .filter(messages::conversation_id.eq(&conv))
+                .filter(messages::id.eq(&id));
+            match change {
+                MessageChange::Edit { body, at } => diesel::update(target)
+                    .set((
+                        messages::body.eq(body.as_str()),
+                        messages::edited_at.eq(at.millis()),
+                    ))
+                    .execute(conn)?,
+                // The text is gone for good, not just hidden.
+                MessageChange::Delete => diesel::update(target)
+                    .set((messages::body.eq(""), messages::deleted.eq(true)))
+                    .execute(conn)?,
+            };
+            message_by_id(conn, &conv, &id).map_err(PortError)
         })
         .await
     }

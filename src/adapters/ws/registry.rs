@@ -113,7 +113,9 @@ impl SessionRegistry {
     /// Removes a session.
     pub fn unregister(&self, user: &UserId, session: &SessionId) {
         let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
-        let Some(list) = map.get_mut(user) else { return };
+        let Some(list) = map.get_mut(user) else {
+            return;
+        };
         let before = list.len();
         list.retain(|h| &h.id != session);
         if list.len() < before {
@@ -186,7 +188,8 @@ mod tests {
         reg.register(&UserId::new("a"), a1);
         reg.register(&UserId::new("a"), a2);
         reg.register(&UserId::new("b"), b1);
-        reg.deliver(delivery(&["a", "b", "nobody"], Some("a1")), event()).await;
+        reg.deliver(delivery(&["a", "b", "nobody"], Some("a1")), event())
+            .await;
         assert!(ra1.try_recv().is_err());
         let (x, y) = (ra2.try_recv().unwrap(), rb1.try_recv().unwrap());
         assert_eq!(x, y);

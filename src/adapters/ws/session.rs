@@ -30,7 +30,7 @@ use crate::adapters::wire::{
     self, ConversationDto, MessageContent, MessageDto, PresenceDto, Request, UserDto,
 };
 use crate::domain::service::{Caller, ChatService};
-use crate::domain::{ChatError, Timestamp};
+use crate::domain::{ChatError, ConversationSummary, Event, Message, Timestamp};
 
 /// How sessions behave; one copy shared by all.
 #[derive(Debug, Clone)]
@@ -103,12 +103,15 @@ pub async fn run(env: Arc<SessionEnv>, websocket: HyperWebsocket, pending: Pendi
                 ),
             };
             reader.read_loop(&mut stream, expires_at).await;
+            if let Some((code, _)) = closer.reason() {
+                env.metrics
+                    .sessions_closed
+                    .get_or_create(&CloseLabel { code })
+                    .inc();
+            }
             // The peer went away, or we asked to close: either way the writer stops.
             closer.close(NORMAL, "");
             let _ = writer.await;
-            if let Some((code, _)) = closer.reason().filter(|(c, _)| *c != NORMAL) {
-                env.metrics.sessions_closed.get_or_create(&CloseLabel { code }).inc();
-            }
             // Give the peer a moment to answer our close frame, for a clean handshake.
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 while stream.next().await.is_some() {}
@@ -218,8 +221,11 @@ impl Reader<'_> {
                     unanswered_pings = 0;
                     match frame {
                         Ok(Frame::Text(text)) => {
-                            let reply = self.answer(&text).await;
+                            let (reply, then) = self.answer(&text).await;
                             self.handle.push(Frame::Text(reply));
+                            if let Some(event) = then {
+                                self.handle.push(Frame::Text(wire::encode_event(&event)));
+                            }
                         }
                         Ok(Frame::Binary(_)) => {
                             let reply = self.refuse(None, "binary frames are not supported");
@@ -247,40 +253,56 @@ impl Reader<'_> {
         wire::error(id, "bad_request", message)
     }
 
-    /// Answers one text frame: exactly one ack or error.
-    async fn answer(&self, text: &str) -> Utf8Bytes {
+    /// Answers one text frame: exactly one ack or error, and the event this
+    /// session gets right after the ack, if any.
+    async fn answer(&self, text: &str) -> (Utf8Bytes, Option<Event>) {
         self.env.metrics.requests.inc();
         let allowed = self.limiter.check().is_ok();
         let (id, request) = match wire::parse_frame(text) {
             Ok(parsed) => parsed,
-            Err(bad) => return self.refuse(bad.id.as_deref(), &bad.message),
+            Err(bad) => return (self.refuse(bad.id.as_deref(), &bad.message), None),
         };
         let id = id.as_deref();
         if !allowed {
             self.env.metrics.error("rate_limited");
-            return wire::error(id, "rate_limited", "too many requests; slow down");
+            return (
+                wire::error(id, "rate_limited", "too many requests; slow down"),
+                None,
+            );
         }
         let service = &self.env.service;
         if let Err(e) = service.touch(self.caller).await {
             debug!(error = ?e, "presence not refreshed");
         }
         match self.dispatch(id, request).await {
-            Ok(ack) => ack,
+            Ok(answer) => answer,
             Err(e) => {
                 let (code, message) = wire::error_code(&e);
                 if let ChatError::Internal(cause) = &e {
                     error!(session = %self.caller.session, error = ?cause, "request failed");
                 }
                 self.env.metrics.error(code);
-                wire::error(id, code, &message)
+                (wire::error(id, code, &message), None)
             }
         }
     }
 
-    async fn dispatch(&self, id: Option<&str>, request: Request) -> Result<Utf8Bytes, ChatError> {
+    async fn dispatch(
+        &self,
+        id: Option<&str>,
+        request: Request,
+    ) -> Result<(Utf8Bytes, Option<Event>), ChatError> {
         let service = &self.env.service;
         let caller = self.caller;
-        Ok(match request {
+        // Set by the requests whose own session hears of them after the ack.
+        let mut then = None;
+        let conversation_ack = |summary: &ConversationSummary| {
+            wire::ack(
+                id,
+                json!({ "conversation": ConversationDto::from(summary) }),
+            )
+        };
+        let ack = match request {
             Request::SendPrivateMessage {
                 to,
                 body,
@@ -301,13 +323,35 @@ impl Reader<'_> {
                     .await?;
                 self.sent(id, &m)
             }
+            Request::EditMessage {
+                conversation_id,
+                message_id,
+                body,
+            } => {
+                let m = service
+                    .edit_message(caller, &conversation_id, &message_id, body)
+                    .await?;
+                message_ack(id, &m)
+            }
+            Request::DeleteMessage {
+                conversation_id,
+                message_id,
+            } => {
+                let m = service
+                    .delete_message(caller, &conversation_id, &message_id)
+                    .await?;
+                message_ack(id, &m)
+            }
             Request::GetHistory {
                 conversation_id,
                 query,
             } => {
                 let page = service.history(caller, &conversation_id, query).await?;
                 let messages: Vec<MessageDto> = page.messages.iter().map(Into::into).collect();
-                wire::ack(id, json!({ "messages": messages, "hasMore": page.has_more }))
+                wire::ack(
+                    id,
+                    json!({ "messages": messages, "hasMore": page.has_more }),
+                )
             }
             Request::GetConversations => {
                 let list = service.conversations(caller).await?;
@@ -319,7 +363,10 @@ impl Reader<'_> {
                 seq,
             } => {
                 let seq = service.mark_read(caller, &conversation_id, seq).await?;
-                wire::ack(id, json!({ "conversationId": conversation_id.as_str(), "seq": seq }))
+                wire::ack(
+                    id,
+                    json!({ "conversationId": conversation_id.as_str(), "seq": seq }),
+                )
             }
             Request::Typing {
                 conversation_id,
@@ -327,6 +374,33 @@ impl Reader<'_> {
             } => {
                 service.typing(caller, &conversation_id, active).await?;
                 wire::ack(id, json!({}))
+            }
+            Request::CreateRoom { name, visibility } => {
+                conversation_ack(&service.create_room(caller, name, visibility).await?)
+            }
+            Request::JoinRoom { conversation_id } => {
+                let answer = service.join_room(caller, &conversation_id).await?;
+                then = answer.then;
+                conversation_ack(&answer.value)
+            }
+            Request::InviteToRoom {
+                conversation_id,
+                user_id,
+            } => {
+                let answer = service
+                    .invite_to_room(caller, &conversation_id, &user_id)
+                    .await?;
+                then = answer.then;
+                conversation_ack(&answer.value)
+            }
+            Request::LeaveRoom { conversation_id } => {
+                then = service.leave_room(caller, &conversation_id).await?.then;
+                wire::ack(id, json!({}))
+            }
+            Request::ListRooms { prefix, limit } => {
+                let rooms = service.list_rooms(caller, &prefix, limit).await?;
+                let rooms: Vec<ConversationDto> = rooms.iter().map(Into::into).collect();
+                wire::ack(id, json!({ "rooms": rooms }))
             }
             Request::GetConnectedUsers { limit } => {
                 let users = service.connected_users(limit).await?;
@@ -346,16 +420,22 @@ impl Reader<'_> {
                 let now = wire::rfc3339(service.now());
                 wire::ack(id, json!({ "serverTime": now }))
             }
-        })
+        };
+        Ok((ack, then))
     }
 
-    fn sent(&self, id: Option<&str>, message: &crate::domain::Message) -> Utf8Bytes {
+    fn sent(&self, id: Option<&str>, message: &Message) -> Utf8Bytes {
         self.env.metrics.messages_acked.inc();
-        wire::ack(
-            id,
-            MessageContent {
-                message: message.into(),
-            },
-        )
+        message_ack(id, message)
     }
+}
+
+/// `{message}`: the ack of sends, edits and deletes.
+fn message_ack(id: Option<&str>, message: &Message) -> Utf8Bytes {
+    wire::ack(
+        id,
+        MessageContent {
+            message: message.into(),
+        },
+    )
 }
