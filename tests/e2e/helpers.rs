@@ -51,7 +51,15 @@ impl TestServer {
 
     /// Starts a server with extra `CONFAB_*` settings.
     pub async fn start_with(env: &[(&str, &str)]) -> Self {
-        let tmp = tempfile::tempdir().expect("temp dir");
+        // A memory-backed folder where there is one: fsync costs nothing
+        // there, and a killed process loses nothing it wrote either way.
+        let shm = Path::new("/dev/shm");
+        let tmp = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .expect("temp dir");
         let dir = tmp.path().to_path_buf();
         let mut s = Self::start_in(&dir, env).await;
         s._tmp = Some(tmp);
@@ -421,15 +429,18 @@ impl Client {
         .await;
     }
 
-    /// Reads raw frames until none arrives for `quiet`, and counts those
-    /// containing `needle` (no JSON parsing, so it keeps up with floods).
-    pub async fn count_until_quiet(&mut self, needle: &str, quiet: Duration) -> usize {
+    /// Reads raw frames (no JSON parsing, so it keeps up with floods)
+    /// until a `message` event has been seen and then `linger` has passed,
+    /// or `limit` runs out; returns how many `message` events came.
+    pub async fn count_message_events(&mut self, limit: Duration, linger: Duration) -> usize {
+        let mut deadline = tokio::time::Instant::now() + limit;
         let mut seen = 0;
-        while let Ok(Some(Ok(frame))) = tokio::time::timeout(quiet, self.ws.next()).await {
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, self.ws.next()).await {
             if let Message::Text(t) = frame
-                && t.contains(needle)
+                && t.starts_with(r#"{"type":"message""#)
             {
                 seen += 1;
+                deadline = deadline.min(tokio::time::Instant::now() + linger);
             }
         }
         seen

@@ -191,10 +191,16 @@ mod tests {
         reg.deliver(delivery(&["a", "b", "nobody"], Some("a1")), event())
             .await;
         assert!(ra1.try_recv().is_err());
-        let (x, y) = (ra2.try_recv().unwrap(), rb1.try_recv().unwrap());
-        assert_eq!(x, y);
-        let Frame::Text(t) = x else { panic!() };
-        assert!(t.as_str().starts_with(r#"{"type":"presence""#));
+        let (Frame::Text(x), Frame::Text(y)) = (ra2.try_recv().unwrap(), rb1.try_recv().unwrap())
+        else {
+            panic!("text frames expected");
+        };
+        assert!(x.as_str().starts_with(r#"{"type":"presence""#));
+        assert_eq!(
+            x.as_str().as_ptr(),
+            y.as_str().as_ptr(),
+            "one buffer, shared"
+        );
     }
 
     #[tokio::test]
