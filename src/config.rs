@@ -28,6 +28,10 @@ pub struct Settings {
     pub rate_per_sec: u32,
     /// WebSocket requests per connection in a burst.
     pub rate_burst: u32,
+    /// Register and login attempts per second per client address, sustained.
+    pub auth_rate_per_sec: u32,
+    /// Register and login attempts per client address in a burst.
+    pub auth_rate_burst: u32,
     /// Seconds between server pings; two unanswered pings close the connection.
     pub heartbeat_secs: u64,
     /// Most open sessions per user.
@@ -64,6 +68,8 @@ impl Settings {
             .and_then(|b| b.set_default("token_ttl_secs", 86_400))
             .and_then(|b| b.set_default("rate_per_sec", 20))
             .and_then(|b| b.set_default("rate_burst", 50))
+            .and_then(|b| b.set_default("auth_rate_per_sec", 5))
+            .and_then(|b| b.set_default("auth_rate_burst", 20))
             .and_then(|b| b.set_default("heartbeat_secs", 30))
             .and_then(|b| b.set_default("max_sessions_per_user", 10))
             .and_then(|b| b.set_default("log", "info"))
@@ -90,6 +96,8 @@ impl Settings {
             ("token_ttl_secs", self.token_ttl_secs),
             ("rate_per_sec", u64::from(self.rate_per_sec)),
             ("rate_burst", u64::from(self.rate_burst)),
+            ("auth_rate_per_sec", u64::from(self.auth_rate_per_sec)),
+            ("auth_rate_burst", u64::from(self.auth_rate_burst)),
             ("heartbeat_secs", self.heartbeat_secs),
             (
                 "max_sessions_per_user",
@@ -148,10 +156,14 @@ impl Settings {
         &self.data_dir
     }
 
-    /// Requests per second, known to be non-zero after validation.
+    /// WebSocket requests per second and burst, non-zero after validation.
     pub fn rate(&self) -> (NonZeroU32, NonZeroU32) {
-        let nz = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
         (nz(self.rate_per_sec), nz(self.rate_burst))
+    }
+
+    /// Register and login attempts per second and burst per address.
+    pub fn auth_rate(&self) -> (NonZeroU32, NonZeroU32) {
+        (nz(self.auth_rate_per_sec), nz(self.auth_rate_burst))
     }
 
     /// Interval between pings.
@@ -163,4 +175,8 @@ impl Settings {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }

@@ -88,6 +88,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             close_timeout: std::time::Duration::from_secs(10),
         },
         grace: settings.shutdown_grace(),
+        auth_rate: settings.auth_rate(),
     };
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))
         .await

@@ -2,6 +2,7 @@
 //! handshake (authenticated before the upgrade).
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -35,7 +36,12 @@ pub struct HttpState {
     pub tracker: TaskTracker,
     /// WebSocket limits for the upgrade.
     pub ws_config: hyper_tungstenite::tungstenite::protocol::WebSocketConfig,
+    /// Register and login attempts per client address.
+    pub auth_limiter: AuthLimiter,
 }
+
+/// A rate limit per client IP address, for the endpoints that check passwords.
+pub type AuthLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 
 impl HttpState {
     fn service(&self) -> &ChatService {
@@ -113,20 +119,25 @@ fn error_response(e: &ApiError) -> HttpResponse {
     json_response(e.status, &body)
 }
 
-/// Serves one HTTP request.
+/// Serves one HTTP request from `peer`.
 pub async fn handle(
     state: Arc<HttpState>,
+    peer: IpAddr,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, Infallible> {
     state.metrics().http_requests.inc();
-    let result = route(&state, req).await;
+    let result = route(&state, peer, req).await;
     Ok(result.unwrap_or_else(|e| {
         state.metrics().error(e.code);
         error_response(&e)
     }))
 }
 
-async fn route(state: &Arc<HttpState>, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+async fn route(
+    state: &Arc<HttpState>,
+    peer: IpAddr,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
     let path = req.uri().path().to_owned();
     let allowed = match path.as_str() {
         "/api/v1/register" | "/api/v1/login" => Method::POST,
@@ -150,6 +161,14 @@ async fn route(state: &Arc<HttpState>, req: Request<Incoming>) -> Result<HttpRes
             HeaderValue::from_str(allowed.as_str()).expect("method name"),
         );
         return Ok(res);
+    }
+    let checks_password = allowed == Method::POST;
+    if checks_password && state.auth_limiter.check_key(&peer).is_err() {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many attempts from this address; try again shortly",
+        ));
     }
     match path.as_str() {
         "/api/v1/register" => {

@@ -3,6 +3,7 @@
 //! 1001 and waits (up to a grace period) for all of it.
 
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub struct Wiring {
     pub ws: WsSettings,
     /// Longest wait for sessions and requests at shutdown.
     pub grace: Duration,
+    /// Register and login attempts per client address: per second, burst.
+    pub auth_rate: (NonZeroU32, NonZeroU32),
 }
 
 /// Serves `listener` until `shutdown` resolves, then shuts down gracefully.
@@ -56,17 +59,33 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
         }),
         tracker: TaskTracker::new(),
         ws_config,
+        auth_limiter: governor::RateLimiter::keyed(
+            governor::Quota::per_second(wiring.auth_rate.0).allow_burst(wiring.auth_rate.1),
+        ),
     });
+    // Forget addresses that have been quiet, so the limiter stays small.
+    let sweeper = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                state.auth_limiter.retain_recent();
+                state.auth_limiter.shrink_to_fit();
+            }
+        })
+    };
     // HTTP connections (sessions are tracked in `state.tracker`).
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let state = state.clone();
-                    let service = service_fn(move |req| http::handle(state.clone(), req));
+                    let service =
+                        service_fn(move |req| http::handle(state.clone(), peer.ip(), req));
                     let conn = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades();
@@ -96,6 +115,7 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
         }
     }
     drop(listener);
+    sweeper.abort();
     info!("shutting down: closing sessions");
     stop.cancel();
     state.tracker.close();

@@ -81,6 +81,9 @@ impl TestServer {
             // Cheap hashes keep registration fast; the algorithm is unchanged.
             .env("CONFAB_ARGON2_MEMORY_KIB", "64")
             .env("CONFAB_ARGON2_ITERATIONS", "1")
+            // Tests register many users from one address.
+            .env("CONFAB_AUTH_RATE_PER_SEC", "100000")
+            .env("CONFAB_AUTH_RATE_BURST", "100000")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {

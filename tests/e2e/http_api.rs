@@ -253,3 +253,26 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_json_errors() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "bad_request");
 }
+
+#[tokio::test]
+async fn password_endpoints_are_rate_limited_per_address() {
+    let s = TestServer::start_with(&[
+        ("CONFAB_AUTH_RATE_PER_SEC", "1"),
+        ("CONFAB_AUTH_RATE_BURST", "3"),
+    ])
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (status, body) = s
+            .post("/api/v1/login", json!({"username": "nobody", "password": "password123"}))
+            .await;
+        if status == 429 {
+            assert_eq!(body["error"]["code"], "rate_limited");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(&statuses[..3], [401, 401, 401], "{statuses:?}");
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+    // Other endpoints are not affected.
+    assert_eq!(s.get("/healthz", None).await.0, 200);
+}
