@@ -43,6 +43,13 @@ impl RoomName {
     }
 }
 
+/// The form under which room names are compared ignoring case: lower case,
+/// with the Greek final sigma folded into the ordinary one, so that a
+/// prefix cut mid-word still matches.
+pub fn name_key(name: &str) -> String {
+    name.to_lowercase().replace('ς', "σ")
+}
+
 /// Who may find and enter a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Visibility {
@@ -133,6 +140,13 @@ mod tests {
         assert_eq!(RoomName::parse(&"x".repeat(65)), Err(InvalidRoomName));
         assert_eq!(RoomName::parse("   "), Err(InvalidRoomName));
         assert_eq!(RoomName::parse(""), Err(InvalidRoomName));
+    }
+
+    #[test]
+    fn room_names_compare_ignoring_case_even_across_final_sigma() {
+        assert_eq!(name_key("Lobby"), name_key("LOBBY"));
+        assert!(name_key("ΚΟΣΜΟΣ").starts_with(&name_key("ΚΟΣ")));
+        assert!(name_key("Été").starts_with(&name_key("ÉT")));
     }
 
     #[test]

@@ -567,22 +567,12 @@ impl ChatService {
     ) -> Result<Answer<ConversationSummary>, ChatError> {
         let _in_order = self.order_lock(conversation).lock().await;
         let (_, allowed) = self.allowed(caller, conversation, Action::Join).await?;
-        let joined = allowed == Allowed::Proceed
-            && self
-                .ports
-                .messages
-                .add_member(conversation, &caller.user.id, self.now())
-                .await?;
-        let then = if joined {
-            let event = member_event(conversation, &caller.user, MemberAction::Joined);
-            self.announce_membership(conversation, None, caller, event.clone())
-                .await?;
-            Some(event)
-        } else {
-            None
-        };
-        let value = self.summary(conversation, &caller.user.id).await?;
-        Ok(Answer { value, then })
+        if allowed == Allowed::AlreadyDone {
+            let value = self.summary(conversation, &caller.user.id).await?;
+            return Ok(Answer::quiet(value));
+        }
+        self.admit(caller, conversation, &caller.user, MemberAction::Joined)
+            .await
     }
 
     /// Adds a user to a room the caller is in. Every member hears of it,
@@ -605,13 +595,26 @@ impl ChatService {
             .user(invitee)
             .await?
             .ok_or(ChatError::NotFound("user not found"))?;
+        self.admit(caller, conversation, &invitee, MemberAction::Invited)
+            .await
+    }
+
+    /// Adds `who` to the room and tells every member (nothing when `who`
+    /// was in already); answers with the room as the caller sees it.
+    async fn admit(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+        who: &User,
+        action: MemberAction,
+    ) -> Result<Answer<ConversationSummary>, ChatError> {
         let added = self
             .ports
             .messages
-            .add_member(conversation, &invitee.id, self.now())
+            .add_member(conversation, &who.id, self.now())
             .await?;
         let then = if added {
-            let event = member_event(conversation, &invitee, MemberAction::Invited);
+            let event = member_event(conversation, who, action);
             self.announce_membership(conversation, None, caller, event.clone())
                 .await?;
             Some(event)

@@ -1,5 +1,6 @@
 //! Storage adapters: the `UserStore` and `MessageStore` ports on diesel.
 
+pub mod group_commit;
 pub mod schema;
 pub mod sqlite;
 

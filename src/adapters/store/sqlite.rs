@@ -1,12 +1,13 @@
 //! `UserStore` and `MessageStore` on an embedded SQLite database (diesel).
 //!
 //! SQLite allows one writer at a time, so writes go through one dedicated
-//! connection (no busy-retry loops between our own writers) while reads use
-//! a small pool; WAL lets them run alongside the writer. Every call runs on
-//! tokio's blocking pool, never on the async workers.
+//! connection on its own thread, which commits every write waiting at the
+//! time in one transaction (see `group_commit`); reads use a small pool on
+//! tokio's blocking pool, and WAL lets them run alongside the writer.
+//! Nothing here blocks the async workers.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
@@ -17,8 +18,9 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+use super::group_commit::GroupCommit;
 use super::schema::{conversations, members, messages, users};
-use crate::domain::conversation::{MEMBERS_LISTED, direct_key};
+use crate::domain::conversation::{MEMBERS_LISTED, direct_key, name_key};
 use crate::domain::error::PortError;
 use crate::domain::message::{AppendOutcome, MessageChange, NewMessage};
 use crate::domain::ports::{Access, AppendError, CreateUserError, MessageStore, UserStore};
@@ -41,7 +43,7 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    writer: Mutex<SqliteConnection>,
+    writer: GroupCommit,
     readers: Pool<ConnectionManager<SqliteConnection>>,
 }
 
@@ -57,8 +59,12 @@ impl Pragmas {
         if self.reader {
             conn.batch_execute("PRAGMA query_only = ON;")
         } else {
-            // FULL: a commit is on disk before the ack, even across power loss.
-            conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            // FULL: a commit is on disk before the ack, even across power
+            // loss. secure_delete: a deleted message's text is overwritten,
+            // not just unlinked.
+            conn.batch_execute(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;",
+            )
         }
     }
 }
@@ -97,7 +103,7 @@ impl SqliteStore {
             .context("cannot open database readers")?;
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
+                writer: GroupCommit::start(writer).context("cannot start the database writer")?,
                 readers,
             }),
         })
@@ -118,20 +124,15 @@ impl SqliteStore {
         .map_err(PortError)
     }
 
-    /// Runs `work` in one IMMEDIATE transaction on the writer connection.
+    /// Runs `work` in a transaction on the writer connection, shared with
+    /// whatever other writes are waiting (group commit); returns once committed.
     async fn write<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<DieselError> + From<PortError> + Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, E> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
-            conn.immediate_transaction(work)
-        })
-        .await
-        .map_err(|e| E::from(PortError(e.into())))?
+        self.inner.writer.write(work).await
     }
 }
 
@@ -281,6 +282,18 @@ fn member_ids(conn: &mut SqliteConnection, conversation: &str) -> QueryResult<Ve
 /// (`None` when the viewer is not a member).
 type SummaryRow = (ConversationRow, i64, Option<i64>);
 
+/// The columns of a [`SummaryRow`], from conversations joined to the
+/// viewer's membership.
+macro_rules! summary_columns {
+    () => {
+        (
+            conversation_columns!(),
+            conversations::member_count,
+            members::last_read_seq.nullable(),
+        )
+    };
+}
+
 /// Completes a [`SummaryRow`] with the listed members and, for members, the
 /// newest message.
 fn summarize(conn: &mut SqliteConnection, row: SummaryRow) -> anyhow::Result<ConversationSummary> {
@@ -290,7 +303,9 @@ fn summarize(conn: &mut SqliteConnection, row: SummaryRow) -> anyhow::Result<Con
     let listed = members::table
         .inner_join(users::table)
         .filter(members::conversation_id.eq(id))
-        .order((members::joined_at, members::user_id))
+        // The rowid grows with every insert: join order, even within one
+        // millisecond, and a member who rejoins goes to the back.
+        .order(diesel::dsl::sql::<diesel::sql_types::BigInt>("members.rowid"))
         .limit(MEMBERS_LISTED as i64)
         .select((users::id, users::username))
         .load::<(String, String)>(conn)?
@@ -698,11 +713,7 @@ impl MessageStore for SqliteStore {
                 .inner_join(conversations::table)
                 .filter(members::user_id.eq(&user))
                 .order((conversations::last_activity.desc(), conversations::id))
-                .select((
-                    conversation_columns!(),
-                    conversations::member_count,
-                    members::last_read_seq.nullable(),
-                ))
+                .select(summary_columns!())
                 .load::<SummaryRow>(conn)?;
             rows.into_iter().map(|row| summarize(conn, row)).collect()
         })
@@ -761,7 +772,7 @@ impl MessageStore for SqliteStore {
             conversations::id.eq(id.clone()),
             conversations::kind.eq("room"),
             conversations::name.eq(name.as_str().to_owned()),
-            conversations::name_key.eq(name.as_str().to_lowercase()),
+            conversations::name_key.eq(name_key(name.as_str())),
             conversations::visibility.eq(match visibility {
                 Visibility::Public => "public",
                 Visibility::Private => "private",
@@ -830,11 +841,7 @@ impl MessageStore for SqliteStore {
                         .and(members::user_id.eq(&viewer))),
                 )
                 .filter(conversations::id.eq(&conv))
-                .select((
-                    conversation_columns!(),
-                    conversations::member_count,
-                    members::last_read_seq.nullable(),
-                ))
+                .select(summary_columns!())
                 .first::<SummaryRow>(conn)
                 .optional()?;
             row.map(|row| summarize(conn, row)).transpose()
@@ -849,7 +856,7 @@ impl MessageStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<ConversationSummary>, PortError> {
         let viewer = viewer.as_str().to_owned();
-        let lo = prefix.to_lowercase();
+        let lo = name_key(prefix);
         let hi = format!("{lo}\u{10FFFF}");
         self.read(move |conn| {
             let rows = conversations::table
@@ -868,11 +875,7 @@ impl MessageStore for SqliteStore {
                 .filter(conversations::name_key.lt(&hi))
                 .order((conversations::name_key, conversations::id))
                 .limit(i64::from(limit))
-                .select((
-                    conversation_columns!(),
-                    conversations::member_count,
-                    members::last_read_seq.nullable(),
-                ))
+                .select(summary_columns!())
                 .load::<SummaryRow>(conn)?;
             rows.into_iter().map(|row| summarize(conn, row)).collect()
         })

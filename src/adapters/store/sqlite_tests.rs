@@ -148,46 +148,102 @@ fn ids(users: &[&User]) -> Vec<UserId> {
     sorted(users.iter().map(|u| u.id.clone()).collect())
 }
 
-/// Seeds a public room straight into the database, members joining in the
-/// order given at the given times: the ports cannot create rooms, and
-/// direct conversations never have more than two members.
+fn room_name(raw: &str) -> RoomName {
+    RoomName::parse(raw).expect("a valid room name")
+}
+
+async fn create_room(
+    store: &SqliteStore,
+    raw: &str,
+    visibility: Visibility,
+    creator: &User,
+    at: Timestamp,
+) -> ConversationId {
+    store
+        .create_room(&room_name(raw), visibility, &creator.id, at)
+        .await
+        .expect("the room is created")
+}
+
+async fn join(store: &SqliteStore, room: &ConversationId, user: &User, at: Timestamp) -> bool {
+    store
+        .add_member(room, &user.id, at)
+        .await
+        .expect("add_member answers")
+}
+
+/// Creates a public room through the ports, members joining in the order
+/// given at the given times; the first member creates it.
 async fn seed_room(
     store: &SqliteStore,
     room: &str,
     members: &[(&User, Timestamp)],
 ) -> ConversationId {
-    let inner = store.inner.clone();
-    let room = room.to_owned();
-    let members: Vec<(String, i64)> = members
+    let (creator, created) = members[0];
+    let id = create_room(store, room, Visibility::Public, creator, created).await;
+    for (user, joined) in &members[1..] {
+        assert!(
+            join(store, &id, user, *joined).await,
+            "{} joins once",
+            user.username.as_str()
+        );
+    }
+    id
+}
+
+/// The conversation as `viewer` sees it; it must exist.
+async fn summary_for(
+    store: &SqliteStore,
+    conversation: &ConversationId,
+    viewer: &User,
+) -> ConversationSummary {
+    store
+        .summary(conversation, &viewer.id)
+        .await
+        .expect("summary answers")
+        .expect("the conversation exists")
+}
+
+fn room_label(summary: &ConversationSummary) -> &str {
+    match &summary.conversation.kind {
+        ConversationKind::Room { name, .. } => name,
+        ConversationKind::Direct => panic!("a direct conversation listed as a room: {summary:?}"),
+    }
+}
+
+/// The names of the rooms `viewer` finds with `prefix`, in listed order.
+async fn listed(store: &SqliteStore, viewer: &User, prefix: &str, limit: u32) -> Vec<String> {
+    store
+        .list_rooms(&viewer.id, prefix, limit)
+        .await
+        .expect("list_rooms answers")
         .iter()
-        .map(|(u, at)| (u.id.as_str().to_owned(), at.millis()))
-        .collect();
+        .map(|s| room_label(s).to_owned())
+        .collect()
+}
+
+/// The body and deleted flag of a message as stored, read straight from
+/// the table (the store blanks deleted bodies when it maps rows).
+async fn raw_row(store: &SqliteStore, id: &MessageId) -> (String, bool) {
+    let inner = store.inner.clone();
+    let id = id.as_str().to_owned();
     tokio::task::spawn_blocking(move || {
-        let mut conn = inner.writer.lock().expect("the writer");
-        conn.immediate_transaction(|conn| {
-            let id = uuid::Uuid::now_v7().to_string();
-            let created = members[0].1;
-            diesel::insert_into(conversations::table)
-                .values((
-                    conversations::id.eq(&id),
-                    conversations::kind.eq("room"),
-                    conversations::name.eq(&room),
-                    conversations::name_key.eq(room.to_lowercase()),
-                    conversations::visibility.eq("public"),
-                    conversations::created_by.eq(&members[0].0),
-                    conversations::created_at.eq(created),
-                    conversations::last_activity.eq(created),
-                ))
-                .execute(conn)?;
-            for (user, joined) in &members {
-                add_member(conn, &id, user, 0, *joined)?;
-            }
-            QueryResult::Ok(ConversationId::new(id))
-        })
+        let mut conn = inner.readers.get().expect("a reader");
+        messages::table
+            .find(id)
+            .select((messages::body, messages::deleted))
+            .first::<(String, bool)>(&mut *conn)
     })
     .await
-    .expect("the seeding task")
-    .expect("the room is seeded")
+    .expect("the reading task")
+    .expect("the message row")
+}
+
+fn edit(body: &str, at: Timestamp) -> MessageChange {
+    MessageChange::Edit {
+        body: MessageBody::parse(body).expect("a valid body"),
+        at,
+    }
 }
 
 // ---------------------------------------------------------------- users
@@ -1468,4 +1524,1036 @@ async fn reopening_the_file_keeps_users_conversations_and_messages() {
         store.create_user(&name("ALICE"), &hash("x"), ts(5)).await,
         Err(CreateUserError::Duplicate)
     ));
+}
+
+// ---------------------------------------------------------------- create_room
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_created_room_has_the_trimmed_name_and_its_creator_as_only_member() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let room = create_room(&store, "  Lobby \t", Visibility::Public, &alice, ts(7)).await;
+    let lobby = Conversation {
+        id: room.clone(),
+        kind: ConversationKind::Room {
+            name: "Lobby".into(),
+            visibility: Visibility::Public,
+        },
+        last_seq: 0,
+    };
+    assert_eq!(
+        store.access(&room, &alice.id).await.unwrap(),
+        Access::Member(lobby.clone(), Membership { last_read_seq: 0 })
+    );
+    assert_eq!(
+        summary_for(&store, &room, &alice).await,
+        ConversationSummary {
+            conversation: lobby.clone(),
+            members: vec![alice.clone()],
+            member_count: 1,
+            last_read_seq: 0,
+            last_message: None,
+        }
+    );
+    assert_eq!(
+        store.member_ids(&room).await.unwrap(),
+        vec![alice.id.clone()]
+    );
+    assert_eq!(
+        store.conversations_of(&alice.id).await.unwrap(),
+        vec![summary_for(&store, &room, &alice).await]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_room_keeps_its_visibility() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let room = create_room(&store, "Secret", Visibility::Private, &alice, ts(0)).await;
+    let summary = summary_for(&store, &room, &alice).await;
+    assert_eq!(
+        summary.conversation.kind,
+        ConversationKind::Room {
+            name: "Secret".into(),
+            visibility: Visibility::Private,
+        }
+    );
+    assert_eq!(summary.member_count, 1);
+    assert_eq!(summary.members, vec![alice]);
+    assert_eq!(summary.conversation.last_seq, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rooms_with_the_same_name_are_distinct_rooms() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let first = create_room(&store, "Lobby", Visibility::Public, &alice, ts(0)).await;
+    let second = create_room(&store, "lobby", Visibility::Public, &bob, ts(1)).await;
+    assert_ne!(first, second);
+    assert_eq!(store.member_ids(&first).await.unwrap(), vec![alice.id]);
+    assert_eq!(store.member_ids(&second).await.unwrap(), vec![bob.id]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_room_seqs_its_messages_from_1() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let room = create_room(&store, "Lobby", Visibility::Public, &alice, ts(0)).await;
+    assert_eq!(send(&store, &room, &alice, "first").await.seq, 1);
+    assert_eq!(send(&store, &room, &alice, "second").await.seq, 2);
+    assert_eq!(last_seq(&store, &room, &alice).await, 2);
+}
+
+// ---------------------------------------------------------------- add_member
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_member_starts_with_the_read_marker_at_the_newest_message() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let room = create_room(&store, "Lobby", Visibility::Public, &alice, ts(0)).await;
+    send_many(&store, &room, &alice, 4).await;
+    let newest = send(&store, &room, &alice, "m5").await;
+
+    assert!(join(&store, &room, &bob, ts(2_000)).await);
+    assert_eq!(membership(&store, &room, &bob).await.1, 5);
+    let summary = summary_for(&store, &room, &bob).await;
+    assert_eq!(summary.last_read_seq, 5);
+    assert_eq!(summary.unread(), 0);
+    assert_eq!(summary.last_message, Some(newest));
+    assert_eq!(summary.member_count, 2);
+    assert_eq!(summary.members, vec![alice.clone(), bob.clone()]);
+    // The creator's marker is untouched.
+    assert_eq!(membership(&store, &room, &alice).await.1, 0);
+
+    // Messages after joining are unread.
+    send(&store, &room, &alice, "m6").await;
+    assert_eq!(summary_for(&store, &room, &bob).await.unread(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_member_of_a_room_without_messages_starts_at_0() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let room = create_room(&store, "Lobby", Visibility::Public, &alice, ts(0)).await;
+    assert!(join(&store, &room, &bob, ts(1)).await);
+    assert_eq!(membership(&store, &room, &bob).await.1, 0);
+    assert_eq!(send(&store, &room, &bob, "hello").await.seq, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adding_an_existing_member_returns_false_and_changes_nothing() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let carol = register(&store, "carol").await;
+    let room = create_room(&store, "Lobby", Visibility::Public, &alice, ts(0)).await;
+    send_many(&store, &room, &alice, 2).await;
+    assert!(join(&store, &room, &bob, ts(10)).await);
+    assert!(join(&store, &room, &carol, ts(20)).await);
+    send_many(&store, &room, &alice, 3).await;
+    let before_bob = summary_for(&store, &room, &bob).await;
+    let before_alice = summary_for(&store, &room, &alice).await;
+    assert_eq!(before_bob.last_read_seq, 2);
+    assert_eq!(before_bob.member_count, 3);
+
+    // Bob again, later: his marker stays at 2 and he keeps his place.
+    assert!(!join(&store, &room, &bob, ts(30)).await);
+    // The creator is a member too.
+    assert!(!join(&store, &room, &alice, ts(40)).await);
+
+    assert_eq!(summary_for(&store, &room, &bob).await, before_bob);
+    assert_eq!(summary_for(&store, &room, &alice).await, before_alice);
+    assert_eq!(
+        before_bob.members,
+        vec![alice.clone(), bob.clone(), carol.clone()]
+    );
+    assert_eq!(store.member_ids(&room).await.unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_member_count_stays_exact_after_many_adds() {
+    let (_dir, store) = fresh();
+    let owner = register(&store, "owner").await;
+    let room = create_room(&store, "Crowd", Visibility::Public, &owner, ts(0)).await;
+    let mut users = Vec::new();
+    for i in 0..40 {
+        users.push(register(&store, &format!("user{i:02}")).await);
+    }
+    for (i, user) in users.iter().enumerate() {
+        assert!(join(&store, &room, user, ts(1 + i as i64)).await);
+        // Every other user is added a second time.
+        if i % 2 == 0 {
+            assert!(!join(&store, &room, user, ts(100 + i as i64)).await);
+        }
+    }
+    // And the whole crowd once more.
+    for user in &users {
+        assert!(!join(&store, &room, user, ts(500)).await);
+    }
+    let summary = summary_for(&store, &room, &owner).await;
+    assert_eq!(summary.member_count, 41);
+    assert_eq!(summary.members.len(), 41);
+    assert_eq!(store.member_ids(&room).await.unwrap().len(), 41);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn of_concurrent_adds_of_the_same_user_exactly_one_reports_it_added() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let room = create_room(&store, "Lobby", Visibility::Public, &alice, ts(0)).await;
+    send_many(&store, &room, &alice, 3).await;
+    let tasks = 16;
+    let barrier = Arc::new(Barrier::new(tasks));
+    let handles: Vec<_> = (0..tasks)
+        .map(|i| {
+            let (store, barrier, room, id) =
+                (store.clone(), barrier.clone(), room.clone(), bob.id.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .add_member(&room, &id, ts(10 + i as i64))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut added = 0;
+    for handle in handles {
+        added += usize::from(handle.await.unwrap());
+    }
+    assert_eq!(added, 1);
+    let summary = summary_for(&store, &room, &bob).await;
+    assert_eq!(summary.member_count, 2);
+    assert_eq!(summary.members, vec![alice, bob.clone()]);
+    assert_eq!(summary.last_read_seq, 3);
+    assert_eq!(store.member_ids(&room).await.unwrap().len(), 2);
+}
+
+// ---------------------------------------------------------------- remove_member
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_a_member_returns_true_then_false_and_counts_once() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let carol = register(&store, "carol").await;
+    let eve = register(&store, "eve").await;
+    let room = seed_room(
+        &store,
+        "Lobby",
+        &[(&alice, ts(0)), (&bob, ts(1)), (&carol, ts(2))],
+    )
+    .await;
+    assert_eq!(summary_for(&store, &room, &alice).await.member_count, 3);
+
+    assert!(store.remove_member(&room, &bob.id).await.unwrap());
+    assert_eq!(summary_for(&store, &room, &alice).await.member_count, 2);
+    assert!(!store.remove_member(&room, &bob.id).await.unwrap());
+    assert_eq!(summary_for(&store, &room, &alice).await.member_count, 2);
+
+    // Someone who never was a member, and an unknown conversation.
+    assert!(!store.remove_member(&room, &eve.id).await.unwrap());
+    assert!(
+        !store
+            .remove_member(&ConversationId::new("no-such-conversation"), &alice.id)
+            .await
+            .unwrap()
+    );
+    let summary = summary_for(&store, &room, &alice).await;
+    assert_eq!(summary.member_count, 2);
+    assert_eq!(summary.members, vec![alice, carol]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_member_is_gone_from_members_contacts_conversations_and_access() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let carol = register(&store, "carol").await;
+    let dave = register(&store, "dave").await;
+    let room = seed_room(
+        &store,
+        "Lobby",
+        &[(&alice, ts(0)), (&bob, ts(1)), (&carol, ts(2))],
+    )
+    .await;
+    let bd = direct(&store, &bob, &dave).await;
+    send_many(&store, &room, &alice, 2).await;
+    assert_eq!(
+        sorted(store.contacts(&bob.id).await.unwrap()),
+        ids(&[&alice, &carol, &dave])
+    );
+
+    assert!(store.remove_member(&room, &bob.id).await.unwrap());
+
+    assert_eq!(
+        sorted(store.member_ids(&room).await.unwrap()),
+        ids(&[&alice, &carol])
+    );
+    assert_eq!(
+        sorted(store.contacts(&bob.id).await.unwrap()),
+        ids(&[&dave])
+    );
+    assert_eq!(
+        sorted(store.contacts(&alice.id).await.unwrap()),
+        ids(&[&carol])
+    );
+    let theirs: Vec<ConversationId> = store
+        .conversations_of(&bob.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.conversation.id)
+        .collect();
+    assert_eq!(theirs, vec![bd]);
+    assert_eq!(
+        store.access(&room, &bob.id).await.unwrap(),
+        Access::NotMember(membership(&store, &room, &alice).await.0)
+    );
+    let summary = summary_for(&store, &room, &bob).await;
+    assert_eq!(summary.members, vec![alice.clone(), carol.clone()]);
+    assert_eq!(summary.last_read_seq, 0);
+    assert_eq!(summary.last_message, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_member_can_no_longer_append() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let room = seed_room(&store, "Lobby", &[(&alice, ts(0)), (&bob, ts(1))]).await;
+    send(&store, &room, &bob, "while inside").await;
+    assert!(store.remove_member(&room, &bob.id).await.unwrap());
+
+    let err = store
+        .append(new_message(&room, &bob, "after leaving", Some("k"), ts(5)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppendError::NotMember), "{err:?}");
+    assert_eq!(page(&store, &room, None, None, 10).await, (vec![1], false));
+    assert_eq!(last_seq(&store, &room, &alice).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_member_added_again_counts_once_and_starts_at_the_newest_message() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let room = seed_room(&store, "Lobby", &[(&alice, ts(0)), (&bob, ts(1))]).await;
+    send_many(&store, &room, &alice, 2).await;
+    assert!(store.remove_member(&room, &bob.id).await.unwrap());
+    send_many(&store, &room, &alice, 2).await;
+
+    assert!(join(&store, &room, &bob, ts(50)).await);
+    let summary = summary_for(&store, &room, &bob).await;
+    assert_eq!(summary.member_count, 2);
+    assert_eq!(summary.last_read_seq, 4);
+    assert_eq!(summary.members, vec![alice, bob.clone()]);
+    assert_eq!(send(&store, &room, &bob, "back").await.seq, 5);
+}
+
+// ---------------------------------------------------------------- summary
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_members_summary_carries_their_read_marker_and_the_last_message() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let room = seed_room(&store, "Lobby", &[(&alice, ts(0)), (&bob, ts(1))]).await;
+    send_at(&store, &room, &alice, "one", ts(10)).await;
+    send_at(&store, &room, &bob, "two", ts(11)).await;
+    let newest = send_at(&store, &room, &alice, "three", ts(12)).await;
+    assert!(store.advance_read_marker(&room, &bob.id, 2).await.unwrap());
+
+    assert_eq!(
+        summary_for(&store, &room, &bob).await,
+        ConversationSummary {
+            conversation: Conversation {
+                id: room.clone(),
+                kind: ConversationKind::Room {
+                    name: "Lobby".into(),
+                    visibility: Visibility::Public,
+                },
+                last_seq: 3,
+            },
+            members: vec![alice.clone(), bob.clone()],
+            member_count: 2,
+            last_read_seq: 2,
+            last_message: Some(newest.clone()),
+        }
+    );
+    let theirs = summary_for(&store, &room, &alice).await;
+    assert_eq!(theirs.last_read_seq, 0);
+    assert_eq!(theirs.unread(), 3);
+    assert_eq!(theirs.last_message, Some(newest));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_summary_is_the_same_as_the_entry_in_conversations_of() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let room = seed_room(&store, "Lobby", &[(&alice, ts(0)), (&bob, ts(1))]).await;
+    let ab = direct(&store, &alice, &bob).await;
+    send_many(&store, &room, &bob, 3).await;
+    send_many(&store, &ab, &bob, 2).await;
+    assert!(
+        store
+            .advance_read_marker(&room, &alice.id, 1)
+            .await
+            .unwrap()
+    );
+    for summary in store.conversations_of(&alice.id).await.unwrap() {
+        assert_eq!(
+            summary_for(&store, &summary.conversation.id, &alice).await,
+            summary
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_members_summary_has_no_read_marker_and_no_last_message() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let eve = register(&store, "eve").await;
+    let room = seed_room(&store, "Lobby", &[(&alice, ts(0)), (&bob, ts(1))]).await;
+    send_many(&store, &room, &alice, 4).await;
+    assert!(
+        store
+            .advance_read_marker(&room, &alice.id, 4)
+            .await
+            .unwrap()
+    );
+
+    let seen = summary_for(&store, &room, &eve).await;
+    assert_eq!(seen.conversation, membership(&store, &room, &alice).await.0);
+    assert_eq!(seen.conversation.last_seq, 4);
+    assert_eq!(seen.members, vec![alice.clone(), bob.clone()]);
+    assert_eq!(seen.member_count, 2);
+    assert_eq!(seen.last_read_seq, 0);
+    assert_eq!(seen.last_message, None);
+
+    // The same for a direct conversation, and for an unknown user.
+    let ab = direct(&store, &alice, &bob).await;
+    send(&store, &ab, &alice, "private").await;
+    let seen = summary_for(&store, &ab, &eve).await;
+    assert_eq!(seen.conversation.last_seq, 1);
+    assert_eq!(seen.member_count, 2);
+    assert_eq!((seen.last_read_seq, seen.last_message), (0, None));
+    let ghost = store
+        .summary(&room, &UserId::new("no-such-user"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((ghost.last_read_seq, ghost.last_message), (0, None));
+    assert_eq!(ghost.member_count, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_summary_of_an_unknown_conversation_is_none() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    seed_room(&store, "Lobby", &[(&alice, ts(0))]).await;
+    assert_eq!(
+        store
+            .summary(&ConversationId::new("no-such-conversation"), &alice.id)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_summary_lists_the_first_100_members_in_join_order_and_counts_all() {
+    const MEMBERS: usize = 150;
+    let (_dir, store) = fresh();
+    let mut users = Vec::new();
+    for i in 0..MEMBERS {
+        users.push(register(&store, &format!("user{i:03}")).await);
+    }
+    // Join in an order unlike registration (and so id) order: the odd
+    // ones from the back, then the even ones from the front.
+    let mut order: Vec<&User> = users.iter().skip(1).step_by(2).rev().collect();
+    order.extend(users.iter().step_by(2));
+    let room = create_room(&store, "Crowd", Visibility::Public, order[0], ts(0)).await;
+    for (i, user) in order.iter().enumerate().skip(1) {
+        assert!(join(&store, &room, user, ts(i as i64)).await);
+    }
+    let outsider = register(&store, "outsider").await;
+
+    let expected: Vec<User> = order
+        .iter()
+        .take(MEMBERS_LISTED)
+        .map(|u| (*u).clone())
+        .collect();
+    for viewer in [order[0], order[MEMBERS - 1], &outsider] {
+        let summary = summary_for(&store, &room, viewer).await;
+        assert_eq!(summary.member_count, MEMBERS as u64);
+        assert_eq!(summary.members, expected);
+    }
+    assert_eq!(store.member_ids(&room).await.unwrap().len(), MEMBERS);
+
+    // One of the listed leaves: the next in line moves up.
+    assert!(store.remove_member(&room, &order[5].id).await.unwrap());
+    let summary = summary_for(&store, &room, &outsider).await;
+    assert_eq!(summary.member_count, MEMBERS as u64 - 1);
+    let mut expected: Vec<User> = order
+        .iter()
+        .take(MEMBERS_LISTED + 1)
+        .map(|u| (*u).clone())
+        .collect();
+    expected.remove(5);
+    assert_eq!(summary.members, expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn members_joining_in_the_same_millisecond_are_listed_in_join_order() {
+    let (_dir, store) = fresh();
+    let mut users = [
+        register(&store, "alice").await,
+        register(&store, "bob").await,
+        register(&store, "carol").await,
+    ];
+    users.sort_by(|a, b| a.id.cmp(&b.id));
+    let [low, middle, high] = [&users[0], &users[1], &users[2]];
+    let room = create_room(&store, "Lobby", Visibility::Public, middle, ts(0)).await;
+    // The higher id joins first, both within one millisecond.
+    assert!(join(&store, &room, high, ts(1)).await);
+    assert!(join(&store, &room, low, ts(1)).await);
+    assert_eq!(
+        summary_for(&store, &room, middle).await.members,
+        vec![middle.clone(), high.clone(), low.clone()]
+    );
+}
+
+// ---------------------------------------------------------------- list_rooms
+
+#[tokio::test(flavor = "multi_thread")]
+async fn public_rooms_are_listed_for_everyone_and_private_ones_only_for_members() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    create_room(&store, "Alpha", Visibility::Public, &alice, ts(0)).await;
+    let beta = create_room(&store, "Beta", Visibility::Private, &alice, ts(1)).await;
+    create_room(&store, "Gamma", Visibility::Private, &bob, ts(2)).await;
+    create_room(&store, "Delta", Visibility::Public, &bob, ts(3)).await;
+
+    assert_eq!(
+        listed(&store, &alice, "", 50).await,
+        ["Alpha", "Beta", "Delta"]
+    );
+    assert_eq!(
+        listed(&store, &bob, "", 50).await,
+        ["Alpha", "Delta", "Gamma"]
+    );
+
+    assert!(join(&store, &beta, &bob, ts(10)).await);
+    assert_eq!(
+        listed(&store, &bob, "", 50).await,
+        ["Alpha", "Beta", "Delta", "Gamma"]
+    );
+    assert!(store.remove_member(&beta, &bob.id).await.unwrap());
+    assert_eq!(
+        listed(&store, &bob, "", 50).await,
+        ["Alpha", "Delta", "Gamma"]
+    );
+    // A user with no rooms sees only the public ones.
+    let carol = register(&store, "carol").await;
+    assert_eq!(listed(&store, &carol, "", 50).await, ["Alpha", "Delta"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listed_rooms_match_the_prefix_ignoring_case() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    for (i, room) in ["Lobby", "LOUNGE", "library", "Main", "xlobby"]
+        .into_iter()
+        .enumerate()
+    {
+        create_room(&store, room, Visibility::Public, &alice, ts(i as i64)).await;
+    }
+    assert_eq!(listed(&store, &alice, "lo", 50).await, ["Lobby", "LOUNGE"]);
+    assert_eq!(listed(&store, &alice, "LO", 50).await, ["Lobby", "LOUNGE"]);
+    assert_eq!(listed(&store, &alice, "lOb", 50).await, ["Lobby"]);
+    assert_eq!(listed(&store, &alice, "LOBBY", 50).await, ["Lobby"]);
+    assert_eq!(
+        listed(&store, &alice, "l", 50).await,
+        ["library", "Lobby", "LOUNGE"]
+    );
+    assert_eq!(listed(&store, &alice, "main", 50).await, ["Main"]);
+    assert!(listed(&store, &alice, "lobbyx", 50).await.is_empty());
+    assert!(listed(&store, &alice, "zed", 50).await.is_empty());
+    // A prefix matches at the start only, and is not a pattern.
+    assert!(listed(&store, &alice, "obby", 50).await.is_empty());
+    assert!(listed(&store, &alice, "%", 50).await.is_empty());
+    assert!(listed(&store, &alice, "_obby", 50).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listed_rooms_match_non_ascii_prefixes_ignoring_case() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    for (i, room) in ["Été", "ÉCOLE", "Zèbre", "ete", "Straße"]
+        .into_iter()
+        .enumerate()
+    {
+        create_room(&store, room, Visibility::Public, &alice, ts(i as i64)).await;
+    }
+    assert_eq!(listed(&store, &alice, "été", 50).await, ["Été"]);
+    assert_eq!(listed(&store, &alice, "ÉTÉ", 50).await, ["Été"]);
+    assert_eq!(listed(&store, &alice, "éT", 50).await, ["Été"]);
+    assert_eq!(listed(&store, &alice, "é", 50).await, ["ÉCOLE", "Été"]);
+    assert_eq!(listed(&store, &alice, "É", 50).await, ["ÉCOLE", "Été"]);
+    assert_eq!(listed(&store, &alice, "zÈ", 50).await, ["Zèbre"]);
+    assert_eq!(listed(&store, &alice, "STRAß", 50).await, ["Straße"]);
+    // Accents are not case: "e" does not find "Été".
+    assert_eq!(listed(&store, &alice, "e", 50).await, ["ete"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_greek_prefix_ending_in_sigma_finds_the_room() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    create_room(&store, "ΚΟΣΜΟΣ", Visibility::Public, &alice, ts(0)).await;
+    // Lower-case works; the same letters in capitals do not.
+    assert_eq!(listed(&store, &alice, "κοσ", 50).await, ["ΚΟΣΜΟΣ"]);
+    assert_eq!(listed(&store, &alice, "ΚΟΣ", 50).await, ["ΚΟΣΜΟΣ"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rooms_are_listed_by_name_ignoring_case() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    for (i, room) in ["charlie", "Bravo2", "ALPHA2", "bravo", "Alpha", "delta"]
+        .into_iter()
+        .enumerate()
+    {
+        create_room(&store, room, Visibility::Public, &alice, ts(i as i64)).await;
+    }
+    assert_eq!(
+        listed(&store, &alice, "", 50).await,
+        ["Alpha", "ALPHA2", "bravo", "Bravo2", "charlie", "delta"]
+    );
+    // Recent activity does not change the order.
+    let rooms = store.list_rooms(&alice.id, "delta", 1).await.unwrap();
+    send(&store, &rooms[0].conversation.id, &alice, "bump").await;
+    assert_eq!(
+        listed(&store, &alice, "", 50).await,
+        ["Alpha", "ALPHA2", "bravo", "Bravo2", "charlie", "delta"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rooms_with_the_same_name_are_all_listed() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let first = create_room(&store, "Lobby", Visibility::Public, &alice, ts(0)).await;
+    let second = create_room(&store, "LOBBY", Visibility::Public, &bob, ts(1)).await;
+    let found: HashSet<ConversationId> = store
+        .list_rooms(&alice.id, "lobby", 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.conversation.id)
+        .collect();
+    assert_eq!(found, HashSet::from([first, second]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_rooms_honours_the_limit() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    for (i, room) in ["r4", "R1", "r3", "R2", "other"].into_iter().enumerate() {
+        create_room(&store, room, Visibility::Public, &alice, ts(i as i64)).await;
+    }
+    assert_eq!(
+        listed(&store, &alice, "r", 50).await,
+        ["R1", "R2", "r3", "r4"]
+    );
+    assert_eq!(
+        listed(&store, &alice, "r", 4).await,
+        ["R1", "R2", "r3", "r4"]
+    );
+    assert_eq!(listed(&store, &alice, "r", 2).await, ["R1", "R2"]);
+    assert_eq!(listed(&store, &alice, "R", 1).await, ["R1"]);
+    assert!(listed(&store, &alice, "r", 0).await.is_empty());
+    assert_eq!(listed(&store, &alice, "", 3).await, ["other", "R1", "R2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_limit_counts_only_rooms_the_viewer_may_see() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    create_room(&store, "a-private", Visibility::Private, &alice, ts(0)).await;
+    create_room(&store, "b-private", Visibility::Private, &alice, ts(1)).await;
+    create_room(&store, "c-public", Visibility::Public, &alice, ts(2)).await;
+    create_room(&store, "d-public", Visibility::Public, &alice, ts(3)).await;
+    assert_eq!(listed(&store, &bob, "", 2).await, ["c-public", "d-public"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_conversations_are_never_listed_as_rooms() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    direct(&store, &alice, &bob).await;
+    direct(&store, &alice, &alice).await;
+    assert_eq!(store.list_rooms(&alice.id, "", 50).await.unwrap(), vec![]);
+    assert_eq!(store.list_rooms(&bob.id, "", 50).await.unwrap(), vec![]);
+
+    let room = create_room(&store, "Lobby", Visibility::Public, &alice, ts(1)).await;
+    let rooms = store.list_rooms(&alice.id, "", 50).await.unwrap();
+    assert_eq!(rooms.len(), 1);
+    assert_eq!(rooms[0].conversation.id, room);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listed_room_is_as_the_viewer_sees_it() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let eve = register(&store, "eve").await;
+    let room = seed_room(&store, "Lobby", &[(&alice, ts(0)), (&bob, ts(1))]).await;
+    send_many(&store, &room, &alice, 2).await;
+    let newest = send(&store, &room, &bob, "m3").await;
+    assert!(store.advance_read_marker(&room, &bob.id, 2).await.unwrap());
+
+    let of = |viewer: &User| {
+        let (store, id) = (store.clone(), viewer.id.clone());
+        async move {
+            let mut rooms = store.list_rooms(&id, "lobby", 50).await.unwrap();
+            assert_eq!(rooms.len(), 1, "{rooms:?}");
+            rooms.remove(0)
+        }
+    };
+    let bobs = of(&bob).await;
+    assert_eq!(bobs, summary_for(&store, &room, &bob).await);
+    assert_eq!(bobs.last_read_seq, 2);
+    assert_eq!(bobs.last_message, Some(newest));
+
+    let eves = of(&eve).await;
+    assert_eq!(eves, summary_for(&store, &room, &eve).await);
+    assert_eq!(eves.conversation.last_seq, 3);
+    assert_eq!(eves.member_count, 2);
+    assert_eq!(eves.members, vec![alice.clone(), bob.clone()]);
+    assert_eq!(eves.last_read_seq, 0);
+    assert_eq!(eves.last_message, None);
+}
+
+// ---------------------------------------------------------------- message
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_is_found_by_its_conversation_and_id() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let ab = direct(&store, &alice, &bob).await;
+    let (first, _) = stored(
+        store
+            .append(new_message(&ab, &alice, "first", Some("k1"), ts(1)))
+            .await
+            .unwrap(),
+    );
+    let second = send(&store, &ab, &bob, "second").await;
+    assert_eq!(store.message(&ab, &first.id).await.unwrap(), Some(first));
+    assert_eq!(store.message(&ab, &second.id).await.unwrap(), Some(second));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_looked_up_under_another_conversation_is_none() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let ab = direct(&store, &alice, &bob).await;
+    let room = seed_room(&store, "Lobby", &[(&alice, ts(0))]).await;
+    let message = send(&store, &ab, &alice, "private").await;
+    send(&store, &room, &alice, "public").await;
+    assert_eq!(store.message(&room, &message.id).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_message_is_none() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let own = direct(&store, &alice, &alice).await;
+    let message = send(&store, &own, &alice, "note").await;
+    assert_eq!(
+        store
+            .message(&own, &MessageId::new("no-such-message"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .message(&ConversationId::new("no-such-conversation"), &message.id)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+// ---------------------------------------------------------------- update_message
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_replaces_the_body_and_sets_edited_at_keeping_seq_and_created_at() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let ab = direct(&store, &alice, &bob).await;
+    let (original, _) = stored(
+        store
+            .append(new_message(&ab, &alice, "helo", Some("k1"), ts(10)))
+            .await
+            .unwrap(),
+    );
+    send(&store, &ab, &bob, "later").await;
+
+    let edited = store
+        .update_message(&ab, &original.id, edit("hello", ts(20)))
+        .await
+        .unwrap();
+    let expected = Message {
+        body: "hello".into(),
+        edited_at: Some(ts(20)),
+        ..original.clone()
+    };
+    assert_eq!(edited, Some(expected.clone()));
+    assert_eq!(
+        store.message(&ab, &original.id).await.unwrap(),
+        Some(expected.clone())
+    );
+
+    // A second edit replaces the first.
+    let again = store
+        .update_message(&ab, &original.id, edit("hello!", ts(30)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.body, "hello!");
+    assert_eq!(again.edited_at, Some(ts(30)));
+    assert_eq!((again.seq, again.created_at), (1, ts(10)));
+    assert!(!again.deleted);
+
+    // No new seq, and the idempotency key still finds the (edited) original.
+    assert_eq!(last_seq(&store, &ab, &alice).await, 2);
+    let resent = store
+        .append(new_message(&ab, &alice, "helo", Some("k1"), ts(40)))
+        .await
+        .unwrap();
+    assert_eq!(resent, AppendOutcome::Duplicate(again));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_empties_the_body_and_keeps_seq_and_edited_at() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let ab = direct(&store, &alice, &bob).await;
+    let edited_first = send_at(&store, &ab, &alice, "first", ts(10)).await;
+    let never_edited = send_at(&store, &ab, &alice, "second", ts(11)).await;
+    store
+        .update_message(&ab, &edited_first.id, edit("first, edited", ts(20)))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let deleted = store
+        .update_message(&ab, &edited_first.id, MessageChange::Delete)
+        .await
+        .unwrap();
+    let expected = Message {
+        body: String::new(),
+        edited_at: Some(ts(20)),
+        deleted: true,
+        ..edited_first.clone()
+    };
+    assert_eq!(deleted, Some(expected.clone()));
+    assert_eq!(
+        store.message(&ab, &edited_first.id).await.unwrap(),
+        Some(expected)
+    );
+
+    let deleted = store
+        .update_message(&ab, &never_edited.id, MessageChange::Delete)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        deleted,
+        Message {
+            body: String::new(),
+            deleted: true,
+            ..never_edited
+        }
+    );
+    assert_eq!(deleted.edited_at, None);
+    // Deleting keeps the conversation's seqs.
+    assert_eq!(last_seq(&store, &ab, &alice).await, 2);
+    assert_eq!(send(&store, &ab, &bob, "next").await.seq, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_deleted_message_answers_it_unchanged() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let own = direct(&store, &alice, &alice).await;
+    let message = send(&store, &own, &alice, "oops").await;
+    let once = store
+        .update_message(&own, &message.id, MessageChange::Delete)
+        .await
+        .unwrap();
+    let twice = store
+        .update_message(&own, &message.id, MessageChange::Delete)
+        .await
+        .unwrap();
+    assert!(once.as_ref().is_some_and(|m| m.deleted));
+    assert_eq!(once, twice);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_and_summaries_show_updated_messages_in_place() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let room = seed_room(&store, "Lobby", &[(&alice, ts(0)), (&bob, ts(1))]).await;
+    let one = send_at(&store, &room, &alice, "one", ts(10)).await;
+    let two = send_at(&store, &room, &bob, "two", ts(11)).await;
+    let three = send_at(&store, &room, &alice, "three", ts(12)).await;
+
+    let one = store
+        .update_message(&room, &one.id, edit("one, edited", ts(20)))
+        .await
+        .unwrap()
+        .unwrap();
+    let three = store
+        .update_message(&room, &three.id, MessageChange::Delete)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let history = store.history(&room, query(None, None, 50)).await.unwrap();
+    assert_eq!(
+        history.messages,
+        vec![one.clone(), two.clone(), three.clone()]
+    );
+    assert_eq!(history.messages[0].body, "one, edited");
+    assert_eq!(history.messages[2].body, "");
+    assert!(history.messages[2].deleted);
+    let forwards = store
+        .history(&room, query(None, Some(0), 50))
+        .await
+        .unwrap();
+    assert_eq!(forwards.messages, vec![one, two, three.clone()]);
+
+    // The newest message, deleted, is still the last message, without text.
+    assert_eq!(
+        summary_for(&store, &room, &bob).await.last_message,
+        Some(three.clone())
+    );
+    assert_eq!(
+        store.conversations_of(&alice.id).await.unwrap()[0].last_message,
+        Some(three)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_body_is_gone_from_the_database() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let ab = direct(&store, &alice, &bob).await;
+    let secret = send(&store, &ab, &alice, "my password is hunter2").await;
+    let edited = send(&store, &ab, &alice, "draft").await;
+    let kept = send(&store, &ab, &bob, "keep me").await;
+    assert_eq!(
+        raw_row(&store, &secret.id).await,
+        ("my password is hunter2".to_owned(), false)
+    );
+
+    store
+        .update_message(&ab, &secret.id, MessageChange::Delete)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .update_message(&ab, &edited.id, edit("edited then deleted", ts(5)))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .update_message(&ab, &edited.id, MessageChange::Delete)
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(raw_row(&store, &secret.id).await, (String::new(), true));
+    assert_eq!(raw_row(&store, &edited.id).await, (String::new(), true));
+    assert_eq!(
+        raw_row(&store, &kept.id).await,
+        ("keep me".to_owned(), false)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn updating_an_unknown_message_is_none_and_changes_nothing() {
+    let (_dir, store) = fresh();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let ab = direct(&store, &alice, &bob).await;
+    let own = direct(&store, &alice, &alice).await;
+    let message = send(&store, &ab, &alice, "original").await;
+    let unknown = MessageId::new("no-such-message");
+
+    for change in [edit("changed", ts(5)), MessageChange::Delete] {
+        assert_eq!(
+            store
+                .update_message(&ab, &unknown, change.clone())
+                .await
+                .unwrap(),
+            None
+        );
+        // The right id under the wrong conversation touches nothing.
+        assert_eq!(
+            store
+                .update_message(&own, &message.id, change.clone())
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .update_message(
+                    &ConversationId::new("no-such-conversation"),
+                    &message.id,
+                    change
+                )
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert_eq!(
+        store.message(&ab, &message.id).await.unwrap(),
+        Some(message.clone())
+    );
+    assert_eq!(
+        raw_row(&store, &message.id).await,
+        ("original".to_owned(), false)
+    );
+    assert_eq!(
+        store
+            .history(&ab, query(None, None, 50))
+            .await
+            .unwrap()
+            .messages,
+        vec![message]
+    );
 }
