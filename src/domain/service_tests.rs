@@ -2304,3 +2304,6 @@ async fn concurrent_sends_on_many_threads_deliver_events_in_the_order_their_appe
     assert_eq!(acked, all);
     assert_eq!(delivered, all, "events must leave in seq order");
 }
+
+#[path = "service_room_tests.rs"]
+mod rooms;
