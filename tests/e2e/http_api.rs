@@ -264,7 +264,10 @@ async fn password_endpoints_are_rate_limited_per_address() {
     let mut statuses = Vec::new();
     for _ in 0..6 {
         let (status, body) = s
-            .post("/api/v1/login", json!({"username": "nobody", "password": "password123"}))
+            .post(
+                "/api/v1/login",
+                json!({"username": "nobody", "password": "password123"}),
+            )
             .await;
         if status == 429 {
             assert_eq!(body["error"]["code"], "rate_limited");

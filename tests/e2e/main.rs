@@ -3,6 +3,7 @@
 //! contract (docs/protocol.md).
 
 mod auth;
+mod bench;
 mod helpers;
 mod http_api;
 mod lifecycle;

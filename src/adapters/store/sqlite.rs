@@ -305,7 +305,9 @@ fn summarize(conn: &mut SqliteConnection, row: SummaryRow) -> anyhow::Result<Con
         .filter(members::conversation_id.eq(id))
         // The rowid grows with every insert: join order, even within one
         // millisecond, and a member who rejoins goes to the back.
-        .order(diesel::dsl::sql::<diesel::sql_types::BigInt>("members.rowid"))
+        .order(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "members.rowid",
+        ))
         .limit(MEMBERS_LISTED as i64)
         .select((users::id, users::username))
         .load::<(String, String)>(conn)?

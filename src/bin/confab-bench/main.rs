@@ -1,0 +1,262 @@
+//! confab-bench: a load generator for confab and any other server of the
+//! same wire contract (docs/protocol.md), speaking only that contract:
+//! HTTP for accounts, JSON over WebSocket for everything else.
+//!
+//! Scenarios:
+//! - `connect --clients N [--hold-secs S]`: N sessions held open; time to
+//!   connect, failures, server memory per session.
+//! - `dm --clients N --rate R --secs S [--in-flight K]`: private messages
+//!   between pairs (2i <-> 2i+1), open loop at R msgs/s in all, or closed
+//!   loop (`--rate 0`) with K in flight per sender.
+//! - `room --members M --senders K --rate R --secs S`: one public room, K
+//!   of its members sending at R msgs/s in all.
+//!
+//! A table goes to stdout, or with `--json` exactly one JSON object;
+//! progress and errors go to stderr.
+
+mod auth;
+mod net;
+mod report;
+mod scenarios;
+mod stats;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::auth::{Auth, default_cache_path};
+use crate::net::{Target, source_addrs};
+use crate::report::Report;
+use crate::scenarios::{Common, MsgParams};
+
+#[derive(Parser)]
+#[command(
+    name = "confab-bench",
+    version,
+    about = "Load generator for confab (or any server of its wire contract)"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct CommonArgs {
+    /// Base URL of the server.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The server's process id: its CPU time and memory are read from /proc.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Print exactly one JSON object on stdout (everything else on stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Users are named `<prefix>-<n>`, n from 0.
+    #[arg(long, global = true, default_value = "bench")]
+    user_prefix: String,
+    /// The password of every benchmark user.
+    #[arg(long, global = true, default_value = "bench-password-1")]
+    password: String,
+    /// Spread client sockets over the source addresses 127.0.0.1 .. 127.0.0.K
+    /// (when ephemeral ports run out).
+    #[arg(long, global = true, default_value_t = 1)]
+    source_addrs: u8,
+    /// Token cache file (default: under the temp dir, named after the URL).
+    #[arg(long, global = true)]
+    token_cache: Option<PathBuf>,
+    /// Handshakes in progress at once.
+    #[arg(long, global = true, default_value_t = 128)]
+    connect_concurrency: usize,
+    /// Registrations and logins in progress at once (each costs an argon2 hash).
+    #[arg(long, global = true, default_value_t = 8)]
+    auth_concurrency: usize,
+    /// Worker threads of the tool (default: the number of cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Hold N authenticated sessions; connect time, failures, server memory
+    /// per session (from VmRSS: most telling on a freshly started server,
+    /// since freed memory is seldom given back to the system).
+    Connect {
+        #[arg(long)]
+        clients: usize,
+        /// Seconds to hold the sessions idle before measuring the server's memory.
+        #[arg(long, default_value_t = 1.0)]
+        hold_secs: f64,
+    },
+    /// Private messages between pairs of clients (2i <-> 2i+1).
+    Dm {
+        #[arg(long)]
+        clients: usize,
+        #[command(flatten)]
+        msg: MsgArgs,
+    },
+    /// One public room; some of its members send.
+    Room {
+        #[arg(long)]
+        members: usize,
+        #[arg(long)]
+        senders: usize,
+        #[command(flatten)]
+        msg: MsgArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct MsgArgs {
+    /// Messages per second in all, spread over the senders (open loop);
+    /// 0 for closed loop.
+    #[arg(long)]
+    rate: f64,
+    /// Seconds of sending.
+    #[arg(long)]
+    secs: f64,
+    /// Closed loop: messages in flight per sender.
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
+    /// Message body length in characters.
+    #[arg(long, default_value_t = 32)]
+    body_size: usize,
+    /// At the end, stop waiting for replies and deliveries once nothing
+    /// arrived for this many seconds.
+    #[arg(long, default_value_t = 2.0)]
+    drain_secs: f64,
+}
+
+impl MsgArgs {
+    fn params(&self) -> MsgParams {
+        MsgParams {
+            rate: self.rate,
+            secs: self.secs,
+            in_flight: self.in_flight,
+            body_size: self.body_size.clamp(1, 4000),
+            drain_secs: self.drain_secs,
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "rate": self.rate,
+            "mode": if self.rate > 0.0 { "open_loop" } else { "closed_loop" },
+            "secs": self.secs,
+            "in_flight": if self.rate > 0.0 { Value::Null } else { json!(self.in_flight) },
+            "body_size": self.body_size,
+            "drain_secs": self.drain_secs,
+        })
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let threads = cli
+        .common
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let json_out = cli.common.json;
+    match rt.block_on(run(cli)) {
+        Ok(report) => {
+            if json_out {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+            rt.shutdown_timeout(std::time::Duration::from_millis(200));
+        }
+        Err(e) => {
+            eprintln!("confab-bench: {e:#}");
+            if json_out {
+                println!("{}", json!({"error": format!("{e:#}")}));
+            }
+            rt.shutdown_timeout(std::time::Duration::from_millis(200));
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<Report> {
+    let a = &cli.common;
+    let target = Target::parse(&a.url).await?;
+    let sources = source_addrs(a.source_addrs);
+    if !sources.is_empty() && (!target.addr.is_ipv4() || !target.addr.ip().is_loopback()) {
+        anyhow::bail!("--source-addrs spreads over 127.0.0.x: only for a server on 127.0.0.1");
+    }
+    // Tokens must outlive the run (with a minute to spare).
+    let run_secs = match &cli.cmd {
+        Cmd::Connect { hold_secs, .. } => *hold_secs,
+        Cmd::Dm { msg, .. } | Cmd::Room { msg, .. } => msg.secs + msg.drain_secs,
+    };
+    let min_valid_secs = run_secs.clamp(0.0, 1e9) as i64 + 120;
+    let cache = a
+        .token_cache
+        .clone()
+        .unwrap_or_else(|| default_cache_path(&target.base));
+    let auth = Arc::new(Auth::new(
+        &target.base,
+        &a.password,
+        &cache,
+        &sources,
+        a.auth_concurrency,
+        min_valid_secs,
+    )?);
+    let mut params = json!({
+        "url": target.base,
+        "server_pid": a.server_pid,
+        "user_prefix": a.user_prefix,
+        "source_addrs": a.source_addrs,
+        "token_cache": cache.display().to_string(),
+    });
+    let add = |params: &mut Value, extra: Value| {
+        if let (Some(p), Value::Object(e)) = (params.as_object_mut(), extra) {
+            p.extend(e);
+        }
+    };
+    match &cli.cmd {
+        Cmd::Connect { clients, hold_secs } => add(
+            &mut params,
+            json!({"clients": clients, "hold_secs": hold_secs}),
+        ),
+        Cmd::Dm { clients, msg } => {
+            add(&mut params, json!({"clients": clients}));
+            add(&mut params, msg.json());
+        }
+        Cmd::Room {
+            members,
+            senders,
+            msg,
+        } => {
+            add(&mut params, json!({"members": members, "senders": senders}));
+            add(&mut params, msg.json());
+        }
+    }
+    let common = Common {
+        target,
+        server_pid: a.server_pid,
+        auth,
+        sources,
+        connect_concurrency: a.connect_concurrency,
+        prefix: a.user_prefix.clone(),
+        params,
+    };
+    match cli.cmd {
+        Cmd::Connect { clients, hold_secs } => scenarios::connect(common, clients, hold_secs).await,
+        Cmd::Dm { clients, msg } => scenarios::dm(common, clients, msg.params()).await,
+        Cmd::Room {
+            members,
+            senders,
+            msg,
+        } => scenarios::room(common, members, senders, msg.params()).await,
+    }
+}

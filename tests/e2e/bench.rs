@@ -1,0 +1,171 @@
+//! The load generator (`confab-bench`) at tiny scale against a real server:
+//! each scenario runs, prints exactly one JSON object with `--json`, and
+//! finds nothing lost.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::TestServer;
+
+async fn server() -> TestServer {
+    TestServer::start_with(&[
+        ("CONFAB_RATE_PER_SEC", "100000"),
+        ("CONFAB_RATE_BURST", "100000"),
+    ])
+    .await
+}
+
+/// Runs confab-bench with `--json` against `s`; returns its JSON output.
+async fn bench(s: &TestServer, cache: &Path, args: &[&str]) -> Value {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_confab-bench"));
+    cmd.args(["--url", &s.url(""), "--json"])
+        .args(["--server-pid", &s.pid().to_string()])
+        .arg("--token-cache")
+        .arg(cache)
+        .args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .expect("run confab-bench");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "confab-bench {args:?} failed: {stderr}\n{stdout}"
+    );
+    assert_eq!(
+        stdout.trim().lines().count(),
+        1,
+        "one JSON object expected on stdout: {stdout}"
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).expect("JSON on stdout");
+    assert!(v.is_object(), "{v}");
+    v
+}
+
+fn assert_cpu_figures(v: &Value) {
+    assert!(v["server"]["cpu_secs"].is_number(), "server cpu: {v}");
+    assert!(v["server"]["rss_after_kib"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["tool"]["cpu_secs"].is_number(), "tool cpu: {v}");
+}
+
+fn assert_clean_run(v: &Value, lost_key: &str) {
+    assert!(v["acked"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["sent"], v["acked"], "{v}");
+    assert_eq!(v[lost_key], 0, "{v}");
+    assert_eq!(v["delivered_without_ack"], 0, "{v}");
+    assert_eq!(v["unanswered"], 0, "{v}");
+    assert_eq!(v["duplicates"], 0, "{v}");
+    assert_eq!(v["out_of_order"], 0, "{v}");
+    assert_eq!(v["errors"], serde_json::json!({}), "{v}");
+    assert!(v["ack_latency_us"]["p50"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["delivery_latency_us"]["p999"].is_u64(), "{v}");
+    assert_cpu_figures(v);
+}
+
+#[tokio::test]
+async fn bench_connect_holds_sessions_and_reports_memory() {
+    let s = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("tokens.json");
+    let v = bench(
+        &s,
+        &cache,
+        &["connect", "--clients", "4", "--hold-secs", "0.2"],
+    )
+    .await;
+    assert_eq!(v["scenario"], "connect");
+    assert_eq!(v["params"]["clients"], 4);
+    assert_eq!(v["connected"], 4, "{v}");
+    assert_eq!(v["failed"], 0, "{v}");
+    assert_eq!(v["open_after_hold"], 4, "{v}");
+    assert_eq!(v["errors"], serde_json::json!({}), "{v}");
+    assert_eq!(v["setup"]["registered"], 4, "{v}");
+    assert!(v["server_memory"]["bytes_per_session"].is_i64(), "{v}");
+    assert_cpu_figures(&v);
+
+    // A second run takes the tokens from the cache.
+    let v = bench(
+        &s,
+        &cache,
+        &["connect", "--clients", "4", "--hold-secs", "0"],
+    )
+    .await;
+    assert_eq!(v["setup"]["cached"], 4, "{v}");
+    assert_eq!(v["setup"]["registered"], 0, "{v}");
+    assert_eq!(v["connected"], 4, "{v}");
+}
+
+#[tokio::test]
+async fn bench_dm_closed_loop_loses_nothing() {
+    let s = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("tokens.json");
+    let v = bench(
+        &s,
+        &cache,
+        &["dm", "--clients", "4", "--rate", "0", "--secs", "1"],
+    )
+    .await;
+    assert_eq!(v["scenario"], "dm");
+    assert_eq!(v["params"]["mode"], "closed_loop");
+    assert_eq!(v["params"]["in_flight"], 8);
+    assert_clean_run(&v, "never_delivered");
+    assert_eq!(v["delivered"], v["acked"], "{v}");
+    assert!(v["server"]["cpu_us_per_msg"].is_number(), "{v}");
+}
+
+#[tokio::test]
+async fn bench_dm_open_loop_loses_nothing() {
+    let s = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("tokens.json");
+    let v = bench(
+        &s,
+        &cache,
+        &["dm", "--clients", "4", "--rate", "50", "--secs", "1"],
+    )
+    .await;
+    assert_eq!(v["params"]["mode"], "open_loop");
+    assert_clean_run(&v, "never_delivered");
+    assert_eq!(v["delivered"], v["acked"], "{v}");
+    // About 50 messages in the second (each sender starts at a random phase).
+    let acked = v["acked"].as_u64().unwrap();
+    assert!((40..=60).contains(&acked), "{v}");
+}
+
+#[tokio::test]
+async fn bench_room_reaches_every_member() {
+    let s = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("tokens.json");
+    let v = bench(
+        &s,
+        &cache,
+        &[
+            "room",
+            "--members",
+            "4",
+            "--senders",
+            "2",
+            "--rate",
+            "20",
+            "--secs",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(v["scenario"], "room");
+    assert_eq!(v["setup"]["members"], 4, "{v}");
+    assert_eq!(v["setup"]["senders"], 2, "{v}");
+    assert_clean_run(&v, "lost");
+    // Each message reaches the 3 other members.
+    assert_eq!(
+        v["delivered"].as_u64().unwrap(),
+        3 * v["acked"].as_u64().unwrap(),
+        "{v}"
+    );
+    assert!(v["server"]["cpu_us_per_delivery"].is_number(), "{v}");
+}
