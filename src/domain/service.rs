@@ -6,7 +6,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use futures::lock::Mutex;
+use async_lock::Mutex;
 
 use super::conversation::{
     Conversation, ConversationSummary, Membership, RoomName, Visibility, next_read_marker,
@@ -38,8 +38,10 @@ pub const CONNECTED_PAGE: (usize, usize) = (100, 1000);
 pub const MAX_PRESENCE_IDS: usize = 1000;
 
 /// Lock shards that keep each conversation's commits and deliveries in seq
-/// order. Sharding bounds the memory whatever the number of conversations.
-const ORDER_SHARDS: usize = 256;
+/// order. Sharding bounds the memory whatever the number of conversations;
+/// the locks are (eventually) fair, so a busy conversation sharing a shard
+/// cannot starve the others.
+const ORDER_SHARDS: usize = 1024;
 
 /// The adapters the core runs on.
 pub struct Ports {
