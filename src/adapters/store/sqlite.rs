@@ -6,19 +6,20 @@
 //! tokio's blocking pool, and WAL lets them run alongside the writer.
 //! Nothing here blocks the async workers.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::group_commit::GroupCommit;
+use super::readers::Readers;
 use super::schema::{conversations, members, messages, users};
 use crate::domain::conversation::{MEMBERS_LISTED, direct_key, name_key};
 use crate::domain::error::PortError;
@@ -34,7 +35,7 @@ use crate::domain::{
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 /// Readers in the pool; SQLite reads are fast, a few suffice on small machines.
-const READERS: u32 = 4;
+const READERS: usize = 4;
 
 /// Both storage ports on one SQLite file.
 #[derive(Clone)]
@@ -44,7 +45,30 @@ pub struct SqliteStore {
 
 struct Inner {
     writer: GroupCommit,
-    readers: Pool<ConnectionManager<SqliteConnection>>,
+    readers: Readers,
+    // Users and direct conversations never change once created, so the hot
+    // path (every send, every handshake) need not ask the database again.
+    users: RwLock<HashMap<String, User>>,
+    directs: RwLock<HashMap<String, ConversationId>>,
+}
+
+/// Entries a cache holds before it starts over; bounds its memory.
+const CACHE_LIMIT: usize = 100_000;
+
+fn cached<V: Clone>(cache: &RwLock<HashMap<String, V>>, key: &str) -> Option<V> {
+    cache
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(key)
+        .cloned()
+}
+
+fn remember<V>(cache: &RwLock<HashMap<String, V>>, key: String, value: V) {
+    let mut map = cache.write().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= CACHE_LIMIT {
+        map.clear();
+    }
+    map.insert(key, value);
 }
 
 #[derive(Debug)]
@@ -69,12 +93,6 @@ impl Pragmas {
     }
 }
 
-impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
-    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        self.apply(conn).map_err(diesel::r2d2::Error::QueryError)
-    }
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its
     /// schema up to date.
@@ -95,16 +113,20 @@ impl SqliteStore {
         writer
             .run_pending_migrations(MIGRATIONS)
             .map_err(|e| anyhow!("database migration failed: {e}"))?;
-        let readers = Pool::builder()
-            .max_size(READERS)
-            .min_idle(Some(1))
-            .connection_customizer(Box::new(Pragmas { reader: true }))
-            .build(ConnectionManager::<SqliteConnection>::new(url))
-            .context("cannot open database readers")?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let mut conn = SqliteConnection::establish(url)
+                    .with_context(|| format!("cannot open the database {}", path.display()))?;
+                Pragmas { reader: true }.apply(&mut conn)?;
+                Ok(conn)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: GroupCommit::start(writer).context("cannot start the database writer")?,
-                readers,
+                readers: Readers::start(readers).context("cannot start the database readers")?,
+                users: RwLock::default(),
+                directs: RwLock::default(),
             }),
         })
     }
@@ -114,14 +136,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> anyhow::Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.readers.get().context("no database reader")?;
-            work(&mut conn)
-        })
-        .await
-        .map_err(|e| PortError(e.into()))?
-        .map_err(PortError)
+        self.inner.readers.read(work).await
     }
 
     /// Runs `work` in a transaction on the writer connection, shared with
@@ -427,22 +442,31 @@ impl UserStore for SqliteStore {
     }
 
     async fn user(&self, id: &UserId) -> Result<Option<User>, PortError> {
+        if let Some(user) = cached(&self.inner.users, id.as_str()) {
+            return Ok(Some(user));
+        }
         let id = id.as_str().to_owned();
-        self.read(move |conn| {
-            let row = users::table
-                .find(id)
-                .select((users::id, users::username))
-                .first::<(String, String)>(conn)
-                .optional()?;
-            row.map(|(id, name)| {
-                Ok(User {
-                    id: UserId::new(id),
-                    username: stored_username(name)?,
+        let key = id.clone();
+        let found = self
+            .read(move |conn| {
+                let row = users::table
+                    .find(id)
+                    .select((users::id, users::username))
+                    .first::<(String, String)>(conn)
+                    .optional()?;
+                row.map(|(id, name)| {
+                    Ok(User {
+                        id: UserId::new(id),
+                        username: stored_username(name)?,
+                    })
                 })
+                .transpose()
             })
-            .transpose()
-        })
-        .await
+            .await?;
+        if let Some(user) = &found {
+            remember(&self.inner.users, key, user.clone());
+        }
+        Ok(found)
     }
 
     async fn users_last_seen(
@@ -526,6 +550,9 @@ impl MessageStore for SqliteStore {
         now: Timestamp,
     ) -> Result<ConversationId, PortError> {
         let key = direct_key(a, b);
+        if let Some(id) = cached(&self.inner.directs, &key) {
+            return Ok(id);
+        }
         let find = |conn: &mut SqliteConnection, key: &str| {
             conversations::table
                 .filter(conversations::direct_key.eq(key))
@@ -536,29 +563,35 @@ impl MessageStore for SqliteStore {
         // Almost always it exists already: look without taking the write lock.
         let k = key.clone();
         if let Some(id) = self.read(move |conn| Ok(find(conn, &k)?)).await? {
-            return Ok(ConversationId::new(id));
+            let id = ConversationId::new(id);
+            remember(&self.inner.directs, key, id.clone());
+            return Ok(id);
         }
         let (a, b) = (a.as_str().to_owned(), b.as_str().to_owned());
-        self.write(move |conn| {
-            if let Some(id) = find(conn, &key)? {
-                return Ok(ConversationId::new(id));
-            }
-            let id = uuid::Uuid::now_v7().to_string();
-            diesel::insert_into(conversations::table)
-                .values((
-                    conversations::id.eq(&id),
-                    conversations::kind.eq("direct"),
-                    conversations::direct_key.eq(&key),
-                    conversations::created_by.eq(&a),
-                    conversations::created_at.eq(now.millis()),
-                    conversations::last_activity.eq(now.millis()),
-                ))
-                .execute(conn)?;
-            add_member(conn, &id, &a, 0, now.millis())?;
-            add_member(conn, &id, &b, 0, now.millis())?;
-            Ok::<_, PortError>(ConversationId::new(id))
-        })
-        .await
+        let cache_key = key.clone();
+        let id = self
+            .write(move |conn| {
+                if let Some(id) = find(conn, &key)? {
+                    return Ok(ConversationId::new(id));
+                }
+                let id = uuid::Uuid::now_v7().to_string();
+                diesel::insert_into(conversations::table)
+                    .values((
+                        conversations::id.eq(&id),
+                        conversations::kind.eq("direct"),
+                        conversations::direct_key.eq(&key),
+                        conversations::created_by.eq(&a),
+                        conversations::created_at.eq(now.millis()),
+                        conversations::last_activity.eq(now.millis()),
+                    ))
+                    .execute(conn)?;
+                add_member(conn, &id, &a, 0, now.millis())?;
+                add_member(conn, &id, &b, 0, now.millis())?;
+                Ok::<_, PortError>(ConversationId::new(id))
+            })
+            .await?;
+        remember(&self.inner.directs, cache_key, id.clone());
+        Ok(id)
     }
 
     async fn access(

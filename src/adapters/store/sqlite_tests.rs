@@ -225,18 +225,16 @@ async fn listed(store: &SqliteStore, viewer: &User, prefix: &str, limit: u32) ->
 /// The body and deleted flag of a message as stored, read straight from
 /// the table (the store blanks deleted bodies when it maps rows).
 async fn raw_row(store: &SqliteStore, id: &MessageId) -> (String, bool) {
-    let inner = store.inner.clone();
     let id = id.as_str().to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut conn = inner.readers.get().expect("a reader");
-        messages::table
-            .find(id)
-            .select((messages::body, messages::deleted))
-            .first::<(String, bool)>(&mut *conn)
-    })
-    .await
-    .expect("the reading task")
-    .expect("the message row")
+    store
+        .read(move |conn| {
+            Ok(messages::table
+                .find(id)
+                .select((messages::body, messages::deleted))
+                .first::<(String, bool)>(conn)?)
+        })
+        .await
+        .expect("the message row")
 }
 
 fn edit(body: &str, at: Timestamp) -> MessageChange {
