@@ -5,6 +5,7 @@
 //! each caller hears back only after the transaction that holds its write
 //! is committed (persistence before acknowledgement).
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 
 use anyhow::anyhow;
@@ -53,8 +54,13 @@ impl GroupCommit {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             // A nested transaction is a savepoint: an error undoes this
-            // write alone and the batch goes on.
-            let result = conn.transaction(work);
+            // write alone and the batch goes on. A panic becomes an error
+            // too, so that it cannot take the writer thread down.
+            let result = conn.transaction(|conn| {
+                catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
+                    Err(E::from(PortError(anyhow!("a database write panicked"))))
+                })
+            });
             Box::new(move |committed: Result<(), &str>| {
                 let result = match committed {
                     Ok(()) => result,
@@ -89,5 +95,72 @@ fn run(mut conn: SqliteConnection, queue: &mpsc::Receiver<Job>) {
         for done in completions {
             done(committed.as_ref().map(|_| ()).map_err(String::as_str));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::RunQueryDsl;
+    use diesel::connection::SimpleConnection;
+
+    use super::*;
+
+    fn writer() -> GroupCommit {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        conn.batch_execute("CREATE TABLE t (v INTEGER NOT NULL UNIQUE)")
+            .unwrap();
+        GroupCommit::start(conn).unwrap()
+    }
+
+    async fn insert(w: &GroupCommit, v: i64) -> Result<(), PortError> {
+        w.write(move |conn| {
+            diesel::sql_query(format!("INSERT INTO t (v) VALUES ({v})")).execute(conn)?;
+            Ok::<_, PortError>(())
+        })
+        .await
+    }
+
+    async fn count(w: &GroupCommit) -> i64 {
+        w.write(|conn| {
+            #[derive(diesel::QueryableByName)]
+            struct N {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                n: i64,
+            }
+            let n: N = diesel::sql_query("SELECT COUNT(*) AS n FROM t").get_result(conn)?;
+            Ok::<_, PortError>(n.n)
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_writes_all_commit_and_a_failing_one_undoes_only_itself() {
+        let w = std::sync::Arc::new(writer());
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let w = w.clone();
+                // 7 is written twice: exactly one of the two must fail.
+                let v = if i == 199 { 7 } else { i };
+                tokio::spawn(async move { insert(&w, v).await.is_ok() })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            ok += usize::from(t.await.unwrap());
+        }
+        assert_eq!(ok, 199);
+        assert_eq!(count(&w).await, 199);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_panicking_write_is_an_error_and_the_writer_keeps_going() {
+        let w = writer();
+        let r: Result<(), PortError> = w
+            .write(|_conn| -> Result<(), PortError> { panic!("boom") })
+            .await;
+        assert!(r.is_err());
+        insert(&w, 1).await.unwrap();
+        assert_eq!(count(&w).await, 1);
     }
 }

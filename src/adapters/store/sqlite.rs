@@ -536,11 +536,11 @@ impl UserStore for SqliteStore {
 #[async_trait]
 impl MessageStore for SqliteStore {
     async fn ping(&self) -> Result<(), PortError> {
-        self.read(|conn| {
-            conn.batch_execute("SELECT 1")?;
-            Ok(())
-        })
-        .await
+        // Both paths: a store whose writer is gone cannot take messages.
+        self.read(|conn| Ok(conn.batch_execute("SELECT 1")?))
+            .await?;
+        self.write(|conn| Ok::<_, PortError>(conn.batch_execute("SELECT 1")?))
+            .await
     }
 
     async fn direct_conversation(
