@@ -162,7 +162,7 @@ async fn route(
         );
         return Ok(res);
     }
-    let checks_password = allowed == Method::POST;
+    let checks_password = matches!(path.as_str(), "/api/v1/register" | "/api/v1/login");
     if checks_password && state.auth_limiter.check_key(&peer).is_err() {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
