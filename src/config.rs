@@ -3,7 +3,7 @@
 //! `CONFAB_*` environment variables. Nothing else reads the environment.
 
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -149,11 +149,6 @@ impl Settings {
     /// Where a generated JWT secret is kept.
     pub fn secret_path(&self) -> PathBuf {
         self.data_dir.join("jwt_secret")
-    }
-
-    /// The data folder.
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
     }
 
     /// WebSocket requests per second and burst, non-zero after validation.

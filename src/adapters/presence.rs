@@ -19,11 +19,6 @@ pub struct InMemoryPresence {
 }
 
 impl InMemoryPresence {
-    /// How many users are connected, for metrics.
-    pub fn online_count(&self) -> usize {
-        self.lock().online_count()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, PresenceBook> {
         // A panic while holding the lock cannot leave the book half-changed
         // in a way that matters more than losing presence, so carry on.

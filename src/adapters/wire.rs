@@ -561,29 +561,6 @@ impl Request {
             }
         })
     }
-
-    /// The request's `type`, for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::SendPrivateMessage { .. } => "sendPrivateMessage",
-            Self::SendMessage { .. } => "sendMessage",
-            Self::GetHistory { .. } => "getHistory",
-            Self::GetConversations => "getConversations",
-            Self::MarkRead { .. } => "markRead",
-            Self::Typing { .. } => "typing",
-            Self::GetConnectedUsers { .. } => "getConnectedUsers",
-            Self::GetPresence { .. } => "getPresence",
-            Self::SetStatus { .. } => "setStatus",
-            Self::Ping => "ping",
-            Self::CreateRoom { .. } => "createRoom",
-            Self::JoinRoom { .. } => "joinRoom",
-            Self::InviteToRoom { .. } => "inviteToRoom",
-            Self::LeaveRoom { .. } => "leaveRoom",
-            Self::ListRooms { .. } => "listRooms",
-            Self::EditMessage { .. } => "editMessage",
-            Self::DeleteMessage { .. } => "deleteMessage",
-        }
-    }
 }
 
 /// Typed access to a request's `content`, with messages that name the field.
