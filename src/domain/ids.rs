@@ -4,13 +4,15 @@
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
+        // Shared, not owned: ids are cloned into every delivery and cache,
+        // and a clone should cost a counter increment, not an allocation.
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(std::sync::Arc<str>);
 
         impl $name {
             /// Wraps a raw id; any string is accepted because ids are opaque.
             pub fn new(raw: impl Into<String>) -> Self {
-                Self(raw.into())
+                Self(raw.into().into())
             }
 
             /// The id as it travels on the wire and in the store.
