@@ -9,11 +9,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 
 use anyhow::anyhow;
-use diesel::Connection;
+use diesel::RunQueryDsl;
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::result::Error as DieselError;
 use diesel::sqlite::SqliteConnection;
 use tokio::sync::oneshot;
 
+use super::statements::{RELEASE, ROLLBACK, SAVEPOINT};
 use crate::domain::error::PortError;
 
 /// Most writes in one transaction; bounds how long the first one waits.
@@ -23,23 +25,41 @@ const MAX_BATCH: usize = 512;
 /// the commit succeeded.
 type Completion = Box<dyn FnOnce(Result<(), &str>) + Send>;
 /// One write: runs inside the batch's transaction, returns its completion.
-type Job = Box<dyn FnOnce(&mut SqliteConnection) -> Completion + Send>;
+type Job<S> = Box<dyn FnOnce(&mut S) -> Completion + Send>;
 
-/// The handle to the writer thread.
-pub struct GroupCommit {
-    jobs: mpsc::Sender<Job>,
+/// What the writer thread owns: the write connection, and whatever the
+/// store keeps in memory alongside it (only this thread writes, so memory
+/// kept here cannot disagree with the database but by a failed commit).
+pub trait WriterState: Send + 'static {
+    /// The write connection.
+    fn conn(&mut self) -> &mut SqliteConnection;
+    /// A batch did not commit: forget whatever was learned during it.
+    fn rolled_back(&mut self);
 }
 
-impl GroupCommit {
-    /// Starts the writer thread on `conn`. It stops when the handle is dropped.
+impl WriterState for SqliteConnection {
+    fn conn(&mut self) -> &mut SqliteConnection {
+        self
+    }
+
+    fn rolled_back(&mut self) {}
+}
+
+/// The handle to the writer thread.
+pub struct GroupCommit<S> {
+    jobs: mpsc::Sender<Job<S>>,
+}
+
+impl<S: WriterState> GroupCommit<S> {
+    /// Starts the writer thread on `state`. It stops when the handle is dropped.
     ///
     /// # Errors
     /// When the thread cannot be started.
-    pub fn start(conn: SqliteConnection) -> std::io::Result<Self> {
-        let (jobs, queue) = mpsc::channel::<Job>();
+    pub fn start(state: S) -> std::io::Result<Self> {
+        let (jobs, queue) = mpsc::channel::<Job<S>>();
         std::thread::Builder::new()
             .name("confab-sqlite-writer".into())
-            .spawn(move || run(conn, &queue))?;
+            .spawn(move || run(state, &queue))?;
         Ok(Self { jobs })
     }
 
@@ -49,15 +69,15 @@ impl GroupCommit {
     where
         T: Send + 'static,
         E: From<DieselError> + From<PortError> + Send + 'static,
-        F: FnOnce(&mut SqliteConnection) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&mut S) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            // A nested transaction is a savepoint: an error undoes this
-            // write alone and the batch goes on. A panic becomes an error
-            // too, so that it cannot take the writer thread down.
-            let result = conn.transaction(|conn| {
-                catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
+        let job: Job<S> = Box::new(move |state| {
+            // A savepoint: an error undoes this write alone and the batch
+            // goes on. A panic becomes an error too, so that it cannot take
+            // the writer thread down.
+            let result = savepoint(state, |state| {
+                catch_unwind(AssertUnwindSafe(|| work(state))).unwrap_or_else(|_| {
                     Err(E::from(PortError(anyhow!("a database write panicked"))))
                 })
             });
@@ -75,7 +95,35 @@ impl GroupCommit {
     }
 }
 
-fn run(mut conn: SqliteConnection, queue: &mpsc::Receiver<Job>) {
+/// Runs `work` in a savepoint on the state's connection: undone if it
+/// fails. Savepoints nest, so a write may use them for parts of itself.
+pub fn savepoint<S, T, E>(state: &mut S, work: impl FnOnce(&mut S) -> Result<T, E>) -> Result<T, E>
+where
+    S: WriterState,
+    E: From<DieselError>,
+{
+    SAVEPOINT.execute(state.conn())?;
+    let result = work(state);
+    if result.is_err() {
+        ROLLBACK.execute(state.conn())?;
+    }
+    RELEASE.execute(state.conn())?;
+    result
+}
+
+/// Runs `work` in one `BEGIN IMMEDIATE` transaction and commits it.
+fn in_transaction<S: WriterState>(
+    state: &mut S,
+    work: impl FnOnce(&mut S),
+) -> Result<(), DieselError> {
+    type Tm = AnsiTransactionManager;
+    Tm::begin_transaction_sql(state.conn(), "BEGIN IMMEDIATE")?;
+    work(state);
+    // On failure this also rolls back, so the next batch can begin.
+    Tm::commit_transaction(state.conn())
+}
+
+fn run<S: WriterState>(mut state: S, queue: &mpsc::Receiver<Job<S>>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -85,12 +133,14 @@ fn run(mut conn: SqliteConnection, queue: &mpsc::Receiver<Job>) {
             }
         }
         let mut completions = Vec::with_capacity(batch.len());
-        let committed = conn.immediate_transaction::<_, DieselError, _>(|conn| {
+        let committed = in_transaction(&mut state, |state| {
             for job in batch {
-                completions.push(job(conn));
+                completions.push(job(state));
             }
-            Ok(())
         });
+        if committed.is_err() {
+            state.rolled_back();
+        }
         let committed = committed.as_ref().map(|_| ()).map_err(|e| e.to_string());
         for done in completions {
             done(committed.as_ref().map(|_| ()).map_err(String::as_str));
@@ -100,19 +150,19 @@ fn run(mut conn: SqliteConnection, queue: &mpsc::Receiver<Job>) {
 
 #[cfg(test)]
 mod tests {
-    use diesel::RunQueryDsl;
+    use diesel::Connection;
     use diesel::connection::SimpleConnection;
 
     use super::*;
 
-    fn writer() -> GroupCommit {
+    fn writer() -> GroupCommit<SqliteConnection> {
         let mut conn = SqliteConnection::establish(":memory:").unwrap();
         conn.batch_execute("CREATE TABLE t (v INTEGER NOT NULL UNIQUE)")
             .unwrap();
         GroupCommit::start(conn).unwrap()
     }
 
-    async fn insert(w: &GroupCommit, v: i64) -> Result<(), PortError> {
+    async fn insert(w: &GroupCommit<SqliteConnection>, v: i64) -> Result<(), PortError> {
         w.write(move |conn| {
             diesel::sql_query(format!("INSERT INTO t (v) VALUES ({v})")).execute(conn)?;
             Ok::<_, PortError>(())
@@ -120,7 +170,7 @@ mod tests {
         .await
     }
 
-    async fn count(w: &GroupCommit) -> i64 {
+    async fn count(w: &GroupCommit<SqliteConnection>) -> i64 {
         w.write(|conn| {
             #[derive(diesel::QueryableByName)]
             struct N {

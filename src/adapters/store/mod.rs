@@ -4,5 +4,6 @@ pub mod group_commit;
 pub mod readers;
 pub mod schema;
 pub mod sqlite;
+pub mod statements;
 
 pub use sqlite::SqliteStore;
