@@ -145,6 +145,23 @@ pub trait MessageStore: Send + Sync {
     /// checked inside the same transaction.
     async fn append(&self, message: NewMessage) -> Result<AppendOutcome, AppendError>;
 
+    /// Appends several messages in order, each exactly as [`Self::append`]
+    /// would (each succeeds or fails on its own), with one result each in
+    /// the same order. A store that can should commit them together: the
+    /// core hands over everything sent to a conversation while its previous
+    /// commit was under way, so a busy conversation pays for one commit per
+    /// burst instead of one per message.
+    async fn append_all(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Vec<Result<AppendOutcome, AppendError>> {
+        let mut results = Vec::with_capacity(messages.len());
+        for message in messages {
+            results.push(self.append(message).await);
+        }
+        results
+    }
+
     /// One page of history. Without `after_seq`: the newest `limit`
     /// messages below `before_seq` (or the end), `has_more` when older ones
     /// exist. With it: the first `limit` messages after it (and below

@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_lock::Mutex;
+use futures::channel::oneshot;
 
 use super::conversation::{
     Conversation, ConversationSummary, Membership, RoomName, Visibility, next_read_marker,
@@ -37,11 +38,33 @@ pub const CONNECTED_PAGE: (usize, usize) = (100, 1000);
 /// Most ids one `getPresence` may ask about.
 pub const MAX_PRESENCE_IDS: usize = 1000;
 
-/// Lock shards that keep each conversation's commits and deliveries in seq
-/// order. Sharding bounds the memory whatever the number of conversations;
-/// the locks are (eventually) fair, so a busy conversation sharing a shard
-/// cannot starve the others.
-const ORDER_SHARDS: usize = 1024;
+/// Lanes that keep each conversation's commits and deliveries in seq order.
+/// Sharding bounds the memory whatever the number of conversations; the
+/// locks are fair, so a busy conversation sharing a lane cannot starve the
+/// others.
+const LANES: usize = 1024;
+
+/// One shard of conversations: the turn that keeps their commits and
+/// deliveries in order, and the messages waiting for it.
+#[derive(Default)]
+struct Lane {
+    turn: Mutex<()>,
+    // Held for a push or a take, never across an await.
+    waiting: std::sync::Mutex<Vec<Waiting>>,
+}
+
+impl Lane {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A message waiting for its lane's turn, and where its sender waits.
+struct Waiting {
+    message: NewMessage,
+    session: SessionId,
+    reply: oneshot::Sender<Result<Message, ChatError>>,
+}
 
 /// The adapters the core runs on.
 pub struct Ports {
@@ -113,7 +136,7 @@ impl<T> Answer<T> {
 pub struct ChatService {
     ports: Ports,
     limits: Limits,
-    order: Box<[Mutex<()>]>,
+    lanes: Box<[Lane]>,
 }
 
 const INVALID_CREDENTIALS: &str = "invalid username or password";
@@ -122,11 +145,11 @@ const NO_CONVERSATION: &str = "conversation not found";
 impl ChatService {
     /// Wires the core to its adapters.
     pub fn new(ports: Ports, limits: Limits) -> Self {
-        let order = (0..ORDER_SHARDS).map(|_| Mutex::new(())).collect();
+        let lanes = (0..LANES).map(|_| Lane::default()).collect();
         Self {
             ports,
             limits,
-            order,
+            lanes,
         }
     }
 
@@ -369,31 +392,75 @@ impl ChatService {
             client_msg_id,
             created_at: self.now(),
         };
-        // Commit and hand-off happen under the conversation's lock, so that
-        // events leave in seq order even when many senders race.
-        let _in_order = self.order_lock(conversation).lock().await;
-        let outcome = self.ports.messages.append(new).await.map_err(|e| match e {
-            AppendError::NoSuchConversation => ChatError::NotFound(NO_CONVERSATION),
-            AppendError::NotMember => super::membership::Denied::NotMember.into(),
-            AppendError::Unknown(e) => e.into(),
-        })?;
-        match outcome {
-            AppendOutcome::Stored { message, members } => {
-                let delivery = routing::to_members_but_actor_session(members, &caller.session);
-                self.ports
-                    .transport
-                    .deliver(delivery, Event::Message(message.clone()))
-                    .await;
-                Ok(message)
-            }
-            AppendOutcome::Duplicate(original) => Ok(original),
+        // Commit and hand-off happen in the conversation's turn, so that
+        // events leave in seq order even when many senders race. Whoever
+        // gets the turn appends everything waiting in the lane, so senders
+        // to a busy conversation share one commit instead of queueing for
+        // one each (by the time a sender's turn comes, its message may
+        // already be done).
+        let lane = self.lane(conversation);
+        let (reply, mut answer) = oneshot::channel();
+        lane.waiting().push(Waiting {
+            message: new,
+            session: caller.session.clone(),
+            reply,
+        });
+        let _turn = lane.turn.lock().await;
+        if let Ok(Some(done)) = answer.try_recv() {
+            return done;
+        }
+        let batch = std::mem::take(&mut *lane.waiting());
+        self.append_in_order(batch).await;
+        match answer.try_recv() {
+            Ok(Some(done)) => done,
+            // Only if a turn holder was cancelled half-way; the message may
+            // or may not be stored, and a retry with its clientMsgId tells.
+            _ => Err(ChatError::Internal(anyhow::anyhow!(
+                "the send was interrupted"
+            ))),
         }
     }
 
-    fn order_lock(&self, conversation: &ConversationId) -> &Mutex<()> {
+    /// Appends waiting messages in their order, hands each stored one to
+    /// the transport in seq order, and answers each sender.
+    async fn append_in_order(&self, batch: Vec<Waiting>) {
+        let (mut messages, senders): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|w| (w.message, (w.session, w.reply)))
+            .unzip();
+        let outcomes = match messages.pop() {
+            Some(only) if messages.is_empty() => vec![self.ports.messages.append(only).await],
+            Some(last) => {
+                messages.push(last);
+                self.ports.messages.append_all(messages).await
+            }
+            None => Vec::new(),
+        };
+        // A sender left without a result (a store answering short) hears
+        // that its send was interrupted.
+        for ((session, reply), outcome) in senders.into_iter().zip(outcomes) {
+            let result = match outcome {
+                Ok(AppendOutcome::Stored { message, members }) => {
+                    let delivery = routing::to_members_but_actor_session(members, &session);
+                    self.ports
+                        .transport
+                        .deliver(delivery, Event::Message(message.clone()))
+                        .await;
+                    Ok(message)
+                }
+                Ok(AppendOutcome::Duplicate(original)) => Ok(original),
+                Err(AppendError::NoSuchConversation) => Err(ChatError::NotFound(NO_CONVERSATION)),
+                Err(AppendError::NotMember) => Err(super::membership::Denied::NotMember.into()),
+                Err(AppendError::Unknown(e)) => Err(e.into()),
+            };
+            let _ = reply.send(result);
+        }
+    }
+
+    fn lane(&self, conversation: &ConversationId) -> &Lane {
         let mut h = DefaultHasher::new();
         conversation.hash(&mut h);
-        &self.order[(h.finish() as usize) % self.order.len()]
+        &self.lanes[(h.finish() as usize) % self.lanes.len()]
     }
 
     /// A page of a conversation's history.
@@ -567,7 +634,7 @@ impl ChatService {
         caller: &Caller,
         conversation: &ConversationId,
     ) -> Result<Answer<ConversationSummary>, ChatError> {
-        let _in_order = self.order_lock(conversation).lock().await;
+        let _in_order = self.lane(conversation).turn.lock().await;
         let (_, allowed) = self.allowed(caller, conversation, Action::Join).await?;
         if allowed == Allowed::AlreadyDone {
             let value = self.summary(conversation, &caller.user.id).await?;
@@ -589,7 +656,7 @@ impl ChatService {
         conversation: &ConversationId,
         invitee: &UserId,
     ) -> Result<Answer<ConversationSummary>, ChatError> {
-        let _in_order = self.order_lock(conversation).lock().await;
+        let _in_order = self.lane(conversation).turn.lock().await;
         self.allowed(caller, conversation, Action::Invite).await?;
         let invitee = self
             .ports
@@ -638,7 +705,7 @@ impl ChatService {
         caller: &Caller,
         conversation: &ConversationId,
     ) -> Result<Answer<()>, ChatError> {
-        let _in_order = self.order_lock(conversation).lock().await;
+        let _in_order = self.lane(conversation).turn.lock().await;
         self.allowed(caller, conversation, Action::Leave).await?;
         let removed = self
             .ports
@@ -753,7 +820,7 @@ impl ChatService {
         let (conv, _) = self
             .member_of(caller, conversation, Action::ReadHistory)
             .await?;
-        let _in_order = self.order_lock(conversation).lock().await;
+        let _in_order = self.lane(conversation).turn.lock().await;
         let current = self
             .ports
             .messages

@@ -2249,21 +2249,42 @@ impl Transport for RecordingTransport {
     }
 }
 
+/// What [`send_concurrently`] saw.
+struct Raced {
+    /// The seqs acked, sorted.
+    acked: Vec<u64>,
+    /// The seqs in the order the transport was handed their events.
+    delivered: Vec<u64>,
+    /// How many messages each store call carried.
+    store_calls: Vec<usize>,
+}
+
 /// Spawns `n` concurrent sends into one conversation, whose store assigns
-/// seqs in the order the appends run; returns the acked and the delivered seqs.
-async fn send_concurrently(n: u64) -> (Vec<u64>, Vec<u64>) {
+/// seqs in the order the appends run.
+async fn send_concurrently(n: u64) -> Raced {
     let mut h = Harness::new();
     let next = Arc::new(AtomicU64::new(0));
-    h.messages
-        .expect_append()
-        .times(n as usize)
-        .returning(move |new| {
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stored = {
+        let next = next.clone();
+        move |new: &NewMessage| {
             let seq = next.fetch_add(1, Ordering::SeqCst) + 1;
             Ok(AppendOutcome::Stored {
-                message: stored_from(&new, seq),
+                message: stored_from(new, seq),
                 members: uids(&["ann", "bob"]),
             })
-        });
+        }
+    };
+    let (one, all) = (stored.clone(), stored);
+    let (c1, c2) = (calls.clone(), calls.clone());
+    h.messages.expect_append().returning(move |new| {
+        c1.lock().unwrap().push(1);
+        one(&new)
+    });
+    h.messages.expect_append_all().returning(move |batch| {
+        c2.lock().unwrap().push(batch.len());
+        batch.iter().map(&all).collect()
+    });
     let transport = Arc::new(RecordingTransport::default());
     let service = Arc::new(h.build_with_transport(transport.clone()));
     let tasks: Vec<_> = (0..n)
@@ -2286,23 +2307,88 @@ async fn send_concurrently(n: u64) -> (Vec<u64>, Vec<u64>) {
     }
     acked.sort_unstable();
     let delivered = transport.seqs.lock().unwrap().clone();
-    (acked, delivered)
+    let store_calls = calls.lock().unwrap().clone();
+    Raced {
+        acked,
+        delivered,
+        store_calls,
+    }
 }
 
 #[tokio::test]
 async fn concurrent_sends_to_one_conversation_deliver_events_in_the_order_their_appends_returned() {
-    let (acked, delivered) = send_concurrently(64).await;
+    let raced = send_concurrently(64).await;
     let all: Vec<u64> = (1..=64).collect();
-    assert_eq!(acked, all);
-    assert_eq!(delivered, all, "events must leave in seq order");
+    assert_eq!(raced.acked, all);
+    assert_eq!(raced.delivered, all, "events must leave in seq order");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_sends_on_many_threads_deliver_events_in_the_order_their_appends_returned() {
-    let (acked, delivered) = send_concurrently(200).await;
+    let raced = send_concurrently(200).await;
     let all: Vec<u64> = (1..=200).collect();
-    assert_eq!(acked, all);
-    assert_eq!(delivered, all, "events must leave in seq order");
+    assert_eq!(raced.acked, all);
+    assert_eq!(raced.delivered, all, "events must leave in seq order");
+}
+
+#[tokio::test]
+async fn sends_that_wait_for_a_busy_conversation_share_one_store_call() {
+    let raced = send_concurrently(64).await;
+    assert_eq!(
+        raced.store_calls.iter().sum::<usize>(),
+        64,
+        "each message once"
+    );
+    // The first send finds the conversation idle and goes alone; the rest
+    // queue while its event is handed over, and go together.
+    assert!(
+        raced.store_calls.len() < 64 && raced.store_calls.iter().any(|&n| n > 1),
+        "store calls carried {:?} messages",
+        raced.store_calls
+    );
+}
+
+#[tokio::test]
+async fn one_failing_message_of_a_shared_store_call_fails_alone() {
+    let mut h = Harness::new();
+    // Two sends queue behind a third that holds the conversation's turn
+    // while its event is handed over; they reach the store together.
+    h.messages.expect_append().times(1).returning(|new| {
+        Ok(AppendOutcome::Stored {
+            message: stored_from(&new, 1),
+            members: uids(&["ann", "bob"]),
+        })
+    });
+    h.messages.expect_append_all().times(1).returning(|batch| {
+        assert_eq!(batch.len(), 2);
+        vec![
+            Err(AppendError::NotMember),
+            Ok(AppendOutcome::Stored {
+                message: stored_from(&batch[1], 2),
+                members: uids(&["ann", "bob"]),
+            }),
+        ]
+    });
+    let transport = Arc::new(RecordingTransport::default());
+    let service = Arc::new(h.build_with_transport(transport.clone()));
+    let send = |who: &'static str, session: &'static str| {
+        let service = service.clone();
+        tokio::spawn(async move {
+            service
+                .send_message(&caller(who, session), &conv_id("c1"), body("hi"), None)
+                .await
+        })
+    };
+    let (first, second, third) = (
+        send("ann", "ann-1"),
+        send("cid", "cid-1"),
+        send("bob", "bob-1"),
+    );
+    assert_eq!(first.await.unwrap().unwrap().seq, 1);
+    let refused = second.await.unwrap().unwrap_err();
+    assert!(matches!(refused, ChatError::Forbidden(_)), "{refused:?}");
+    assert_eq!(third.await.unwrap().unwrap().seq, 2);
+    assert_eq!(*transport.seqs.lock().unwrap(), vec![1, 2]);
 }
 
 #[path = "service_room_tests.rs"]

@@ -18,9 +18,10 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use super::group_commit::GroupCommit;
+use super::group_commit::{GroupCommit, WriterState, savepoint};
 use super::readers::Readers;
 use super::schema::{conversations, members, messages, users};
+use super::statements::{BumpSeq, InsertMessage};
 use crate::domain::conversation::{MEMBERS_LISTED, direct_key, name_key};
 use crate::domain::error::PortError;
 use crate::domain::message::{AppendOutcome, MessageChange, NewMessage};
@@ -44,7 +45,9 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    writer: GroupCommit,
+    writer: GroupCommit<Writer>,
+    // Dropped with the store, which stops the checkpointer thread.
+    _checkpointer: std::sync::mpsc::Sender<()>,
     readers: Readers,
     // Users and direct conversations never change once created, so the hot
     // path (every send, every handshake) need not ask the database again.
@@ -71,6 +74,121 @@ fn remember<V>(cache: &RwLock<HashMap<String, V>>, key: String, value: V) {
     map.insert(key, value);
 }
 
+/// The writer thread's connection, and what it keeps in memory of the
+/// conversations being written to: their last seq and their members, which
+/// every append needs and which change only through this very thread.
+struct Writer {
+    conn: SqliteConnection,
+    conversations: HashMap<String, Live>,
+}
+
+/// A conversation as the writer knows it.
+struct Live {
+    last_seq: i64,
+    /// Sorted, for a binary search on every append.
+    members: Vec<UserId>,
+}
+
+impl Writer {
+    /// The conversation's live state, loaded on first use; `None` if it
+    /// does not exist.
+    fn live(&mut self, conversation: &str) -> QueryResult<Option<&mut Live>> {
+        if !self.conversations.contains_key(conversation) {
+            let Some(last_seq) = conversations::table
+                .find(conversation)
+                .select(conversations::last_seq)
+                .first::<i64>(&mut self.conn)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut members = member_ids(&mut self.conn, conversation)?;
+            members.sort_unstable();
+            if self.conversations.len() >= CACHE_LIMIT {
+                self.conversations.clear();
+            }
+            self.conversations
+                .insert(conversation.to_owned(), Live { last_seq, members });
+        }
+        Ok(self.conversations.get_mut(conversation))
+    }
+
+    /// Its members changed: load them again when next needed.
+    fn forget(&mut self, conversation: &str) {
+        self.conversations.remove(conversation);
+    }
+}
+
+impl WriterState for Writer {
+    fn conn(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+
+    fn rolled_back(&mut self) {
+        self.conversations.clear();
+    }
+}
+
+/// Turns on SQLite's query planner stability guarantee (QPSG) for every
+/// connection this process opens. The bundled SQLite is built with STAT4,
+/// under which a statement with a bound parameter in its LIMIT (every
+/// diesel `first()`) or compared to an indexed column is marked expired on
+/// each new binding: diesel's cached statements were parsed and planned
+/// again on every use, the largest cost in the writer thread's profile.
+/// There is no pragma for it and diesel does not expose the raw handle, so
+/// it is set from an auto-extension, which SQLite runs on each new connection.
+fn stable_query_plans() {
+    use libsqlite3_sys as ffi;
+    use std::os::raw::{c_char, c_int};
+
+    unsafe extern "C" fn enable_qpsg(
+        db: *mut ffi::sqlite3,
+        _error: *mut *mut c_char,
+        _api: *const ffi::sqlite3_api_routines,
+    ) -> c_int {
+        // SAFETY: SQLite calls this with a valid, open connection; the
+        // option takes an int and an optional out-pointer, here null.
+        unsafe {
+            ffi::sqlite3_db_config(
+                db,
+                ffi::SQLITE_DBCONFIG_ENABLE_QPSG,
+                1 as c_int,
+                std::ptr::null_mut::<c_int>(),
+            );
+        }
+        ffi::SQLITE_OK
+    }
+
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registering an entry point with the signature SQLite expects;
+    // the function lives for the whole process.
+    ONCE.call_once(|| unsafe {
+        ffi::sqlite3_auto_extension(Some(enable_qpsg));
+    });
+}
+
+/// How often the checkpointer copies the WAL back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Starts the thread that checkpoints the WAL, so that commits never wait
+/// for it; it stops when the returned sender is dropped.
+fn start_checkpointer(mut conn: SqliteConnection) -> std::io::Result<std::sync::mpsc::Sender<()>> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("confab-sqlite-checkpoint".into())
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                // PASSIVE: copies what no reader still needs, never blocks
+                // the writer; what is left goes next time.
+                if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE);") {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        })?;
+    Ok(stop)
+}
+
 #[derive(Debug)]
 struct Pragmas {
     reader: bool,
@@ -79,15 +197,25 @@ struct Pragmas {
 impl Pragmas {
     fn apply(&self, conn: &mut SqliteConnection) -> QueryResult<()> {
         // busy_timeout first: the other pragmas may need a lock.
-        conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")?;
+        // temp_store: the statement journals of savepoints stay in memory
+        // instead of being temporary files created and unlinked per batch.
+        conn.batch_execute(
+            "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
+        )?;
         if self.reader {
             conn.batch_execute("PRAGMA query_only = ON;")
         } else {
             // FULL: a commit is on disk before the ack, even across power
             // loss. secure_delete: a deleted message's text is overwritten,
             // not just unlinked.
+            // wal_autocheckpoint: the checkpointer thread copies the WAL
+            // back, not whichever commit happens to cross the threshold.
+            // cache_size (32 MiB): the writer's working set of index pages
+            // stays in memory instead of being read again and spilled
+            // mid-transaction.
             conn.batch_execute(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;",
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; \
+                 PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -32768;",
             )
         }
     }
@@ -100,6 +228,7 @@ impl SqliteStore {
     /// # Errors
     /// When the file cannot be opened or a migration fails.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        stable_query_plans();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the folder {}", dir.display()))?;
@@ -121,9 +250,18 @@ impl SqliteStore {
                 Ok(conn)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut checkpoints = SqliteConnection::establish(url)
+            .with_context(|| format!("cannot open the database {}", path.display()))?;
+        Pragmas { reader: false }.apply(&mut checkpoints)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: GroupCommit::start(writer).context("cannot start the database writer")?,
+                _checkpointer: start_checkpointer(checkpoints)
+                    .context("cannot start the database checkpointer")?,
+                writer: GroupCommit::start(Writer {
+                    conn: writer,
+                    conversations: HashMap::new(),
+                })
+                .context("cannot start the database writer")?,
                 readers: Readers::start(readers).context("cannot start the database readers")?,
                 users: RwLock::default(),
                 directs: RwLock::default(),
@@ -146,6 +284,17 @@ impl SqliteStore {
         T: Send + 'static,
         E: From<DieselError> + From<PortError> + Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, E> + Send + 'static,
+    {
+        self.inner.writer.write(|w| work(&mut w.conn)).await
+    }
+
+    /// As [`Self::write`], for work that reads or changes what the writer
+    /// keeps in memory (seqs, members).
+    async fn write_live<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DieselError> + From<PortError> + Send + 'static,
+        F: FnOnce(&mut Writer) -> Result<T, E> + Send + 'static,
     {
         self.inner.writer.write(work).await
     }
@@ -385,6 +534,80 @@ fn add_member(
             .execute(conn)?;
     }
     Ok(added > 0)
+}
+
+/// Appends one message on the writer: the next seq, after the checks.
+fn append(w: &mut Writer, new: NewMessage) -> Result<AppendOutcome, AppendError> {
+    let conv = new.conversation_id.as_str();
+    let sender = new.sender.id.as_str();
+    let live = w.live(conv)?.ok_or(AppendError::NoSuchConversation)?;
+    if live.members.binary_search(&new.sender.id).is_err() {
+        return Err(AppendError::NotMember);
+    }
+    let seq = live.last_seq + 1;
+    let conn = &mut w.conn;
+    let at = new.created_at.millis();
+    let id = uuid::Uuid::now_v7().to_string();
+    let cmid = new.client_msg_id.as_ref().map(ClientMsgId::as_str);
+    // Insert first: a retried clientMsgId is rare, and the unique index
+    // finds it while inserting, so the common case needs no lookup.
+    let inserted = InsertMessage {
+        id: &id,
+        conversation: conv,
+        seq,
+        sender,
+        body: new.body.as_str(),
+        client_msg_id: cmid,
+        at,
+    }
+    .execute(conn);
+    match (inserted, cmid) {
+        (Ok(_), _) => {}
+        (Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)), Some(cmid)) => {
+            let original = messages::table
+                .inner_join(users::table)
+                .filter(messages::conversation_id.eq(conv))
+                .filter(messages::sender_id.eq(sender))
+                .filter(messages::client_msg_id.eq(cmid))
+                .select(message_columns!())
+                .first::<MessageRow>(conn)
+                .optional()?
+                .ok_or(DieselError::DatabaseError(
+                    DatabaseErrorKind::UniqueViolation,
+                    info,
+                ))?;
+            let message =
+                message_from_row(original).map_err(|e| AppendError::Unknown(PortError(e)))?;
+            return Ok(AppendOutcome::Duplicate(message));
+        }
+        (Err(e), _) => return Err(e.into()),
+    }
+    BumpSeq {
+        conversation: conv,
+        seq,
+        at,
+    }
+    .execute(conn)?;
+    // Only now, with every statement done: a failed append leaves the
+    // remembered seq as it was.
+    let live = w.live(conv)?.ok_or(AppendError::NoSuchConversation)?;
+    live.last_seq = seq;
+    let members = live.members.clone();
+    Ok(AppendOutcome::Stored {
+        message: Message {
+            id: MessageId::new(id),
+            conversation_id: new.conversation_id.clone(),
+            seq: self::seq(seq),
+            sender_id: new.sender.id.clone(),
+            sender: new.sender.username.clone(),
+            body: new.body.into_string(),
+            client_msg_id: new.client_msg_id.clone(),
+            created_at: new.created_at,
+            edited_at: None,
+            deleted: false,
+        },
+        members,
+    })
 }
 
 // ---------------------------------------------------------------- users
@@ -634,75 +857,35 @@ impl MessageStore for SqliteStore {
     }
 
     async fn append(&self, new: NewMessage) -> Result<AppendOutcome, AppendError> {
-        self.write(move |conn| {
-            let conv = new.conversation_id.as_str();
-            let sender = new.sender.id.as_str();
-            let last_seq = conversations::table
-                .find(conv)
-                .select(conversations::last_seq)
-                .first::<i64>(conn)
-                .optional()?
-                .ok_or(AppendError::NoSuchConversation)?;
-            let is_member = members::table
-                .find((conv, sender))
-                .select(members::user_id)
-                .first::<String>(conn)
-                .optional()?
-                .is_some();
-            if !is_member {
-                return Err(AppendError::NotMember);
+        self.write_live(move |w| append(w, new)).await
+    }
+
+    async fn append_all(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Vec<Result<AppendOutcome, AppendError>> {
+        let n = messages.len();
+        let all = self
+            .write_live(move |w| {
+                // Each in a savepoint of its own: one failing leaves the rest.
+                Ok::<_, AppendError>(
+                    messages
+                        .into_iter()
+                        .map(|new| savepoint(w, |w| append(w, new)))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .await;
+        match all {
+            Ok(results) => results,
+            // Nothing committed: every message fails alike.
+            Err(e) => {
+                let why = e.to_string();
+                (0..n)
+                    .map(|_| Err(AppendError::Unknown(PortError(anyhow!("{why}")))))
+                    .collect()
             }
-            if let Some(cmid) = &new.client_msg_id {
-                let original = messages::table
-                    .inner_join(users::table)
-                    .filter(messages::conversation_id.eq(conv))
-                    .filter(messages::sender_id.eq(sender))
-                    .filter(messages::client_msg_id.eq(cmid.as_str()))
-                    .select(message_columns!())
-                    .first::<MessageRow>(conn)
-                    .optional()?;
-                if let Some(row) = original {
-                    let message =
-                        message_from_row(row).map_err(|e| AppendError::Unknown(PortError(e)))?;
-                    return Ok(AppendOutcome::Duplicate(message));
-                }
-            }
-            let seq = last_seq + 1;
-            let at = new.created_at.millis();
-            diesel::update(conversations::table.find(conv))
-                .set((
-                    conversations::last_seq.eq(seq),
-                    conversations::last_activity.eq(at),
-                ))
-                .execute(conn)?;
-            let id = uuid::Uuid::now_v7().to_string();
-            diesel::insert_into(messages::table)
-                .values((
-                    messages::id.eq(&id),
-                    messages::conversation_id.eq(conv),
-                    messages::seq.eq(seq),
-                    messages::sender_id.eq(sender),
-                    messages::body.eq(new.body.as_str()),
-                    messages::client_msg_id.eq(new.client_msg_id.as_ref().map(ClientMsgId::as_str)),
-                    messages::created_at.eq(at),
-                ))
-                .execute(conn)?;
-            let members = member_ids(conn, conv)?;
-            let message = Message {
-                id: MessageId::new(id),
-                conversation_id: new.conversation_id.clone(),
-                seq: self::seq(seq),
-                sender_id: new.sender.id.clone(),
-                sender: new.sender.username.clone(),
-                body: new.body.into_string(),
-                client_msg_id: new.client_msg_id.clone(),
-                created_at: new.created_at,
-                edited_at: None,
-                deleted: false,
-            };
-            Ok(AppendOutcome::Stored { message, members })
-        })
-        .await
+        }
     }
 
     async fn history(
@@ -834,12 +1017,14 @@ impl MessageStore for SqliteStore {
         now: Timestamp,
     ) -> Result<bool, PortError> {
         let (conv, user) = (conversation.as_str().to_owned(), user.as_str().to_owned());
-        self.write(move |conn| {
+        self.write_live(move |w| {
             let last_seq = conversations::table
                 .find(&conv)
                 .select(conversations::last_seq)
-                .first::<i64>(conn)?;
-            Ok::<_, PortError>(add_member(conn, &conv, &user, last_seq, now.millis())?)
+                .first::<i64>(&mut w.conn)?;
+            let added = add_member(&mut w.conn, &conv, &user, last_seq, now.millis())?;
+            w.forget(&conv);
+            Ok::<_, PortError>(added)
         })
         .await
     }
@@ -850,13 +1035,15 @@ impl MessageStore for SqliteStore {
         user: &UserId,
     ) -> Result<bool, PortError> {
         let (conv, user) = (conversation.as_str().to_owned(), user.as_str().to_owned());
-        self.write(move |conn| {
+        self.write_live(move |w| {
+            let conn = &mut w.conn;
             let removed = diesel::delete(members::table.find((&conv, &user))).execute(conn)?;
             if removed > 0 {
                 diesel::update(conversations::table.find(&conv))
                     .set(conversations::member_count.eq(conversations::member_count - 1))
                     .execute(conn)?;
             }
+            w.forget(&conv);
             Ok::<_, PortError>(removed > 0)
         })
         .await
