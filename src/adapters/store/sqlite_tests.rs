@@ -3,7 +3,7 @@ use super::*;
 
 use std::collections::{HashMap, HashSet};
 
-use crate::domain::MessageBody;
+use crate::domain::{Conversation, ConversationKind, MessageBody};
 use tempfile::TempDir;
 use tokio::sync::Barrier;
 
