@@ -790,7 +790,10 @@ impl MessageStore for SqliteStore {
                 .filter(messages::conversation_id.eq(&conv))
                 .filter(messages::id.eq(&id));
             match change {
+                // An edit racing a delete must not bring text back into a
+                // deleted message.
                 MessageChange::Edit { body, at } => diesel::update(target)
+                    .filter(messages::deleted.eq(false))
                     .set((
                         messages::body.eq(body.as_str()),
                         messages::edited_at.eq(at.millis()),
