@@ -12,7 +12,7 @@ use crate::domain::error::PortError;
 use crate::domain::ports::{AppendError, CreateUserError};
 use crate::domain::{
     ClientMsgId, Conversation, ConversationId, ConversationKind, Message, MessageId, Timestamp,
-    UserId, Username, Visibility,
+    User, UserId, Username, Visibility,
 };
 
 // ---------------------------------------------------------------- errors
@@ -97,6 +97,14 @@ pub(super) fn stored_username(raw: String) -> anyhow::Result<Username> {
     Username::parse(&raw).map_err(|_| anyhow!("a stored username breaks the username rules"))
 }
 
+/// A user from its `(id, username)` columns.
+pub(super) fn user_from_row((id, name): (String, String)) -> anyhow::Result<User> {
+    Ok(User {
+        id: UserId::new(id),
+        username: stored_username(name)?,
+    })
+}
+
 pub(super) fn seq(raw: i64) -> u64 {
     u64::try_from(raw).unwrap_or_default()
 }
@@ -119,6 +127,14 @@ pub(super) fn message_from_row(r: MessageRow) -> anyhow::Result<Message> {
         edited_at: edited.map(Timestamp::from_millis),
         deleted,
     })
+}
+
+/// How a room's visibility is stored.
+pub(super) fn visibility_column(visibility: Visibility) -> &'static str {
+    match visibility {
+        Visibility::Public => "public",
+        Visibility::Private => "private",
+    }
 }
 
 pub(super) type ConversationRow = (String, String, Option<String>, Option<String>, i64);
