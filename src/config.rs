@@ -18,7 +18,8 @@ pub struct Settings {
     pub port: u16,
     /// Folder for the database and the generated JWT secret.
     pub data_dir: PathBuf,
-    /// `sqlite://PATH`, `sqlite:PATH` or a plain path; default `<data_dir>/confab.db`.
+    /// `postgres://...` (or `postgresql://...`) for PostgreSQL; `sqlite://PATH`,
+    /// `sqlite:PATH` or a plain path for SQLite; default `<data_dir>/confab.db`.
     pub database_url: Option<String>,
     /// HS256 secret; generated and kept in `<data_dir>/jwt_secret` when unset.
     pub jwt_secret: Option<String>,
@@ -119,31 +120,34 @@ impl Settings {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log)
             .map_err(|e| ConfigError(format!("log is not a valid tracing filter: {e}")))?;
-        self.database_path()?;
+        self.database()?;
         Ok(())
     }
 
-    /// The SQLite file the database URL names.
+    /// The database the URL names.
     ///
     /// # Errors
-    /// For a URL of a database confab cannot open.
-    pub fn database_path(&self) -> Result<PathBuf, ConfigError> {
+    /// For a URL of a database confab cannot use; the message never
+    /// repeats the URL, which may hold a password.
+    pub fn database(&self) -> Result<Database, ConfigError> {
         let Some(url) = self.database_url.as_deref().filter(|u| !u.is_empty()) else {
-            return Ok(self.data_dir.join("confab.db"));
+            return Ok(Database::Sqlite(self.data_dir.join("confab.db")));
         };
         if let Some(path) = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
         {
-            return Ok(PathBuf::from(path));
+            return Ok(Database::Sqlite(PathBuf::from(path)));
         }
-        if url.contains("://") {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Database::Postgres(url.to_owned()));
+        }
+        if let Some((scheme, _)) = url.split_once("://") {
             return Err(ConfigError(format!(
-                "database_url: unsupported scheme in {:?}; use sqlite://PATH or a file path",
-                url.split("://").next().unwrap_or_default()
+                "database_url: unsupported scheme {scheme:?}; use postgres://..., sqlite://PATH or a file path"
             )));
         }
-        Ok(PathBuf::from(url))
+        Ok(Database::Sqlite(PathBuf::from(url)))
     }
 
     /// Where a generated JWT secret is kept.
@@ -172,6 +176,193 @@ impl Settings {
     }
 }
 
+/// Where confab keeps its data, as `database_url` says.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file, created if missing.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by its libpq connection URL.
+    Postgres(String),
+}
+
+impl Database {
+    /// `text` with every password of the URL replaced by `***`, for errors
+    /// that may quote parts of it.
+    pub fn scrub(&self, text: &str) -> String {
+        match self {
+            Self::Sqlite(_) => text.to_owned(),
+            Self::Postgres(url) => masked(url)
+                .1
+                .into_iter()
+                .fold(text.to_owned(), |text, secret| text.replace(secret, "***")),
+        }
+    }
+}
+
+impl std::fmt::Display for Database {
+    /// For logs: a PostgreSQL URL is shown with its password masked.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "SQLite at {}", path.display()),
+            Self::Postgres(url) => write!(f, "PostgreSQL at {}", masked(url).0),
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// `url` with the password of its user part, and of any `password` query
+/// parameter, replaced by `***`; and the passwords it held.
+fn masked(url: &str) -> (String, Vec<&str>) {
+    let mut secrets = Vec::new();
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, secret)) => {
+                secrets.push(secret);
+                format!("{name}:***@{host}")
+            }
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, secret)) if key.eq_ignore_ascii_case("password") => {
+                        secrets.push(secret);
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    secrets.retain(|s| !s.is_empty());
+    (format!("{scheme}://{authority}{tail}"), secrets)
+}
+
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_url(url: Option<&str>) -> Settings {
+        Settings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            data_dir: PathBuf::from("/var/lib/confab"),
+            database_url: url.map(str::to_owned),
+            jwt_secret: None,
+            token_ttl_secs: 1,
+            rate_per_sec: 1,
+            rate_burst: 1,
+            auth_rate_per_sec: 1,
+            auth_rate_burst: 1,
+            heartbeat_secs: 1,
+            max_sessions_per_user: 1,
+            log: "info".into(),
+            outbound_queue: 1,
+            shutdown_grace_secs: 1,
+            argon2_memory_kib: 8,
+            argon2_iterations: 1,
+        }
+    }
+
+    #[test]
+    fn without_a_url_the_database_is_sqlite_in_the_data_dir() {
+        for url in [None, Some("")] {
+            assert_eq!(
+                with_url(url).database().unwrap(),
+                Database::Sqlite("/var/lib/confab/confab.db".into())
+            );
+        }
+    }
+
+    #[test]
+    fn sqlite_urls_and_plain_paths_name_a_file() {
+        for (url, path) in [
+            ("sqlite:///srv/c.db", "/srv/c.db"),
+            ("sqlite://c.db", "c.db"),
+            ("sqlite:c.db", "c.db"),
+            ("/srv/c.db", "/srv/c.db"),
+            ("data/c.db", "data/c.db"),
+        ] {
+            assert_eq!(
+                with_url(Some(url)).database().unwrap(),
+                Database::Sqlite(path.into()),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn postgres_urls_name_a_postgres_database() {
+        for url in [
+            "postgres://confab@db.example/confab",
+            "postgresql://confab:pw@127.0.0.1:5432/confab?sslmode=require",
+        ] {
+            assert_eq!(
+                with_url(Some(url)).database().unwrap(),
+                Database::Postgres(url.into())
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_scheme_is_refused_without_repeating_the_url() {
+        let err = with_url(Some("mysql://root:hunter2@db/confab"))
+            .database()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database_url"), "{err}");
+        assert!(err.contains("\"mysql\""), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_postgres_url_is_logged_with_its_password_masked() {
+        for (url, shown) in [
+            (
+                "postgres://confab:hunter2@db:5432/confab",
+                "PostgreSQL at postgres://confab:***@db:5432/confab",
+            ),
+            (
+                "postgresql://confab:p%40ss@db/confab?sslmode=require&password=hunter2",
+                "PostgreSQL at postgresql://confab:***@db/confab?sslmode=require&password=***",
+            ),
+            (
+                "postgres://confab@db?password=hunter2",
+                "PostgreSQL at postgres://confab@db?password=***",
+            ),
+            ("postgres://db/confab", "PostgreSQL at postgres://db/confab"),
+        ] {
+            let shown_now = Database::Postgres(url.into()).to_string();
+            assert_eq!(shown_now, shown);
+            assert_eq!(format!("{:?}", Database::Postgres(url.into())), shown);
+        }
+    }
+
+    #[test]
+    fn errors_quoting_a_password_are_scrubbed() {
+        let db = Database::Postgres("postgres://confab:s%zzret@db/c?password=other".into());
+        assert_eq!(
+            db.scrub(r#"invalid percent-encoded token: "s%zzret"; other"#),
+            r#"invalid percent-encoded token: "***"; ***"#
+        );
+        let file = Database::Sqlite("/srv/c.db".into());
+        assert_eq!(file.scrub("secret stays"), "secret stays");
+    }
 }

@@ -4,16 +4,17 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 use confab::adapters::auth::{self, HashCost, JwtAuthenticator};
 use confab::adapters::clock::SystemClock;
 use confab::adapters::metrics::Metrics;
 use confab::adapters::presence::InMemoryPresence;
 use confab::adapters::server::{self, Wiring};
-use confab::adapters::store::SqliteStore;
+use confab::adapters::store::{PgStore, SqliteStore};
 use confab::adapters::ws::SessionRegistry;
 use confab::adapters::ws::session::WsSettings;
-use confab::config::Settings;
+use confab::config::{Database, Settings};
+use confab::domain::ports::{MessageStore, UserStore};
 use confab::domain::service::{ChatService, Limits, Ports};
 use tokio::net::TcpListener;
 use tracing::{error, info};
@@ -41,8 +42,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let db = settings.database_path()?;
-    let store = Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&db)).await??);
+    let database = settings.database()?;
+    info!("database: {database}");
+    let (users, messages) = tokio::task::spawn_blocking(move || open_store(&database)).await??;
     let secret = match &settings.jwt_secret {
         Some(s) => s.clone().into_bytes(),
         None => {
@@ -65,8 +67,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let registry = Arc::new(SessionRegistry::new(metrics.clone()));
     let ports = Ports {
-        users: store.clone(),
-        messages: store,
+        users,
+        messages,
         auth: Arc::new(auth),
         presence: Arc::new(InMemoryPresence::default()),
         transport: registry.clone(),
@@ -96,6 +98,22 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     info!("listening on http://{}", listener.local_addr()?);
     server::serve(listener, wiring, shutdown_signal()).await;
     Ok(())
+}
+
+/// Opens the store the configuration names: both ports on one adapter.
+fn open_store(database: &Database) -> anyhow::Result<(Arc<dyn UserStore>, Arc<dyn MessageStore>)> {
+    Ok(match database {
+        Database::Sqlite(path) => {
+            let store = Arc::new(SqliteStore::open(path)?);
+            (store.clone(), store)
+        }
+        Database::Postgres(url) => {
+            // libpq may quote the part of a URL it cannot parse, password included.
+            let opened = PgStore::open(url).map_err(|e| anyhow!(database.scrub(&format!("{e:#}"))));
+            let store = Arc::new(opened?);
+            (store.clone(), store)
+        }
+    })
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -5,7 +5,7 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::helpers::{Client, TestServer};
+use crate::helpers::{Backend, Client, TestServer, on_each_backend};
 
 const SECRET: &str = "a-test-secret-of-enough-length";
 
@@ -38,9 +38,10 @@ async fn assert_refused(s: &TestServer, token: Option<&str>, what: &str) {
     assert_eq!(ws, Some(401), "{what} at the WebSocket handshake");
 }
 
-#[tokio::test]
-async fn every_bad_token_is_401_before_the_upgrade() {
-    let s = TestServer::start_with(&[("CONFAB_JWT_SECRET", SECRET)]).await;
+async fn every_bad_token_is_401_before_the_upgrade(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[("CONFAB_JWT_SECRET", SECRET)]).await else {
+        return;
+    };
     let a = s.register("frank").await;
     assert_refused(&s, None, "no token").await;
     assert_refused(&s, Some("not-a-jwt"), "garbage").await;
@@ -135,3 +136,5 @@ async fn tokens_survive_a_restart_because_the_generated_secret_is_kept() {
     let (status, _) = s2.get("/api/v1/me", Some(&a.token)).await;
     assert_eq!(status, 200);
 }
+
+on_each_backend!(every_bad_token_is_401_before_the_upgrade,);

@@ -1,6 +1,6 @@
 //! Test harness: starts the real `confab` binary on port 0 with a fresh
-//! data folder, and talks to it with a real HTTP client and real WebSocket
-//! clients.
+//! data folder (and, on PostgreSQL, a fresh schema), and talks to it with a
+//! real HTTP client and real WebSocket clients.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,6 +16,20 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+#[path = "../../src/adapters/store/pg_scratch.rs"]
+mod pg_scratch;
+
+use pg_scratch::ScratchSchema;
+
+/// Which database a test server stores its data in.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    /// The default: an SQLite file in the data folder.
+    Sqlite,
+    /// A schema of its own on the test PostgreSQL server.
+    Postgres,
+}
+
 /// How long any single expected frame may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -27,6 +41,8 @@ pub struct TestServer {
     /// Its data folder (kept alive as long as the server value).
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
+    /// Its PostgreSQL URL and schema, shared with servers started again on it.
+    postgres: Option<(String, Arc<ScratchSchema>)>,
     /// Everything it logged.
     pub logs: Arc<Mutex<Vec<String>>>,
     http: reqwest::Client,
@@ -64,6 +80,56 @@ impl TestServer {
         let mut s = Self::start_in(&dir, env).await;
         s._tmp = Some(tmp);
         s
+    }
+
+    /// Starts a server on `backend`; `None` when it is PostgreSQL and that
+    /// is not reachable outside CI (the test is then skipped).
+    pub async fn start_on(backend: Backend, env: &[(&str, &str)]) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => Some(Self::start_with(env).await),
+            Backend::Postgres => {
+                let schema = Arc::new(ScratchSchema::create()?);
+                Some(Self::start_on_schema(schema, env).await)
+            }
+        }
+    }
+
+    /// Starts a server on an existing PostgreSQL schema, with a data folder
+    /// of its own, as a second node of a cluster would be.
+    async fn start_on_schema(schema: Arc<ScratchSchema>, env: &[(&str, &str)]) -> Self {
+        let url = schema.url();
+        // The caller's settings come after, so that a test may override it.
+        let mut all = vec![("CONFAB_DATABASE_URL", url.as_str())];
+        all.extend_from_slice(env);
+        let mut s = Self::start_with(&all).await;
+        s.postgres = Some((url.clone(), schema));
+        s
+    }
+
+    /// The PostgreSQL URL it was given, if on PostgreSQL.
+    pub fn database_url(&self) -> Option<&str> {
+        self.postgres.as_ref().map(|(url, _)| url.as_str())
+    }
+
+    /// Starts a server on this one's data folder and database, as after a
+    /// restart.
+    pub async fn start_again(&self) -> Self {
+        let Some((url, schema)) = &self.postgres else {
+            return Self::start_in(&self.data_dir, &[]).await;
+        };
+        let mut s = Self::start_in(&self.data_dir, &[("CONFAB_DATABASE_URL", url)]).await;
+        s.postgres = Some((url.clone(), schema.clone()));
+        s
+    }
+
+    /// Starts another server on this one's PostgreSQL schema with a data
+    /// folder of its own, as another node of a cluster would be.
+    ///
+    /// # Panics
+    /// When this server is not on PostgreSQL.
+    pub async fn start_peer(&self, env: &[(&str, &str)]) -> Self {
+        let (_, schema) = self.postgres.as_ref().expect("a server on PostgreSQL");
+        Self::start_on_schema(schema.clone(), env).await
     }
 
     /// Starts a server on an existing data folder (for restarts).
@@ -120,6 +186,7 @@ impl TestServer {
             port,
             data_dir: data_dir.to_path_buf(),
             _tmp: None,
+            postgres: None,
             logs,
             http: reqwest::Client::new(),
         }
@@ -454,3 +521,25 @@ impl Client {
         &self.buffered
     }
 }
+
+/// Declares an end-to-end test once per backend, as `NAME::sqlite` and
+/// `NAME::postgres`, from `async fn NAME(backend: Backend)`; a test skipped
+/// for want of PostgreSQL returns early (see `TestServer::start_on`).
+macro_rules! on_each_backend {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$test($crate::helpers::Backend::Sqlite).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    super::$test($crate::helpers::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_each_backend;

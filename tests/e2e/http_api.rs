@@ -2,11 +2,12 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::TestServer;
+use crate::helpers::{Backend, TestServer, on_each_backend};
 
-#[tokio::test]
-async fn register_answers_201_with_user_token_and_expiry() {
-    let s = TestServer::start().await;
+async fn register_answers_201_with_user_token_and_expiry(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (status, body) = s
         .post(
             "/api/v1/register",
@@ -28,9 +29,10 @@ async fn register_answers_201_with_user_token_and_expiry() {
     );
 }
 
-#[tokio::test]
-async fn a_name_taken_in_another_case_is_a_conflict() {
-    let s = TestServer::start().await;
+async fn a_name_taken_in_another_case_is_a_conflict(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     s.register("alice").await;
     let (status, body) = s
         .post(
@@ -78,9 +80,10 @@ async fn invalid_names_and_passwords_are_bad_requests_saying_which_rule() {
     }
 }
 
-#[tokio::test]
-async fn login_works_and_bad_credentials_get_one_answer() {
-    let s = TestServer::start().await;
+async fn login_works_and_bad_credentials_get_one_answer(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     s.register("carol").await;
     let (status, body) = s
         .post(
@@ -109,18 +112,20 @@ async fn login_works_and_bad_credentials_get_one_answer() {
     assert_eq!(wrong_pw["error"]["code"], "unauthorized");
 }
 
-#[tokio::test]
-async fn me_returns_the_token_owner() {
-    let s = TestServer::start().await;
+async fn me_returns_the_token_owner(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let a = s.register("dave").await;
     let (status, body) = s.get("/api/v1/me", Some(&a.token)).await;
     assert_eq!(status, 200);
     assert_eq!(body, json!({"user": {"id": a.id, "username": "dave"}}));
 }
 
-#[tokio::test]
-async fn users_are_found_by_prefix_with_their_online_state() {
-    let s = TestServer::start().await;
+async fn users_are_found_by_prefix_with_their_online_state(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let al = s.register("alfa").await;
     let _ = s.register("Alpha2").await;
     let _ = s.register("bravo").await;
@@ -148,9 +153,10 @@ async fn users_are_found_by_prefix_with_their_online_state() {
     assert_eq!(status, 401);
 }
 
-#[tokio::test]
-async fn health_and_metrics_answer_without_auth() {
-    let s = TestServer::start().await;
+async fn health_and_metrics_answer_without_auth(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (status, body) = s.get("/healthz", None).await;
     assert_eq!((status, body), (200, json!({"status": "ok"})));
     let res = s.http().get(s.url("/metrics")).send().await.unwrap();
@@ -279,3 +285,12 @@ async fn password_endpoints_are_rate_limited_per_address() {
     // Other endpoints are not affected.
     assert_eq!(s.get("/healthz", None).await.0, 200);
 }
+
+on_each_backend!(
+    register_answers_201_with_user_token_and_expiry,
+    a_name_taken_in_another_case_is_a_conflict,
+    login_works_and_bad_credentials_get_one_answer,
+    me_returns_the_token_owner,
+    users_are_found_by_prefix_with_their_online_state,
+    health_and_metrics_answer_without_auth,
+);

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::helpers::{TestServer, WAIT};
+use crate::helpers::{Backend, TestServer, WAIT, on_each_backend};
 
 #[tokio::test]
 async fn sigterm_closes_sessions_with_1001_and_exits_0() {
@@ -51,13 +51,18 @@ async fn a_request_in_flight_at_sigterm_is_answered_before_the_close() {
     assert_eq!(s.terminate_wait().code(), Some(0));
 }
 
-#[tokio::test]
-async fn every_acknowledged_message_survives_kill_9() {
-    let mut s = TestServer::start_with(&[
-        ("CONFAB_RATE_PER_SEC", "10000"),
-        ("CONFAB_RATE_BURST", "10000"),
-    ])
-    .await;
+async fn every_acknowledged_message_survives_kill_9(backend: Backend) {
+    let Some(mut s) = TestServer::start_on(
+        backend,
+        &[
+            ("CONFAB_RATE_PER_SEC", "10000"),
+            ("CONFAB_RATE_BURST", "10000"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
     let (a, b) = (s.register("ann").await, s.register("bob").await);
     let mut c = s.connect(&a).await;
     let mut ids = Vec::new();
@@ -78,7 +83,7 @@ async fn every_acknowledged_message_survives_kill_9() {
     }
     // Crash with the rest of the requests possibly in flight.
     s.kill9();
-    let s2 = TestServer::start_in(&s.data_dir, &[]).await;
+    let s2 = s.start_again().await;
     let mut cb = s2.connect(&b).await;
     let conv = acked[0]["conversationId"].clone();
     let mut stored = Vec::new();
@@ -165,3 +170,5 @@ fn a_config_file_is_read_and_env_overrides_it() {
     let (code, _) = run_with(&[("CONFAB_CONFIG", "/no/such/confab.toml")]);
     assert_eq!(code, Some(2));
 }
+
+on_each_backend!(every_acknowledged_message_survives_kill_9,);

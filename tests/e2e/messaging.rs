@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::TestServer;
+use crate::helpers::{Backend, TestServer, on_each_backend};
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -13,9 +13,12 @@ fn is_message(f: &Value) -> bool {
     f["type"] == "message"
 }
 
-#[tokio::test]
-async fn a_private_message_is_acked_to_the_sender_and_pushed_to_every_other_session() {
-    let s = TestServer::start().await;
+async fn a_private_message_is_acked_to_the_sender_and_pushed_to_every_other_session(
+    backend: Backend,
+) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (a, b) = (s.register("ann").await, s.register("bob").await);
     let mut a1 = s.connect(&a).await;
     let mut a2 = s.connect(&a).await;
@@ -44,9 +47,10 @@ async fn a_private_message_is_acked_to_the_sender_and_pushed_to_every_other_sess
     a1.expect_none(QUIET, is_message).await;
 }
 
-#[tokio::test]
-async fn one_direct_conversation_per_pair_whoever_writes_first() {
-    let s = TestServer::start().await;
+async fn one_direct_conversation_per_pair_whoever_writes_first(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (a, b) = (s.register("ann").await, s.register("bob").await);
     let mut ca = s.connect(&a).await;
     let mut cb = s.connect(&b).await;
@@ -73,9 +77,10 @@ async fn one_direct_conversation_per_pair_whoever_writes_first() {
     assert_eq!(c["lastMessage"]["body"], "2");
 }
 
-#[tokio::test]
-async fn a_user_may_message_themself() {
-    let s = TestServer::start().await;
+async fn a_user_may_message_themself(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let a = s.register("ann").await;
     let mut a1 = s.connect(&a).await;
     let mut a2 = s.connect(&a).await;
@@ -88,9 +93,10 @@ async fn a_user_may_message_themself() {
     assert_eq!(convs["conversations"][0]["memberCount"], 1);
 }
 
-#[tokio::test]
-async fn send_message_uses_a_conversation_id_and_checks_membership() {
-    let s = TestServer::start().await;
+async fn send_message_uses_a_conversation_id_and_checks_membership(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (a, b, c) = (
         s.register("ann").await,
         s.register("bob").await,
@@ -135,9 +141,12 @@ async fn send_message_uses_a_conversation_id_and_checks_membership() {
     cc.expect_none(QUIET, is_message).await;
 }
 
-#[tokio::test]
-async fn a_retry_with_the_same_client_msg_id_acks_the_original_and_sends_no_event() {
-    let s = TestServer::start().await;
+async fn a_retry_with_the_same_client_msg_id_acks_the_original_and_sends_no_event(
+    backend: Backend,
+) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (a, b) = (s.register("ann").await, s.register("bob").await);
     let mut ca = s.connect(&a).await;
     let mut cb = s.connect(&b).await;
@@ -165,13 +174,18 @@ async fn a_retry_with_the_same_client_msg_id_acks_the_original_and_sends_no_even
     assert_eq!(h["messages"].as_array().unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn five_hundred_fast_messages_arrive_dense_and_in_order_at_every_session() {
-    let s = TestServer::start_with(&[
-        ("CONFAB_RATE_PER_SEC", "10000"),
-        ("CONFAB_RATE_BURST", "10000"),
-    ])
-    .await;
+async fn five_hundred_fast_messages_arrive_dense_and_in_order_at_every_session(backend: Backend) {
+    let Some(s) = TestServer::start_on(
+        backend,
+        &[
+            ("CONFAB_RATE_PER_SEC", "10000"),
+            ("CONFAB_RATE_BURST", "10000"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
     let (a, b) = (s.register("ann").await, s.register("bob").await);
     let mut a1 = s.connect(&a).await;
     let mut a2 = s.connect(&a).await;
@@ -233,9 +247,10 @@ async fn five_hundred_fast_messages_arrive_dense_and_in_order_at_every_session()
     }
 }
 
-#[tokio::test]
-async fn history_pages_backwards_and_forwards() {
-    let s = TestServer::start().await;
+async fn history_pages_backwards_and_forwards(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (a, b) = (s.register("ann").await, s.register("bob").await);
     let mut ca = s.connect(&a).await;
     let mut conv = Value::Null;
@@ -319,9 +334,10 @@ async fn history_pages_backwards_and_forwards() {
     assert_eq!(seqs(&clamped).len(), 7);
 }
 
-#[tokio::test]
-async fn messages_to_an_offline_user_wait_as_unread_and_come_back_with_after_seq() {
-    let s = TestServer::start().await;
+async fn messages_to_an_offline_user_wait_as_unread_and_come_back_with_after_seq(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (a, b) = (s.register("ann").await, s.register("bob").await);
     let mut ca = s.connect(&a).await;
     let mut conv = Value::Null;
@@ -367,9 +383,10 @@ async fn messages_to_an_offline_user_wait_as_unread_and_come_back_with_after_seq
     assert_eq!(convs["conversations"][0]["lastReadSeq"], 2);
 }
 
-#[tokio::test]
-async fn conversations_are_listed_most_recently_active_first() {
-    let s = TestServer::start().await;
+async fn conversations_are_listed_most_recently_active_first(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (a, b, c) = (
         s.register("ann").await,
         s.register("bob").await,
@@ -396,9 +413,12 @@ async fn conversations_are_listed_most_recently_active_first() {
     );
 }
 
-#[tokio::test]
-async fn mark_read_moves_forward_only_clamps_and_sends_receipts_to_other_sessions() {
-    let s = TestServer::start().await;
+async fn mark_read_moves_forward_only_clamps_and_sends_receipts_to_other_sessions(
+    backend: Backend,
+) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (a, b) = (s.register("ann").await, s.register("bob").await);
     let mut ca = s.connect(&a).await;
     let mut b1 = s.connect(&b).await;
@@ -464,3 +484,16 @@ async fn typing_reaches_the_other_members_only() {
     a2.expect_none(QUIET, |f| f["type"] == "typing").await;
     a1.expect_none(QUIET, |f| f["type"] == "typing").await;
 }
+
+on_each_backend!(
+    a_private_message_is_acked_to_the_sender_and_pushed_to_every_other_session,
+    one_direct_conversation_per_pair_whoever_writes_first,
+    a_user_may_message_themself,
+    send_message_uses_a_conversation_id_and_checks_membership,
+    a_retry_with_the_same_client_msg_id_acks_the_original_and_sends_no_event,
+    five_hundred_fast_messages_arrive_dense_and_in_order_at_every_session,
+    history_pages_backwards_and_forwards,
+    messages_to_an_offline_user_wait_as_unread_and_come_back_with_after_seq,
+    conversations_are_listed_most_recently_active_first,
+    mark_read_moves_forward_only_clamps_and_sends_receipts_to_other_sessions,
+);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Account, Client, TestServer};
+use crate::helpers::{Account, Backend, Client, TestServer, on_each_backend};
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -20,9 +20,12 @@ async fn introduce(a_conn: &mut Client, b: &Account) {
         .await;
 }
 
-#[tokio::test]
-async fn contacts_see_a_user_come_online_once_and_go_offline_with_the_last_session() {
-    let s = TestServer::start().await;
+async fn contacts_see_a_user_come_online_once_and_go_offline_with_the_last_session(
+    backend: Backend,
+) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (a, b, stranger) = (
         s.register("ann").await,
         s.register("bob").await,
@@ -79,9 +82,10 @@ async fn set_status_away_is_announced_and_reported() {
     );
 }
 
-#[tokio::test]
-async fn get_presence_reports_online_and_offline_users_and_skips_unknown_ids() {
-    let s = TestServer::start().await;
+async fn get_presence_reports_online_and_offline_users_and_skips_unknown_ids(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (a, b, c) = (
         s.register("ann").await,
         s.register("bob").await,
@@ -167,3 +171,8 @@ async fn one_session_beyond_the_limit_is_refused_with_429_before_the_upgrade() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _c3 = s.connect(&a).await;
 }
+
+on_each_backend!(
+    contacts_see_a_user_come_online_once_and_go_offline_with_the_last_session,
+    get_presence_reports_online_and_offline_users_and_skips_unknown_ids,
+);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Account, Client, TestServer};
+use crate::helpers::{Account, Backend, Client, TestServer, on_each_backend};
 
 const QUIET: Duration = Duration::from_millis(300);
 /// No rate limit to speak of, for tests that build big rooms.
@@ -107,9 +107,10 @@ async fn anyone_joins_a_public_room_and_every_member_hears_of_it() {
     ca.expect_none(QUIET, |f| f["type"] == "member").await;
 }
 
-#[tokio::test]
-async fn a_private_room_is_entered_only_by_invitation() {
-    let s = TestServer::start().await;
+async fn a_private_room_is_entered_only_by_invitation(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (a, b, c) = (
         s.register("ann").await,
         s.register("bob").await,
@@ -222,9 +223,10 @@ async fn strangers_and_former_members_are_forbidden_everything_in_a_private_room
     assert_eq!(convs["conversations"], json!([]));
 }
 
-#[tokio::test]
-async fn a_member_who_left_gets_no_further_events_and_cannot_read_new_messages() {
-    let s = TestServer::start().await;
+async fn a_member_who_left_gets_no_further_events_and_cannot_read_new_messages(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (a, b) = (s.register("ann").await, s.register("bob").await);
     let mut ca = s.connect(&a).await;
     let mut b1 = s.connect(&b).await;
@@ -266,9 +268,10 @@ async fn a_member_who_left_gets_no_further_events_and_cannot_read_new_messages()
     assert_eq!(h["messages"].as_array().unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn rooms_are_listed_by_prefix_public_ones_to_all_private_ones_to_members() {
-    let s = TestServer::start().await;
+async fn rooms_are_listed_by_prefix_public_ones_to_all_private_ones_to_members(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (a, b) = (s.register("ann").await, s.register("bob").await);
     let mut ca = s.connect(&a).await;
     let mut cb = s.connect(&b).await;
@@ -402,9 +405,10 @@ async fn a_room_carries_history_receipts_typing_and_unread_counts_like_a_direct_
     assert_eq!(h["messages"].as_array().unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn only_the_sender_edits_and_everyone_else_gets_message_updated() {
-    let s = TestServer::start().await;
+async fn only_the_sender_edits_and_everyone_else_gets_message_updated(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (a, b) = (s.register("ann").await, s.register("bob").await);
     let mut a1 = s.connect(&a).await;
     let mut a2 = s.connect(&a).await;
@@ -436,9 +440,10 @@ async fn only_the_sender_edits_and_everyone_else_gets_message_updated() {
     assert_eq!(h["messages"][0], edited);
 }
 
-#[tokio::test]
-async fn a_deleted_message_keeps_its_seq_with_an_empty_body_everywhere() {
-    let s = TestServer::start().await;
+async fn a_deleted_message_keeps_its_seq_with_an_empty_body_everywhere(backend: Backend) {
+    let Some(s) = TestServer::start_on(backend, &[]).await else {
+        return;
+    };
     let (a, b) = (s.register("ann").await, s.register("bob").await);
     let mut ca = s.connect(&a).await;
     let mut cb = s.connect(&b).await;
@@ -557,3 +562,11 @@ async fn one_message_in_a_2000_member_room_reaches_every_member_session_exactly_
     );
     co.expect_none(QUIET, |f| f["type"] == "message").await;
 }
+
+on_each_backend!(
+    a_private_room_is_entered_only_by_invitation,
+    a_member_who_left_gets_no_further_events_and_cannot_read_new_messages,
+    rooms_are_listed_by_prefix_public_ones_to_all_private_ones_to_members,
+    only_the_sender_edits_and_everyone_else_gets_message_updated,
+    a_deleted_message_keeps_its_seq_with_an_empty_body_everywhere,
+);

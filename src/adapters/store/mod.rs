@@ -1,9 +1,18 @@
-//! Storage adapters: the `UserStore` and `MessageStore` ports on diesel.
+//! Storage adapters: the `UserStore` and `MessageStore` ports on diesel,
+//! over SQLite (the default) or PostgreSQL. `contract` is the test suite
+//! every adapter passes; docs/storage.md explains how to add one.
 
+mod common;
+#[cfg(test)]
+mod contract;
 pub mod group_commit;
+#[cfg(test)]
+mod pg_scratch;
+pub mod postgres;
 pub mod readers;
 pub mod schema;
 pub mod sqlite;
 pub mod statements;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -18,6 +18,11 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+use super::common::{
+    CACHE_LIMIT, ConversationRow, MessageRow, SummaryRow, cached, conversation_columns,
+    conversation_from_row, message_columns, message_from_row, remember, seq, stored_username,
+    summary_columns, to_db_seq,
+};
 use super::group_commit::{GroupCommit, WriterState, savepoint};
 use super::readers::Readers;
 use super::schema::{conversations, members, messages, users};
@@ -28,9 +33,8 @@ use crate::domain::message::{AppendOutcome, MessageChange, NewMessage};
 use crate::domain::ports::{Access, AppendError, CreateUserError, MessageStore, UserStore};
 use crate::domain::user::PasswordHash;
 use crate::domain::{
-    ClientMsgId, Conversation, ConversationId, ConversationKind, ConversationSummary, HistoryPage,
-    HistoryQuery, Membership, Message, MessageId, RoomName, Timestamp, User, UserId, Username,
-    Visibility,
+    ClientMsgId, ConversationId, ConversationSummary, HistoryPage, HistoryQuery, Membership,
+    Message, MessageId, RoomName, Timestamp, User, UserId, Username, Visibility,
 };
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -53,25 +57,6 @@ struct Inner {
     // path (every send, every handshake) need not ask the database again.
     users: RwLock<HashMap<String, User>>,
     directs: RwLock<HashMap<String, ConversationId>>,
-}
-
-/// Entries a cache holds before it starts over; bounds its memory.
-const CACHE_LIMIT: usize = 100_000;
-
-fn cached<V: Clone>(cache: &RwLock<HashMap<String, V>>, key: &str) -> Option<V> {
-    cache
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(key)
-        .cloned()
-}
-
-fn remember<V>(cache: &RwLock<HashMap<String, V>>, key: String, value: V) {
-    let mut map = cache.write().unwrap_or_else(|e| e.into_inner());
-    if map.len() >= CACHE_LIMIT {
-        map.clear();
-    }
-    map.insert(key, value);
 }
 
 /// The writer thread's connection, and what it keeps in memory of the
@@ -300,122 +285,6 @@ impl SqliteStore {
     }
 }
 
-impl From<DieselError> for PortError {
-    fn from(e: DieselError) -> Self {
-        PortError(e.into())
-    }
-}
-
-impl From<DieselError> for CreateUserError {
-    fn from(e: DieselError) -> Self {
-        match e {
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Self::Duplicate,
-            other => Self::Unknown(other.into()),
-        }
-    }
-}
-
-impl From<DieselError> for AppendError {
-    fn from(e: DieselError) -> Self {
-        Self::Unknown(e.into())
-    }
-}
-
-// ---------------------------------------------------------------- rows
-
-type MessageRow = (
-    String,         // id
-    String,         // conversation_id
-    i64,            // seq
-    String,         // sender_id
-    String,         // sender's username
-    String,         // body
-    Option<String>, // client_msg_id
-    i64,            // created_at
-    Option<i64>,    // edited_at
-    bool,           // deleted
-);
-
-/// The columns of a [`MessageRow`]: a message joined to its sender.
-macro_rules! message_columns {
-    () => {
-        (
-            messages::id,
-            messages::conversation_id,
-            messages::seq,
-            messages::sender_id,
-            users::username,
-            messages::body,
-            messages::client_msg_id,
-            messages::created_at,
-            messages::edited_at,
-            messages::deleted,
-        )
-    };
-}
-
-fn stored_username(raw: String) -> anyhow::Result<Username> {
-    Username::parse(&raw).map_err(|_| anyhow!("a stored username breaks the username rules"))
-}
-
-fn seq(raw: i64) -> u64 {
-    u64::try_from(raw).unwrap_or_default()
-}
-
-fn to_db_seq(seq: u64) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
-}
-
-fn message_from_row(r: MessageRow) -> anyhow::Result<Message> {
-    let (id, conversation_id, s, sender_id, sender, body, cmid, created, edited, deleted) = r;
-    Ok(Message {
-        id: MessageId::new(id),
-        conversation_id: ConversationId::new(conversation_id),
-        seq: seq(s),
-        sender_id: UserId::new(sender_id),
-        sender: stored_username(sender)?,
-        body: if deleted { String::new() } else { body },
-        client_msg_id: cmid.map(|c| ClientMsgId::parse(&c)).transpose()?,
-        created_at: Timestamp::from_millis(created),
-        edited_at: edited.map(Timestamp::from_millis),
-        deleted,
-    })
-}
-
-type ConversationRow = (String, String, Option<String>, Option<String>, i64);
-
-macro_rules! conversation_columns {
-    () => {
-        (
-            conversations::id,
-            conversations::kind,
-            conversations::name,
-            conversations::visibility,
-            conversations::last_seq,
-        )
-    };
-}
-
-fn conversation_from_row(r: ConversationRow) -> anyhow::Result<Conversation> {
-    let (id, kind, name, visibility, last_seq) = r;
-    let kind = match kind.as_str() {
-        "direct" => ConversationKind::Direct,
-        "room" => ConversationKind::Room {
-            name: name.unwrap_or_default(),
-            visibility: match visibility.as_deref() {
-                Some("private") => Visibility::Private,
-                _ => Visibility::Public,
-            },
-        },
-        other => return Err(anyhow!("unknown conversation kind {other:?}")),
-    };
-    Ok(Conversation {
-        id: ConversationId::new(id),
-        kind,
-        last_seq: seq(last_seq),
-    })
-}
-
 fn message_by_seq(
     conn: &mut SqliteConnection,
     conversation: &str,
@@ -440,22 +309,6 @@ fn member_ids(conn: &mut SqliteConnection, conversation: &str) -> QueryResult<Ve
         .into_iter()
         .map(UserId::new)
         .collect())
-}
-
-/// A conversation row, its member count, and the viewer's read marker
-/// (`None` when the viewer is not a member).
-type SummaryRow = (ConversationRow, i64, Option<i64>);
-
-/// The columns of a [`SummaryRow`], from conversations joined to the
-/// viewer's membership.
-macro_rules! summary_columns {
-    () => {
-        (
-            conversation_columns!(),
-            conversations::member_count,
-            members::last_read_seq.nullable(),
-        )
-    };
 }
 
 /// Completes a [`SummaryRow`] with the listed members and, for members, the
@@ -1125,7 +978,10 @@ impl MessageStore for SqliteStore {
                 .filter(messages::conversation_id.eq(&conv))
                 .filter(messages::id.eq(&id));
             match change {
+                // An edit racing a delete must not bring text back into a
+                // deleted message.
                 MessageChange::Edit { body, at } => diesel::update(target)
+                    .filter(messages::deleted.eq(false))
                     .set((
                         messages::body.eq(body.as_str()),
                         messages::edited_at.eq(at.millis()),

@@ -1,0 +1,4 @@
+DROP TABLE messages;
+DROP TABLE members;
+DROP TABLE conversations;
+DROP TABLE users;

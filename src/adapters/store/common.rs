@@ -1,0 +1,190 @@
+//! What the diesel adapters share: error translation, the caches of
+//! immutable rows, and the row shapes with their mapping into domain types.
+//! Nothing here depends on the backend.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use anyhow::anyhow;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+use crate::domain::error::PortError;
+use crate::domain::ports::{AppendError, CreateUserError};
+use crate::domain::{
+    ClientMsgId, Conversation, ConversationId, ConversationKind, Message, MessageId, Timestamp,
+    User, UserId, Username, Visibility,
+};
+
+// ---------------------------------------------------------------- errors
+
+impl From<DieselError> for PortError {
+    fn from(e: DieselError) -> Self {
+        PortError(e.into())
+    }
+}
+
+impl From<DieselError> for CreateUserError {
+    fn from(e: DieselError) -> Self {
+        match e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Self::Duplicate,
+            other => Self::Unknown(other.into()),
+        }
+    }
+}
+
+impl From<DieselError> for AppendError {
+    fn from(e: DieselError) -> Self {
+        Self::Unknown(e.into())
+    }
+}
+
+// ---------------------------------------------------------------- caches
+
+/// Entries a cache holds before it starts over; bounds its memory.
+pub(super) const CACHE_LIMIT: usize = 100_000;
+
+pub(super) fn cached<V: Clone>(cache: &RwLock<HashMap<String, V>>, key: &str) -> Option<V> {
+    cache
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(key)
+        .cloned()
+}
+
+pub(super) fn remember<V>(cache: &RwLock<HashMap<String, V>>, key: String, value: V) {
+    let mut map = cache.write().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= CACHE_LIMIT {
+        map.clear();
+    }
+    map.insert(key, value);
+}
+
+// ---------------------------------------------------------------- rows
+
+pub(super) type MessageRow = (
+    String,         // id
+    String,         // conversation_id
+    i64,            // seq
+    String,         // sender_id
+    String,         // sender's username
+    String,         // body
+    Option<String>, // client_msg_id
+    i64,            // created_at
+    Option<i64>,    // edited_at
+    bool,           // deleted
+);
+
+/// The columns of a [`MessageRow`]: a message joined to its sender.
+macro_rules! message_columns {
+    () => {
+        (
+            messages::id,
+            messages::conversation_id,
+            messages::seq,
+            messages::sender_id,
+            users::username,
+            messages::body,
+            messages::client_msg_id,
+            messages::created_at,
+            messages::edited_at,
+            messages::deleted,
+        )
+    };
+}
+pub(super) use message_columns;
+
+pub(super) fn stored_username(raw: String) -> anyhow::Result<Username> {
+    Username::parse(&raw).map_err(|_| anyhow!("a stored username breaks the username rules"))
+}
+
+/// A user from its `(id, username)` columns.
+pub(super) fn user_from_row((id, name): (String, String)) -> anyhow::Result<User> {
+    Ok(User {
+        id: UserId::new(id),
+        username: stored_username(name)?,
+    })
+}
+
+pub(super) fn seq(raw: i64) -> u64 {
+    u64::try_from(raw).unwrap_or_default()
+}
+
+pub(super) fn to_db_seq(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+pub(super) fn message_from_row(r: MessageRow) -> anyhow::Result<Message> {
+    let (id, conversation_id, s, sender_id, sender, body, cmid, created, edited, deleted) = r;
+    Ok(Message {
+        id: MessageId::new(id),
+        conversation_id: ConversationId::new(conversation_id),
+        seq: seq(s),
+        sender_id: UserId::new(sender_id),
+        sender: stored_username(sender)?,
+        body: if deleted { String::new() } else { body },
+        client_msg_id: cmid.map(|c| ClientMsgId::parse(&c)).transpose()?,
+        created_at: Timestamp::from_millis(created),
+        edited_at: edited.map(Timestamp::from_millis),
+        deleted,
+    })
+}
+
+/// How a room's visibility is stored.
+pub(super) fn visibility_column(visibility: Visibility) -> &'static str {
+    match visibility {
+        Visibility::Public => "public",
+        Visibility::Private => "private",
+    }
+}
+
+pub(super) type ConversationRow = (String, String, Option<String>, Option<String>, i64);
+
+macro_rules! conversation_columns {
+    () => {
+        (
+            conversations::id,
+            conversations::kind,
+            conversations::name,
+            conversations::visibility,
+            conversations::last_seq,
+        )
+    };
+}
+pub(super) use conversation_columns;
+
+pub(super) fn conversation_from_row(r: ConversationRow) -> anyhow::Result<Conversation> {
+    let (id, kind, name, visibility, last_seq) = r;
+    let kind = match kind.as_str() {
+        "direct" => ConversationKind::Direct,
+        "room" => ConversationKind::Room {
+            name: name.unwrap_or_default(),
+            visibility: match visibility.as_deref() {
+                Some("private") => Visibility::Private,
+                _ => Visibility::Public,
+            },
+        },
+        other => return Err(anyhow!("unknown conversation kind {other:?}")),
+    };
+    Ok(Conversation {
+        id: ConversationId::new(id),
+        kind,
+        last_seq: seq(last_seq),
+    })
+}
+
+/// A conversation row, its member count, and the viewer's read marker
+/// (`None` when the viewer is not a member).
+pub(super) type SummaryRow = (ConversationRow, i64, Option<i64>);
+
+/// The columns of a [`SummaryRow`], from conversations joined to the
+/// viewer's membership.
+macro_rules! summary_columns {
+    () => {
+        (
+            conversation_columns!(),
+            conversations::member_count,
+            members::last_read_seq.nullable(),
+        )
+    };
+}
+pub(super) use summary_columns;
