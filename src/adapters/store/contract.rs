@@ -157,6 +157,8 @@ macro_rules! store_contract_tests {
             updating_an_unknown_message_is_none_and_changes_nothing,
             concurrent_retries_of_one_client_msg_id_store_it_once,
             two_stores_on_one_database_append_dense_seqs,
+            stores_taking_turns_on_one_database_see_each_others_appends,
+            append_all_stores_in_order_and_each_message_fails_on_its_own,
             text_with_nul_characters_is_stored_and_read_back_as_returned,
             editing_a_deleted_message_leaves_it_deleted_and_blank,
         );
@@ -2768,6 +2770,53 @@ pub(crate) async fn two_stores_on_one_database_append_dense_seqs<F: Fixture>(f: 
         assert!(!has_more);
         assert_eq!(last_seq(store, &ab, &bob).await, total);
     }
+}
+
+pub(crate) async fn stores_taking_turns_on_one_database_see_each_others_appends<F: Fixture>(
+    f: F,
+) {
+    let (first, second) = (f.store().clone(), f.another().await);
+    let alice = register(&first, "alice").await;
+    let bob = register(&first, "bob").await;
+    let ab = direct(&first, &alice, &bob).await;
+    // A store may remember a conversation once it has written to it; here
+    // each writes behind the other's back, in turns.
+    for (i, store) in [&first, &second, &first, &second, &second, &first]
+        .into_iter()
+        .enumerate()
+    {
+        let message = send_at(store, &ab, &alice, "hi", ts(i as i64)).await;
+        assert_eq!(message.seq, i as u64 + 1, "append {i}");
+    }
+}
+
+pub(crate) async fn append_all_stores_in_order_and_each_message_fails_on_its_own<F: Fixture>(
+    f: F,
+) {
+    let store = f.store().clone();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let mallory = register(&store, "mallory").await;
+    let ab = direct(&store, &alice, &bob).await;
+    let results = store
+        .append_all(vec![
+            new_message(&ab, &alice, "one", Some("k-1"), ts(1)),
+            new_message(&ab, &mallory, "not a member", None, ts(2)),
+            new_message(&ab, &bob, "two", None, ts(3)),
+            new_message(&ab, &alice, "one again", Some("k-1"), ts(4)),
+            new_message(&ConversationId::new("nowhere"), &alice, "lost", None, ts(5)),
+        ])
+        .await;
+    let [one, refused, two, retry, unknown] = <[_; 5]>::try_from(results).expect("five results");
+    let (one, members) = stored(one.unwrap());
+    assert_eq!((one.seq, one.body.as_str()), (1, "one"));
+    assert_eq!(sorted(members), sorted(ids(&[&alice, &bob])));
+    assert!(matches!(refused, Err(AppendError::NotMember)), "{refused:?}");
+    assert_eq!(stored(two.unwrap()).0.seq, 2);
+    assert_eq!(retry.unwrap(), AppendOutcome::Duplicate(one));
+    assert!(matches!(unknown, Err(AppendError::NoSuchConversation)), "{unknown:?}");
+    let (seqs, _) = page(&store, &ab, None, Some(0), 10).await;
+    assert_eq!(seqs, vec![1, 2]);
 }
 
 pub(crate) async fn text_with_nul_characters_is_stored_and_read_back_as_returned<F: Fixture>(f: F) {

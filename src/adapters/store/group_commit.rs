@@ -33,6 +33,11 @@ type Job<S> = Box<dyn FnOnce(&mut S) -> Completion + Send>;
 pub trait WriterState: Send + 'static {
     /// The write connection.
     fn conn(&mut self) -> &mut SqliteConnection;
+    /// A batch's transaction has begun: no other connection can write
+    /// until it ends, so this is the moment to notice what others wrote.
+    fn began(&mut self) -> Result<(), DieselError> {
+        Ok(())
+    }
     /// A batch did not commit: forget whatever was learned during it.
     fn rolled_back(&mut self);
 }
@@ -118,6 +123,10 @@ fn in_transaction<S: WriterState>(
 ) -> Result<(), DieselError> {
     type Tm = AnsiTransactionManager;
     Tm::begin_transaction_sql(state.conn(), "BEGIN IMMEDIATE")?;
+    if let Err(e) = state.began() {
+        let _ = Tm::rollback_transaction(state.conn());
+        return Err(e);
+    }
     work(state);
     // On failure this also rolls back, so the next batch can begin.
     Tm::commit_transaction(state.conn())

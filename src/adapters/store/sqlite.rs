@@ -65,6 +65,8 @@ struct Inner {
 struct Writer {
     conn: SqliteConnection,
     conversations: HashMap<String, Live>,
+    /// SQLite's count of commits by other connections, when last looked.
+    data_version: i64,
 }
 
 /// A conversation as the writer knows it.
@@ -107,6 +109,25 @@ impl Writer {
 impl WriterState for Writer {
     fn conn(&mut self) -> &mut SqliteConnection {
         &mut self.conn
+    }
+
+    fn began(&mut self) -> QueryResult<()> {
+        // One process is the only writer in normal operation; should
+        // another process have written to the same file (two servers
+        // started on one database by mistake), what is remembered is stale.
+        #[derive(QueryableByName)]
+        struct Version {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            data_version: i64,
+        }
+        let now = diesel::sql_query("PRAGMA data_version")
+            .get_result::<Version>(&mut self.conn)?
+            .data_version;
+        if now != self.data_version {
+            self.conversations.clear();
+            self.data_version = now;
+        }
+        Ok(())
     }
 
     fn rolled_back(&mut self) {
@@ -245,6 +266,7 @@ impl SqliteStore {
                 writer: GroupCommit::start(Writer {
                     conn: writer,
                     conversations: HashMap::new(),
+                    data_version: 0,
                 })
                 .context("cannot start the database writer")?,
                 readers: Readers::start(readers).context("cannot start the database readers")?,

@@ -62,3 +62,4 @@ async fn opening_creates_missing_parent_folders() {
     store.ping().await.unwrap();
     assert!(dir.path().join("a/b/t.db").exists());
 }
+
