@@ -118,6 +118,7 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
     sweeper.abort();
     info!("shutting down: closing sessions");
     stop.cancel();
+    state.sessions.registry.shut_down();
     state.tracker.close();
     connections.close();
     let finished = tokio::time::timeout(wiring.grace, async {
