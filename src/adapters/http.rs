@@ -11,14 +11,13 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
 
 use super::metrics::Metrics;
 use super::wire::{self, ErrorDto, UserDto};
+use super::ws::Mailbox;
 use super::ws::session::{self, PendingSession, SessionEnv};
-use super::ws::{Closer, SessionHandle};
 use crate::domain::service::{Caller, ChatService, SignedIn};
 use crate::domain::{ChatError, SessionId};
 
@@ -341,12 +340,7 @@ async fn upgrade(
         .map_err(|_| ApiError::bad_request("invalid WebSocket handshake"))?;
     state.service().open_session(&caller).await?;
 
-    let (queue, outbound) = mpsc::channel(env.settings.queue_capacity);
-    let handle = SessionHandle {
-        id: caller.session.clone(),
-        queue,
-        closer: Closer::default(),
-    };
+    let handle = Mailbox::new(caller.session.clone(), env.settings.queue_capacity);
     // The welcome goes in first, so it precedes every event on this session.
     let welcome = wire::event_frame(
         "welcome",
@@ -363,7 +357,6 @@ async fn upgrade(
         caller,
         expires_at: auth.expires_at,
         handle,
-        outbound,
     };
     let env = env.clone();
     state.tracker.spawn(session::run(env, websocket, pending));

@@ -41,13 +41,17 @@ pub struct Wiring {
 /// Serves `listener` until `shutdown` resolves, then shuts down gracefully.
 pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<Output = ()>) {
     let stop = CancellationToken::new();
-    // Small socket buffers: most sessions are idle, and memory per session
-    // is what decides how many one machine holds.
+    // A small read buffer: every session keeps its own for life (a larger
+    // frame grows it), most sessions are idle, and memory per session is
+    // what decides how many one machine holds. Requests are a few hundred
+    // bytes, so one read still takes in a whole request or more.
+    // Frames are written out only on flush, so a burst of events leaves in
+    // one write.
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_BODY_BYTES))
         .max_frame_size(Some(MAX_BODY_BYTES))
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .read_buffer_size(512)
+        .write_buffer_size(16 * 1024)
         .max_write_buffer_size(MAX_BODY_BYTES * 4);
     let state = Arc::new(HttpState {
         sessions: Arc::new(SessionEnv {
@@ -118,6 +122,7 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
     sweeper.abort();
     info!("shutting down: closing sessions");
     stop.cancel();
+    state.sessions.registry.shut_down();
     state.tracker.close();
     connections.close();
     let finished = tokio::time::timeout(wiring.grace, async {

@@ -4,4 +4,4 @@
 pub mod registry;
 pub mod session;
 
-pub use registry::{Closer, SessionHandle, SessionRegistry};
+pub use registry::{Mailbox, SessionHandle, SessionRegistry};

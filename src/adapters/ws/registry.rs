@@ -5,13 +5,14 @@
 //! stalled client cannot slow anybody else. The client catches up from the
 //! store when it reconnects.
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::task::Waker;
 
 use async_trait::async_trait;
+use futures::task::AtomicWaker;
 use hyper_tungstenite::tungstenite::Message as Frame;
-use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio_util::sync::CancellationToken;
 
 use super::super::metrics::Metrics;
 use super::super::wire;
@@ -33,18 +34,79 @@ pub const NORMAL: u16 = 1000;
 /// Not a wire code: drop the connection without a close frame (dead peer).
 pub const DROP: u16 = 0;
 
-/// Asks a session to close, once, with a code; both of its tasks watch it.
-#[derive(Clone, Debug, Default)]
-pub struct Closer {
-    reason: Arc<OnceLock<(u16, &'static str)>>,
-    token: CancellationToken,
+/// One session's mailbox, shared by the registry (which delivers into it)
+/// and the session (which drains it into the socket): the bounded outbound
+/// queue and the close switch.
+///
+/// One allocation per session, and no queue storage while nothing is
+/// queued: most sessions are idle, and memory per session decides how many
+/// one process holds.
+#[derive(Debug)]
+pub struct Mailbox {
+    id: SessionId,
+    capacity: usize,
+    queue: Mutex<VecDeque<Frame>>,
+    /// Frames queued and not yet handed to the socket, those the session
+    /// took out of `queue` included; counted apart from the lock so a full
+    /// mailbox is refused without taking it.
+    pending: AtomicUsize,
+    reason: OnceLock<(u16, &'static str)>,
+    /// The session task, waiting for frames or a close request.
+    waker: AtomicWaker,
 }
 
-impl Closer {
+/// A handle on one session's [`Mailbox`], as the registry holds it.
+pub type SessionHandle = Arc<Mailbox>;
+
+impl Mailbox {
+    /// An empty mailbox for `id` that holds up to `capacity` frames.
+    pub fn new(id: SessionId, capacity: usize) -> SessionHandle {
+        Arc::new(Self {
+            id,
+            capacity,
+            queue: Mutex::default(),
+            pending: AtomicUsize::new(0),
+            reason: OnceLock::new(),
+            waker: AtomicWaker::new(),
+        })
+    }
+
+    /// The session.
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+
+    /// Queues a frame without waiting; a full mailbox closes the session with 4008.
+    pub fn push(&self, frame: Frame) -> bool {
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.close(SLOW_CONSUMER, "slow consumer");
+            return false;
+        }
+        self.lock().push_back(frame);
+        self.waker.wake();
+        true
+    }
+
+    /// Has the next push or close request wake `waker`.
+    pub fn register(&self, waker: &Waker) {
+        self.waker.register(waker);
+    }
+
+    /// Takes every queued frame, leaving no storage behind.
+    pub fn take(&self) -> VecDeque<Frame> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Records that `n` frames taken out went to the socket, making room.
+    pub fn sent(&self, n: usize) {
+        self.pending.fetch_sub(n, Ordering::AcqRel);
+    }
+
     /// Requests the close; the first request wins.
     pub fn close(&self, code: u16, reason: &'static str) {
         if self.reason.set((code, reason)).is_ok() {
-            self.token.cancel();
+            self.waker.wake();
         }
     }
 
@@ -53,41 +115,23 @@ impl Closer {
         self.reason.get().copied()
     }
 
-    /// Resolves when a close was requested.
-    pub async fn requested(&self) {
-        self.token.cancelled().await;
-    }
-}
-
-/// One session's mailbox, as the registry holds it.
-#[derive(Clone, Debug)]
-pub struct SessionHandle {
-    /// The session.
-    pub id: SessionId,
-    /// Its bounded outbound queue.
-    pub queue: mpsc::Sender<Frame>,
-    /// Its close switch.
-    pub closer: Closer,
-}
-
-impl SessionHandle {
-    /// Queues a frame without waiting; a full queue closes the session with 4008.
-    pub fn push(&self, frame: Frame) -> bool {
-        match self.queue.try_send(frame) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                self.closer.close(SLOW_CONSUMER, "slow consumer");
-                false
-            }
-            Err(TrySendError::Closed(_)) => false,
-        }
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Frame>> {
+        // Pushing and taking cannot leave the queue half-changed.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// Every session on this process, by user.
 pub struct SessionRegistry {
-    sessions: RwLock<HashMap<UserId, Vec<SessionHandle>>>,
+    sessions: RwLock<Sessions>,
     metrics: Arc<Metrics>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    by_user: HashMap<UserId, Vec<SessionHandle>>,
+    /// Set at shutdown; a session registered after it is closed at once.
+    shut_down: bool,
 }
 
 impl SessionRegistry {
@@ -101,8 +145,15 @@ impl SessionRegistry {
 
     /// Adds a session; events for its user reach it from now on.
     pub fn register(&self, user: &UserId, handle: SessionHandle) {
-        let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
-        let list = map.entry(user.clone()).or_default();
+        let mut sessions = self.write();
+        if sessions.shut_down {
+            handle.close(GOING_AWAY, "server going away");
+        }
+        // Most users have one session: room for one, not the usual four.
+        let list = sessions
+            .by_user
+            .entry(user.clone())
+            .or_insert_with(|| Vec::with_capacity(1));
         if list.is_empty() {
             self.metrics.connected_users.inc();
         }
@@ -112,19 +163,37 @@ impl SessionRegistry {
 
     /// Removes a session.
     pub fn unregister(&self, user: &UserId, session: &SessionId) {
-        let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
-        let Some(list) = map.get_mut(user) else {
+        let mut sessions = self.write();
+        let Some(list) = sessions.by_user.get_mut(user) else {
             return;
         };
         let before = list.len();
-        list.retain(|h| &h.id != session);
+        list.retain(|h| h.id() != session);
         if list.len() < before {
             self.metrics.sessions.dec();
         }
         if list.is_empty() {
-            map.remove(user);
+            sessions.by_user.remove(user);
             self.metrics.connected_users.dec();
         }
+    }
+
+    /// Closes every session with 1001, and any registered from now on.
+    ///
+    /// Through the registry rather than a signal every session waits on:
+    /// waiting costs each session memory, and each wake-up a shared lock.
+    pub fn shut_down(&self) {
+        let mut sessions = self.write();
+        sessions.shut_down = true;
+        for handle in sessions.by_user.values().flatten() {
+            handle.close(GOING_AWAY, "server going away");
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Sessions> {
+        // Every change to the map is a single insert or remove: a panic
+        // elsewhere cannot leave it half-changed.
+        self.sessions.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -133,11 +202,11 @@ impl Transport for SessionRegistry {
     async fn deliver(&self, delivery: Delivery, event: Event) {
         // Serialized once; every recipient shares the same bytes.
         let frame = Frame::Text(wire::encode_event(&event));
-        let map = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
         let mut queued = 0;
         for user in &delivery.users {
-            for handle in map.get(user).into_iter().flatten() {
-                if delivery.except.as_ref() != Some(&handle.id) && handle.push(frame.clone()) {
+            for handle in sessions.by_user.get(user).into_iter().flatten() {
+                if delivery.except.as_ref() != Some(handle.id()) && handle.push(frame.clone()) {
                     queued += 1;
                 }
             }
@@ -151,14 +220,12 @@ mod tests {
     use super::*;
     use crate::domain::{Presence, Status, User, Username};
 
-    fn handle(id: &str, capacity: usize) -> (SessionHandle, mpsc::Receiver<Frame>) {
-        let (queue, rx) = mpsc::channel(capacity);
-        let h = SessionHandle {
-            id: SessionId::new(id),
-            queue,
-            closer: Closer::default(),
-        };
-        (h, rx)
+    fn handle(id: &str, capacity: usize) -> SessionHandle {
+        Mailbox::new(SessionId::new(id), capacity)
+    }
+
+    fn taken(h: &Mailbox) -> Vec<Frame> {
+        h.take().into()
     }
 
     fn event() -> Event {
@@ -182,18 +249,16 @@ mod tests {
     #[tokio::test]
     async fn every_session_of_every_user_gets_the_same_bytes_but_the_excepted_one() {
         let reg = SessionRegistry::new(Arc::default());
-        let (a1, mut ra1) = handle("a1", 4);
-        let (a2, mut ra2) = handle("a2", 4);
-        let (b1, mut rb1) = handle("b1", 4);
-        reg.register(&UserId::new("a"), a1);
-        reg.register(&UserId::new("a"), a2);
-        reg.register(&UserId::new("b"), b1);
+        let (a1, a2, b1) = (handle("a1", 4), handle("a2", 4), handle("b1", 4));
+        reg.register(&UserId::new("a"), a1.clone());
+        reg.register(&UserId::new("a"), a2.clone());
+        reg.register(&UserId::new("b"), b1.clone());
         reg.deliver(delivery(&["a", "b", "nobody"], Some("a1")), event())
             .await;
-        assert!(ra1.try_recv().is_err());
-        let (Frame::Text(x), Frame::Text(y)) = (ra2.try_recv().unwrap(), rb1.try_recv().unwrap())
-        else {
-            panic!("text frames expected");
+        assert!(taken(&a1).is_empty());
+        let (x, y) = (taken(&a2), taken(&b1));
+        let ([Frame::Text(x)], [Frame::Text(y)]) = (&x[..], &y[..]) else {
+            panic!("one text frame each expected");
         };
         assert!(x.as_str().starts_with(r#"{"type":"presence""#));
         assert_eq!(
@@ -206,35 +271,61 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_closes_that_session_with_4008_and_spares_the_others() {
         let reg = SessionRegistry::new(Arc::default());
-        let (slow, _keep) = handle("slow", 1);
-        let (fast, mut rfast) = handle("fast", 8);
-        let slow_closer = slow.closer.clone();
-        reg.register(&UserId::new("s"), slow);
-        reg.register(&UserId::new("f"), fast);
+        let (slow, fast) = (handle("slow", 1), handle("fast", 8));
+        reg.register(&UserId::new("s"), slow.clone());
+        reg.register(&UserId::new("f"), fast.clone());
         for _ in 0..3 {
             reg.deliver(delivery(&["s", "f"], None), event()).await;
         }
-        assert_eq!(slow_closer.reason(), Some((SLOW_CONSUMER, "slow consumer")));
-        for _ in 0..3 {
-            assert!(rfast.try_recv().is_ok());
-        }
+        assert_eq!(slow.reason(), Some((SLOW_CONSUMER, "slow consumer")));
+        assert_eq!(fast.reason(), None);
+        assert_eq!(taken(&fast).len(), 3);
+    }
+
+    #[test]
+    fn frames_taken_count_against_the_capacity_until_sent() {
+        let h = handle("h", 2);
+        assert!(h.push(Frame::Ping(Default::default())));
+        assert!(h.push(Frame::Ping(Default::default())));
+        assert_eq!(taken(&h).len(), 2);
+        assert!(!h.push(Frame::Ping(Default::default())), "not written yet");
+        assert_eq!(h.reason(), Some((SLOW_CONSUMER, "slow consumer")));
+        let h = handle("h", 2);
+        h.push(Frame::Ping(Default::default()));
+        h.push(Frame::Ping(Default::default()));
+        taken(&h);
+        h.sent(2);
+        assert!(h.push(Frame::Ping(Default::default())));
+        assert_eq!(h.reason(), None);
     }
 
     #[tokio::test]
     async fn an_unregistered_session_gets_nothing() {
         let reg = SessionRegistry::new(Arc::default());
-        let (a1, mut ra1) = handle("a1", 4);
-        reg.register(&UserId::new("a"), a1);
+        let a1 = handle("a1", 4);
+        reg.register(&UserId::new("a"), a1.clone());
         reg.unregister(&UserId::new("a"), &SessionId::new("a1"));
         reg.deliver(delivery(&["a"], None), event()).await;
-        assert!(ra1.try_recv().is_err());
+        assert!(taken(&a1).is_empty());
+    }
+
+    #[test]
+    fn shutting_down_closes_every_session_and_any_registered_later_with_1001() {
+        let reg = SessionRegistry::new(Arc::default());
+        let (before, after) = (handle("before", 1), handle("after", 1));
+        reg.register(&UserId::new("a"), before.clone());
+        reg.shut_down();
+        reg.register(&UserId::new("a"), after.clone());
+        for h in [before, after] {
+            assert_eq!(h.reason(), Some((GOING_AWAY, "server going away")));
+        }
     }
 
     #[test]
     fn the_first_close_request_wins() {
-        let c = Closer::default();
-        c.close(SLOW_CONSUMER, "slow consumer");
-        c.close(GOING_AWAY, "server going away");
-        assert_eq!(c.reason(), Some((SLOW_CONSUMER, "slow consumer")));
+        let h = handle("h", 1);
+        h.close(SLOW_CONSUMER, "slow consumer");
+        h.close(GOING_AWAY, "server going away");
+        assert_eq!(h.reason(), Some((SLOW_CONSUMER, "slow consumer")));
     }
 }

@@ -1,29 +1,33 @@
 //! One WebSocket session: reads requests, answers each in order, and writes
 //! queued frames (answers and events) to the socket.
 //!
-//! Two tasks per connection: this module's reader, which handles requests
-//! one at a time (so replies keep request order), and a writer that drains
-//! the bounded outbound queue. A [`Closer`] ends both with a close code.
+//! One task per connection drives the socket both ways: it drains the
+//! session's [`Mailbox`] into the socket, reads the next request once the
+//! previous one is answered (so replies keep request order), and keeps the
+//! heartbeat and the token expiry on one timer. Idle, a session costs that
+//! task, its mailbox and the socket's buffers, and most sessions are idle.
 
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use hyper_tungstenite::HyperWebsocket;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::{Error as WsError, Message as Frame, Utf8Bytes};
+use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
 use serde_json::json;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
 use super::registry::{
-    Closer, DROP, GOING_AWAY, NORMAL, SLOW_CONSUMER, SessionHandle, SessionRegistry, TOKEN_EXPIRED,
-    TOO_LARGE,
+    DROP, Mailbox, NORMAL, SLOW_CONSUMER, SessionHandle, SessionRegistry, TOKEN_EXPIRED, TOO_LARGE,
 };
 use crate::adapters::metrics::{CloseLabel, Metrics};
 use crate::adapters::wire::{
@@ -57,7 +61,7 @@ pub struct SessionEnv {
     pub metrics: Arc<Metrics>,
     /// Settings.
     pub settings: WsSettings,
-    /// Cancelled when the server shuts down.
+    /// Cancelled when the server shuts down; no session starts after that.
     pub shutdown: CancellationToken,
 }
 
@@ -67,177 +71,215 @@ pub struct PendingSession {
     pub caller: Caller,
     /// When its token expires.
     pub expires_at: Timestamp,
-    /// Its registry entry.
+    /// Its registry entry, with the welcome already queued.
     pub handle: SessionHandle,
-    /// The receiving end of its outbound queue.
-    pub outbound: mpsc::Receiver<Frame>,
 }
 
 /// Runs a session to its end, then unregisters it.
 pub async fn run(env: Arc<SessionEnv>, websocket: HyperWebsocket, pending: PendingSession) {
-    let PendingSession {
-        caller,
-        expires_at,
-        handle,
-        outbound,
-    } = pending;
-    let closer = handle.closer.clone();
-    match websocket.await {
-        Ok(stream) => {
-            info!(user = %caller.user.id, session = %caller.session, "session opened");
-            env.metrics.sessions_opened.inc();
-            let (sink, mut stream) = stream.split();
-            let writer = tokio::spawn(write_loop(
-                sink,
-                outbound,
-                closer.clone(),
-                env.settings.close_timeout,
-            ));
-            let reader = Reader {
-                env: &env,
-                caller: &caller,
-                handle: &handle,
-                limiter: RateLimiter::direct(
-                    Quota::per_second(env.settings.rate_per_sec)
-                        .allow_burst(env.settings.rate_burst),
-                ),
-            };
-            reader.read_loop(&mut stream, expires_at).await;
-            if let Some((code, _)) = closer.reason() {
-                env.metrics
-                    .sessions_closed
-                    .get_or_create(&CloseLabel { code })
-                    .inc();
-            }
-            // The peer went away, or we asked to close: either way the writer stops.
-            closer.close(NORMAL, "");
-            let _ = writer.await;
-            // Give the peer a moment to answer our close frame, for a clean handshake.
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                while stream.next().await.is_some() {}
-            })
-            .await;
-            info!(
-                user = %caller.user.id,
-                session = %caller.session,
-                code = closer.reason().map_or(NORMAL, |r| r.0),
-                "session closed"
-            );
-        }
-        Err(e) => debug!(error = %e, "WebSocket upgrade failed"),
-    }
-    env.registry.unregister(&caller.user.id, &caller.session);
-    if let Err(e) = env.service.close_session(&caller).await {
+    connect(&env, websocket, &pending).await;
+    let caller = &pending.caller;
+    env.registry
+        .unregister(&caller.user.id, pending.handle.id());
+    // Boxed: a task is as large as the largest future it ever awaits, for
+    // its whole life, and this one runs once, at the very end.
+    if let Err(e) = Box::pin(env.service.close_session(caller)).await {
         error!(error = ?e, "could not record the end of a session");
     }
 }
 
-type Sink = futures::stream::SplitSink<hyper_tungstenite::HyperWebsocketStream, Frame>;
-type Stream = futures::stream::SplitStream<hyper_tungstenite::HyperWebsocketStream>;
-
-async fn write_loop(
-    mut sink: Sink,
-    mut outbound: mpsc::Receiver<Frame>,
-    closer: Closer,
-    close_timeout: Duration,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            () = closer.requested() => break,
-            frame = outbound.recv() => {
-                let Some(frame) = frame else { break };
-                tokio::select! {
-                    sent = sink.send(frame) => if sent.is_err() { return },
-                    // A write stuck on a client that stopped reading must not
-                    // keep us from closing it.
-                    () = closer.requested() => break,
-                }
-            }
-        }
+/// Finishes the upgrade and serves the session until it closes.
+async fn connect(env: &SessionEnv, websocket: HyperWebsocket, pending: &PendingSession) {
+    // Bound in its own statement: a value matched on stays in the task
+    // across every await of the match, beside the stream moved out of it.
+    let mut ws = match websocket.await {
+        Ok(ws) => ws,
+        Err(e) => return debug!(error = %e, "WebSocket upgrade failed"),
+    };
+    let PendingSession {
+        caller,
+        expires_at,
+        handle,
+    } = pending;
+    info!(user = %caller.user.id, session = %caller.session, "session opened");
+    env.metrics.sessions_opened.inc();
+    let session = Session {
+        env,
+        caller,
+        handle,
+        limiter: RateLimiter::direct(
+            Quota::per_second(env.settings.rate_per_sec).allow_burst(env.settings.rate_burst),
+        ),
+    };
+    let mut out = Outgoing::default();
+    session.serve(&mut ws, &mut out, *expires_at).await;
+    if let Some((code, _)) = handle.reason() {
+        env.metrics
+            .sessions_closed
+            .get_or_create(&CloseLabel { code })
+            .inc();
     }
-    let (code, reason) = closer.reason().unwrap_or((NORMAL, ""));
-    if code == DROP {
-        return;
-    }
-    let _ = tokio::time::timeout(close_timeout, async {
-        if code != SLOW_CONSUMER {
-            // Answers to requests that were in flight still go out first.
-            while let Ok(frame) = outbound.try_recv() {
-                if sink.send(frame).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        };
-        let _ = sink.send(Frame::Close(Some(frame))).await;
-    })
-    .await;
+    // The peer went away, or we asked to close: either way, say goodbye.
+    handle.close(NORMAL, "");
+    session.close(&mut ws, &mut out).await;
+    info!(
+        user = %caller.user.id,
+        session = %caller.session,
+        code = handle.reason().map_or(NORMAL, |r| r.0),
+        "session closed"
+    );
 }
 
-struct Reader<'a> {
+/// A request's reply, and the event its own session gets right after it.
+type Answer = (Utf8Bytes, Option<Event>);
+
+/// A request being answered.
+type Answering<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
+
+/// What the session loop wakes up for.
+enum Wake {
+    Frame(Option<Result<Frame, WsError>>),
+    Answered(Answer),
+    Timer,
+    /// A close was requested and no request is in flight.
+    Close,
+    /// The socket cannot be written and no request is in flight.
+    Broken,
+}
+
+/// Frames on their way from the mailbox into the socket.
+#[derive(Default)]
+struct Outgoing {
+    /// Taken out of the mailbox, not yet handed to the socket.
+    batch: VecDeque<Frame>,
+    /// Handed to the socket since its last flush.
+    unflushed: bool,
+}
+
+impl Outgoing {
+    /// Hands every queued frame to the socket and flushes once they are
+    /// all in: one write for a burst of events rather than one per event.
+    /// Ready when the mailbox is empty and all of it written; pending while
+    /// the socket is full (then the mailbox fills up, and a client that
+    /// stopped reading is closed as a slow consumer).
+    fn poll_send(
+        &mut self,
+        ws: &mut HyperWebsocketStream,
+        mailbox: &Mailbox,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), WsError>> {
+        loop {
+            if self.unflushed {
+                ready!(ws.poll_flush_unpin(cx))?;
+                self.unflushed = false;
+            }
+            if self.batch.is_empty() {
+                self.batch = mailbox.take();
+                if self.batch.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            while !self.batch.is_empty() {
+                ready!(ws.poll_ready_unpin(cx))?;
+                let frame = self.batch.pop_front().expect("not empty");
+                ws.start_send_unpin(frame)?;
+                mailbox.sent(1);
+                self.unflushed = true;
+            }
+        }
+    }
+}
+
+struct Session<'a> {
     env: &'a SessionEnv,
     caller: &'a Caller,
-    handle: &'a SessionHandle,
+    handle: &'a Mailbox,
     limiter: DefaultDirectRateLimiter,
 }
 
-impl Reader<'_> {
-    async fn read_loop(&self, stream: &mut Stream, expires_at: Timestamp) {
-        let closer = &self.handle.closer;
+impl Session<'_> {
+    /// Serves the session until it is asked to close or the peer goes away;
+    /// a request in flight is always answered first.
+    async fn serve(
+        &self,
+        ws: &mut HyperWebsocketStream,
+        out: &mut Outgoing,
+        expires_at: Timestamp,
+    ) {
+        let handle = self.handle;
         let period = self.env.settings.heartbeat;
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut unanswered_pings = 0u32;
         let left_ms = expires_at.millis() - self.env.service.now().millis();
-        let expiry = tokio::time::sleep(Duration::from_millis(left_ms.max(0) as u64));
-        tokio::pin!(expiry);
+        let expiry = Instant::now() + Duration::from_millis(left_ms.max(0) as u64);
+        let mut next_ping = Instant::now() + period;
+        let timer = tokio::time::sleep_until(next_ping.min(expiry));
+        tokio::pin!(timer);
+        let mut unanswered_pings = 0u32;
+        let mut answering: Option<Answering<'_>> = None;
+        let mut broken = false;
         loop {
-            tokio::select! {
-                biased;
-                () = closer.requested() => return,
-                () = self.env.shutdown.cancelled() => {
-                    closer.close(GOING_AWAY, "server going away");
-                    return;
-                }
-                () = &mut expiry => {
-                    closer.close(TOKEN_EXPIRED, "token expired");
-                    return;
-                }
-                _ = heartbeat.tick() => {
-                    if unanswered_pings >= 2 {
-                        debug!(session = %self.caller.session, "two pings unanswered");
-                        closer.close(DROP, "");
-                        return;
+            let wake = poll_fn(|cx| {
+                handle.register(cx.waker());
+                let writing = !matches!(handle.reason(), Some((SLOW_CONSUMER | DROP, _)));
+                if writing && !broken {
+                    if let Poll::Ready(Err(e)) = out.poll_send(ws, handle, cx) {
+                        debug!(session = %self.caller.session, error = %e, "write failed");
+                        broken = true;
                     }
-                    unanswered_pings += 1;
-                    self.handle.push(Frame::Ping(Default::default()));
                 }
-                frame = stream.next() => {
+                // The answer is awaited before anything else is read: replies
+                // keep request order, and the client waits for its answer.
+                if let Some(answer) = answering.as_mut() {
+                    return answer.as_mut().poll(cx).map(Wake::Answered);
+                }
+                if broken {
+                    return Poll::Ready(Wake::Broken);
+                }
+                if handle.reason().is_some() {
+                    return Poll::Ready(Wake::Close);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+                ws.poll_next_unpin(cx).map(Wake::Frame)
+            })
+            .await;
+            match wake {
+                Wake::Answered((reply, then)) => {
+                    answering = None;
+                    handle.push(Frame::Text(reply));
+                    if let Some(event) = then {
+                        handle.push(Frame::Text(wire::encode_event(&event)));
+                    }
+                }
+                Wake::Close | Wake::Broken => return,
+                Wake::Timer => {
+                    let now = Instant::now();
+                    if now >= expiry {
+                        handle.close(TOKEN_EXPIRED, "token expired");
+                    } else if unanswered_pings >= 2 {
+                        debug!(session = %self.caller.session, "two pings unanswered");
+                        handle.close(DROP, "");
+                    } else {
+                        unanswered_pings += 1;
+                        handle.push(Frame::Ping(Default::default()));
+                        next_ping = now + period;
+                        timer.as_mut().reset(next_ping.min(expiry));
+                    }
+                }
+                Wake::Frame(frame) => {
                     let Some(frame) = frame else { return };
                     unanswered_pings = 0;
                     match frame {
-                        Ok(Frame::Text(text)) => {
-                            let (reply, then) = self.answer(&text).await;
-                            self.handle.push(Frame::Text(reply));
-                            if let Some(event) = then {
-                                self.handle.push(Frame::Text(wire::encode_event(&event)));
-                            }
-                        }
+                        // Boxed: it is large, and in flight only now and then.
+                        Ok(Frame::Text(text)) => answering = Some(Box::pin(self.answer(text))),
                         Ok(Frame::Binary(_)) => {
                             let reply = self.refuse(None, "binary frames are not supported");
-                            self.handle.push(Frame::Text(reply));
+                            handle.push(Frame::Text(reply));
                         }
                         // Pongs only prove liveness; pings are answered by
                         // tungstenite; a close is answered and then the stream ends.
                         Ok(_) => {}
-                        Err(WsError::Capacity(_)) => {
-                            closer.close(TOO_LARGE, "frame too large");
-                            return;
-                        }
+                        Err(WsError::Capacity(_)) => handle.close(TOO_LARGE, "frame too large"),
                         Err(e) => {
                             debug!(session = %self.caller.session, error = %e, "read failed");
                             return;
@@ -248,6 +290,31 @@ impl Reader<'_> {
         }
     }
 
+    /// Ends the connection: what is still queued goes out first (unless the
+    /// session is closed for not reading it), then the close frame, then a
+    /// moment for the peer's reply, for a clean close handshake.
+    async fn close(&self, ws: &mut HyperWebsocketStream, out: &mut Outgoing) {
+        let (code, reason) = self.handle.reason().unwrap_or((NORMAL, ""));
+        if code == DROP {
+            return;
+        }
+        let _ = tokio::time::timeout(self.env.settings.close_timeout, async {
+            if code != SLOW_CONSUMER {
+                poll_fn(|cx| out.poll_send(ws, self.handle, cx)).await?;
+            }
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            };
+            ws.send(Frame::Close(Some(frame))).await
+        })
+        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while ws.next().await.is_some() {}
+        })
+        .await;
+    }
+
     fn refuse(&self, id: Option<&str>, message: &str) -> Utf8Bytes {
         self.env.metrics.error("bad_request");
         wire::error(id, "bad_request", message)
@@ -255,10 +322,10 @@ impl Reader<'_> {
 
     /// Answers one text frame: exactly one ack or error, and the event this
     /// session gets right after the ack, if any.
-    async fn answer(&self, text: &str) -> (Utf8Bytes, Option<Event>) {
+    async fn answer(&self, text: Utf8Bytes) -> Answer {
         self.env.metrics.requests.inc();
         let allowed = self.limiter.check().is_ok();
-        let (id, request) = match wire::parse_frame(text) {
+        let (id, request) = match wire::parse_frame(&text) {
             Ok(parsed) => parsed,
             Err(bad) => return (self.refuse(bad.id.as_deref(), &bad.message), None),
         };
@@ -287,11 +354,7 @@ impl Reader<'_> {
         }
     }
 
-    async fn dispatch(
-        &self,
-        id: Option<&str>,
-        request: Request,
-    ) -> Result<(Utf8Bytes, Option<Event>), ChatError> {
+    async fn dispatch(&self, id: Option<&str>, request: Request) -> Result<Answer, ChatError> {
         let service = &self.env.service;
         let caller = self.caller;
         // Set by the requests whose own session hears of them after the ack.
