@@ -2772,9 +2772,7 @@ pub(crate) async fn two_stores_on_one_database_append_dense_seqs<F: Fixture>(f: 
     }
 }
 
-pub(crate) async fn stores_taking_turns_on_one_database_see_each_others_appends<F: Fixture>(
-    f: F,
-) {
+pub(crate) async fn stores_taking_turns_on_one_database_see_each_others_appends<F: Fixture>(f: F) {
     let (first, second) = (f.store().clone(), f.another().await);
     let alice = register(&first, "alice").await;
     let bob = register(&first, "bob").await;
@@ -2790,9 +2788,7 @@ pub(crate) async fn stores_taking_turns_on_one_database_see_each_others_appends<
     }
 }
 
-pub(crate) async fn append_all_stores_in_order_and_each_message_fails_on_its_own<F: Fixture>(
-    f: F,
-) {
+pub(crate) async fn append_all_stores_in_order_and_each_message_fails_on_its_own<F: Fixture>(f: F) {
     let store = f.store().clone();
     let alice = register(&store, "alice").await;
     let bob = register(&store, "bob").await;
@@ -2811,10 +2807,16 @@ pub(crate) async fn append_all_stores_in_order_and_each_message_fails_on_its_own
     let (one, members) = stored(one.unwrap());
     assert_eq!((one.seq, one.body.as_str()), (1, "one"));
     assert_eq!(sorted(members), sorted(ids(&[&alice, &bob])));
-    assert!(matches!(refused, Err(AppendError::NotMember)), "{refused:?}");
+    assert!(
+        matches!(refused, Err(AppendError::NotMember)),
+        "{refused:?}"
+    );
     assert_eq!(stored(two.unwrap()).0.seq, 2);
     assert_eq!(retry.unwrap(), AppendOutcome::Duplicate(one));
-    assert!(matches!(unknown, Err(AppendError::NoSuchConversation)), "{unknown:?}");
+    assert!(
+        matches!(unknown, Err(AppendError::NoSuchConversation)),
+        "{unknown:?}"
+    );
     let (seqs, _) = page(&store, &ab, None, Some(0), 10).await;
     assert_eq!(seqs, vec![1, 2]);
 }

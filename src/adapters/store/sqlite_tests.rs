@@ -62,4 +62,3 @@ async fn opening_creates_missing_parent_folders() {
     store.ping().await.unwrap();
     assert!(dir.path().join("a/b/t.db").exists());
 }
-
