@@ -220,11 +220,12 @@ impl Session<'_> {
             let wake = poll_fn(|cx| {
                 handle.register(cx.waker());
                 let writing = !matches!(handle.reason(), Some((SLOW_CONSUMER | DROP, _)));
-                if writing && !broken {
-                    if let Poll::Ready(Err(e)) = out.poll_send(ws, handle, cx) {
-                        debug!(session = %self.caller.session, error = %e, "write failed");
-                        broken = true;
-                    }
+                if writing
+                    && !broken
+                    && let Poll::Ready(Err(e)) = out.poll_send(ws, handle, cx)
+                {
+                    debug!(session = %self.caller.session, error = %e, "write failed");
+                    broken = true;
                 }
                 // The answer is awaited before anything else is read: replies
                 // keep request order, and the client waits for its answer.
