@@ -180,7 +180,7 @@ pub(crate) use store_contract_tests;
 // ---------------------------------------------------------------- helpers
 
 /// A point in time a little after a fixed origin, so tests read as offsets.
-fn ts(offset_ms: i64) -> Timestamp {
+pub(crate) fn ts(offset_ms: i64) -> Timestamp {
     Timestamp::from_millis(1_800_000_000_000 + offset_ms)
 }
 
@@ -192,21 +192,21 @@ fn hash(tag: &str) -> PasswordHash {
     PasswordHash(format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${tag}"))
 }
 
-async fn register<S: Store>(store: &S, raw: &str) -> User {
+pub(crate) async fn register<S: Store>(store: &S, raw: &str) -> User {
     store
         .create_user(&name(raw), &hash(raw), ts(0))
         .await
         .expect("the user is created")
 }
 
-async fn direct<S: Store>(store: &S, a: &User, b: &User) -> ConversationId {
+pub(crate) async fn direct<S: Store>(store: &S, a: &User, b: &User) -> ConversationId {
     store
         .direct_conversation(&a.id, &b.id, ts(0))
         .await
         .expect("the direct conversation")
 }
 
-fn new_message(
+pub(crate) fn new_message(
     conversation: &ConversationId,
     sender: &User,
     body: &str,
@@ -222,7 +222,7 @@ fn new_message(
     }
 }
 
-fn stored(outcome: AppendOutcome) -> (Message, Vec<UserId>) {
+pub(crate) fn stored(outcome: AppendOutcome) -> (Message, Vec<UserId>) {
     match outcome {
         AppendOutcome::Stored { message, members } => (message, members),
         AppendOutcome::Duplicate(original) => {

@@ -24,8 +24,13 @@ const MAX_BATCH: usize = 512;
 /// What runs once the batch's transaction has ended: it receives whether
 /// the commit succeeded.
 type Completion = Box<dyn FnOnce(Result<(), &str>) + Send>;
-/// One write: runs inside the batch's transaction, returns its completion.
-type Job<S> = Box<dyn FnOnce(&mut S) -> Completion + Send>;
+/// One write: runs inside the batch's transaction (or, given `None`, not at
+/// all, because the batch is already lost) and returns its completion, and
+/// whether it spoiled the batch.
+type Job<S> = Box<dyn FnOnce(Option<&mut S>) -> (Completion, Spoiled) + Send>;
+/// Set by a write that failed half-way without a savepoint: the whole
+/// transaction must be rolled back. Holds why.
+type Spoiled = Option<String>;
 
 /// What the writer thread owns: the write connection, and whatever the
 /// store keeps in memory alongside it (only this thread writes, so memory
@@ -38,7 +43,7 @@ pub trait WriterState: Send + 'static {
     fn began(&mut self) -> Result<(), DieselError> {
         Ok(())
     }
-    /// A batch did not commit: forget whatever was learned during it.
+    /// A write or a batch was undone: forget whatever was learned during it.
     fn rolled_back(&mut self);
 }
 
@@ -56,7 +61,7 @@ pub struct GroupCommit<S> {
 }
 
 impl<S: WriterState> GroupCommit<S> {
-    /// Starts the writer thread on `state`. It stops when the handle is dropped.
+    /// Starts the writer thread, which owns `state` from now on.
     ///
     /// # Errors
     /// When the thread cannot be started.
@@ -70,29 +75,62 @@ impl<S: WriterState> GroupCommit<S> {
 
     /// Runs `work` as part of the next transaction and returns its result
     /// once that transaction is committed. Never blocks the caller's thread.
+    /// The write runs in a savepoint of its own: an error undoes it alone
+    /// and the batch goes on.
     pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<DieselError> + From<PortError> + Send + 'static,
         F: FnOnce(&mut S) -> Result<T, E> + Send + 'static,
     {
+        self.submit(|state| (savepoint(state, work), None)).await
+    }
+
+    /// Like [`Self::write`], without the savepoint, which costs a copy of
+    /// every page the batch has already changed and this write changes
+    /// again: for hot writes whose refusals write nothing. An error for
+    /// which `refused` says no may have left the write half-done, so it
+    /// undoes the whole transaction, and every write in it fails.
+    pub async fn write_unguarded<T, E, F>(&self, refused: fn(&E) -> bool, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DieselError> + From<PortError> + std::fmt::Display + Send + 'static,
+        F: FnOnce(&mut S) -> Result<T, E> + Send + 'static,
+    {
+        self.submit(move |state| {
+            let result = guard_panics(state, work);
+            let spoiled = match &result {
+                Err(e) if !refused(e) => Some(e.to_string()),
+                _ => None,
+            };
+            (result, spoiled)
+        })
+        .await
+    }
+
+    async fn submit<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DieselError> + From<PortError> + Send + 'static,
+        F: FnOnce(&mut S) -> (Result<T, E>, Spoiled) + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job: Job<S> = Box::new(move |state| {
-            // A savepoint: an error undoes this write alone and the batch
-            // goes on. A panic becomes an error too, so that it cannot take
-            // the writer thread down.
-            let result = savepoint(state, |state| {
-                catch_unwind(AssertUnwindSafe(|| work(state))).unwrap_or_else(|_| {
-                    Err(E::from(PortError(anyhow!("a database write panicked"))))
-                })
-            });
-            Box::new(move |committed: Result<(), &str>| {
+            let (result, spoiled) = match state {
+                Some(state) => work(state),
+                None => (
+                    Err(E::from(PortError(anyhow!("the batch was rolled back")))),
+                    None,
+                ),
+            };
+            let done: Completion = Box::new(move |committed: Result<(), &str>| {
                 let result = match committed {
                     Ok(()) => result,
                     Err(why) => Err(E::from(PortError(anyhow!("commit failed: {why}")))),
                 };
                 let _ = reply.send(result);
-            })
+            });
+            (done, spoiled)
         });
         let stopped = || E::from(PortError(anyhow!("the database writer has stopped")));
         self.jobs.send(job).map_err(|_| stopped())?;
@@ -100,36 +138,52 @@ impl<S: WriterState> GroupCommit<S> {
     }
 }
 
+/// Runs `work`, turning a panic into an error so that it cannot take the
+/// writer thread down.
+fn guard_panics<S, T, E>(state: &mut S, work: impl FnOnce(&mut S) -> Result<T, E>) -> Result<T, E>
+where
+    E: From<PortError>,
+{
+    catch_unwind(AssertUnwindSafe(|| work(state)))
+        .unwrap_or_else(|_| Err(E::from(PortError(anyhow!("a database write panicked")))))
+}
+
 /// Runs `work` in a savepoint on the state's connection: undone if it
 /// fails. Savepoints nest, so a write may use them for parts of itself.
-pub fn savepoint<S, T, E>(state: &mut S, work: impl FnOnce(&mut S) -> Result<T, E>) -> Result<T, E>
+fn savepoint<S, T, E>(state: &mut S, work: impl FnOnce(&mut S) -> Result<T, E>) -> Result<T, E>
 where
     S: WriterState,
-    E: From<DieselError>,
+    E: From<DieselError> + From<PortError>,
 {
     SAVEPOINT.execute(state.conn())?;
-    let result = work(state);
+    let result = guard_panics(state, work);
     if result.is_err() {
+        // What the write remembered may be ahead of the database now.
+        state.rolled_back();
         ROLLBACK.execute(state.conn())?;
     }
     RELEASE.execute(state.conn())?;
     result
 }
 
-/// Runs `work` in one `BEGIN IMMEDIATE` transaction and commits it.
+/// Runs `work` in one `BEGIN IMMEDIATE` transaction and commits it, or
+/// rolls it back when `work` says why it must be.
 fn in_transaction<S: WriterState>(
     state: &mut S,
-    work: impl FnOnce(&mut S),
-) -> Result<(), DieselError> {
+    work: impl FnOnce(&mut S) -> Spoiled,
+) -> Result<(), String> {
     type Tm = AnsiTransactionManager;
-    Tm::begin_transaction_sql(state.conn(), "BEGIN IMMEDIATE")?;
+    Tm::begin_transaction_sql(state.conn(), "BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
     if let Err(e) = state.began() {
         let _ = Tm::rollback_transaction(state.conn());
-        return Err(e);
+        return Err(e.to_string());
     }
-    work(state);
+    if let Some(why) = work(state) {
+        let _ = Tm::rollback_transaction(state.conn());
+        return Err(format!("rolled back: {why}"));
+    }
     // On failure this also rolls back, so the next batch can begin.
-    Tm::commit_transaction(state.conn())
+    Tm::commit_transaction(state.conn()).map_err(|e| e.to_string())
 }
 
 fn run<S: WriterState>(mut state: S, queue: &mpsc::Receiver<Job<S>>) {
@@ -143,14 +197,20 @@ fn run<S: WriterState>(mut state: S, queue: &mpsc::Receiver<Job<S>>) {
         }
         let mut completions = Vec::with_capacity(batch.len());
         let committed = in_transaction(&mut state, |state| {
+            let mut spoiled = None;
             for job in batch {
-                completions.push(job(state));
+                // Once the batch is lost, the rest do not run: SQLite may
+                // have ended the transaction itself, and what they wrote
+                // would then be committed on its own.
+                let (done, spoils) = job(spoiled.is_none().then_some(&mut *state));
+                spoiled = spoiled.or(spoils);
+                completions.push(done);
             }
+            spoiled
         });
         if committed.is_err() {
             state.rolled_back();
         }
-        let committed = committed.as_ref().map(|_| ()).map_err(|e| e.to_string());
         for done in completions {
             done(committed.as_ref().map(|_| ()).map_err(String::as_str));
         }
@@ -221,5 +281,81 @@ mod tests {
         assert!(r.is_err());
         insert(&w, 1).await.unwrap();
         assert_eq!(count(&w).await, 1);
+    }
+
+    /// Holds the writer thread until the returned sender is dropped, so
+    /// that the writes queued meanwhile form the next batch.
+    async fn hold(
+        w: &std::sync::Arc<GroupCommit<SqliteConnection>>,
+    ) -> std::sync::mpsc::Sender<()> {
+        let (started, running) = oneshot::channel();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let w = w.clone();
+        tokio::spawn(async move {
+            w.write(move |_conn| {
+                let _ = started.send(());
+                let _ = wait.recv();
+                Ok::<_, PortError>(())
+            })
+            .await
+        });
+        running.await.unwrap();
+        release
+    }
+
+    async fn unguarded(
+        w: &GroupCommit<SqliteConnection>,
+        v: i64,
+        fail: Option<bool>,
+    ) -> Result<(), PortError> {
+        // `fail`: None succeeds, Some(true) is a refusal, Some(false) fails
+        // after writing.
+        let refused = |e: &PortError| e.to_string() == "refused";
+        w.write_unguarded(refused, move |conn| {
+            if fail == Some(true) {
+                return Err(PortError(anyhow!("refused")));
+            }
+            diesel::sql_query(format!("INSERT INTO t (v) VALUES ({v})")).execute(conn)?;
+            match fail {
+                Some(false) => Err(PortError(anyhow!("half-way"))),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unguarded_write_failing_half_way_undoes_its_whole_batch_and_a_refusal_nothing() {
+        let w = std::sync::Arc::new(writer());
+        let release = hold(&w).await;
+        let (before, refusal, after) = tokio::join!(
+            async {
+                tokio::task::yield_now().await;
+                drop(release);
+                unguarded(&w, 1, None).await
+            },
+            unguarded(&w, 2, Some(true)),
+            unguarded(&w, 3, None),
+        );
+        // The joined futures queue in the order polled: 2, 3, then 1 after
+        // the release; 1 may or may not share their batch.
+        assert!(before.is_ok() && after.is_ok());
+        assert_eq!(refusal.unwrap_err().to_string(), "refused");
+        assert_eq!(count(&w).await, 2);
+
+        let release = hold(&w).await;
+        let (first, spoiler, skipped, ()) = tokio::join!(
+            unguarded(&w, 4, None),
+            unguarded(&w, 5, Some(false)),
+            unguarded(&w, 6, None),
+            async {
+                tokio::task::yield_now().await;
+                drop(release);
+            },
+        );
+        assert!(first.is_err() && spoiler.is_err() && skipped.is_err());
+        assert_eq!(count(&w).await, 2, "nothing of the spoiled batch is kept");
+        unguarded(&w, 7, None).await.unwrap();
+        assert_eq!(count(&w).await, 3);
     }
 }

@@ -23,7 +23,7 @@ use super::common::{
     conversation_from_row, message_columns, message_from_row, remember, seq, stored_username,
     summary_columns, to_db_seq,
 };
-use super::group_commit::{GroupCommit, WriterState, savepoint};
+use super::group_commit::{GroupCommit, WriterState};
 use super::readers::Readers;
 use super::schema::{conversations, members, messages, users};
 use super::statements::{BumpSeq, InsertMessage};
@@ -411,7 +411,15 @@ fn add_member(
     Ok(added > 0)
 }
 
+/// Whether a failed append wrote nothing: refusals are found before the
+/// first statement that writes.
+fn refused(e: &AppendError) -> bool {
+    !matches!(e, AppendError::Unknown(_))
+}
+
 /// Appends one message on the writer: the next seq, after the checks.
+/// Runs without a savepoint (see [`refused`]), so every check comes
+/// before the first write.
 fn append(w: &mut Writer, new: NewMessage) -> Result<AppendOutcome, AppendError> {
     let conv = new.conversation_id.as_str();
     let sender = new.sender.id.as_str();
@@ -732,7 +740,10 @@ impl MessageStore for SqliteStore {
     }
 
     async fn append(&self, new: NewMessage) -> Result<AppendOutcome, AppendError> {
-        self.write_live(move |w| append(w, new)).await
+        self.inner
+            .writer
+            .write_unguarded(refused, move |w| append(w, new))
+            .await
     }
 
     async fn append_all(
@@ -740,15 +751,22 @@ impl MessageStore for SqliteStore {
         messages: Vec<NewMessage>,
     ) -> Vec<Result<AppendOutcome, AppendError>> {
         let n = messages.len();
+        // No savepoint, not even one per message: each would copy every
+        // page the batch has already changed into its journal, the largest
+        // cost of a big batch. A refused message has written nothing; a
+        // database error undoes the whole transaction.
         let all = self
-            .write_live(move |w| {
-                // Each in a savepoint of its own: one failing leaves the rest.
-                Ok::<_, AppendError>(
-                    messages
-                        .into_iter()
-                        .map(|new| savepoint(w, |w| append(w, new)))
-                        .collect::<Vec<_>>(),
-                )
+            .inner
+            .writer
+            .write_unguarded(refused, move |w| {
+                let mut results = Vec::with_capacity(n);
+                for new in messages {
+                    match append(w, new) {
+                        Err(e) if !refused(&e) => return Err(e),
+                        answer => results.push(answer),
+                    }
+                }
+                Ok(results)
             })
             .await;
         match all {
