@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::domain::conversation::MAX_ROOM_NAME_CHARS;
 use crate::domain::event::MemberAction;
 use crate::domain::message::HistoryQuery;
-use crate::domain::service::MAX_PRESENCE_IDS;
+use crate::domain::service::{Draft, MAX_PRESENCE_IDS, Recipient};
 use crate::domain::{
     ActiveStatus, ChatError, ClientMsgId, ConversationId, ConversationKind, ConversationSummary,
     Event, Message, MessageBody, MessageId, Presence, RoomName, Status, Timestamp, User, UserId,
@@ -312,25 +312,17 @@ pub fn error_code(e: &ChatError) -> (&'static str, String) {
 
 /// A WebSocket request, validated: every field has its domain type.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// `sendPrivateMessage` or `sendMessage`: sends that arrive together may
+    /// be answered together.
+    Send(Draft),
+    /// Any other request, answered on its own.
+    Other(Request),
+}
+
+/// A request other than a send.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// `sendPrivateMessage`.
-    SendPrivateMessage {
-        /// Recipient.
-        to: UserId,
-        /// Text.
-        body: MessageBody,
-        /// Idempotency key.
-        client_msg_id: Option<ClientMsgId>,
-    },
-    /// `sendMessage`.
-    SendMessage {
-        /// Where.
-        conversation_id: ConversationId,
-        /// Text.
-        body: MessageBody,
-        /// Idempotency key.
-        client_msg_id: Option<ClientMsgId>,
-    },
     /// `getHistory`.
     GetHistory {
         /// Where.
@@ -433,7 +425,7 @@ pub struct BadFrame {
 ///
 /// # Errors
 /// [`BadFrame`] for anything the contract calls a `bad_request`.
-pub fn parse_frame(text: &str) -> Result<(Option<String>, Request), BadFrame> {
+pub fn parse_frame(text: &str) -> Result<(Option<String>, Inbound), BadFrame> {
     let bad = |id: Option<String>, message: String| BadFrame { id, message };
     let value: Value =
         serde_json::from_str(text).map_err(|_| bad(None, "frame is not valid JSON".into()))?;
@@ -459,9 +451,25 @@ pub fn parse_frame(text: &str) -> Result<(Option<String>, Request), BadFrame> {
         Some(Value::Object(c)) => c,
         Some(_) => return Err(bad(id, "content must be a JSON object".into())),
     };
-    match Request::parse(kind, content) {
+    match Inbound::parse(kind, content) {
         Ok(request) => Ok((id, request)),
         Err(message) => Err(bad(id, message)),
+    }
+}
+
+impl Inbound {
+    fn parse(kind: &str, c: &Map<String, Value>) -> Result<Self, String> {
+        let f = Fields(c);
+        let to = match kind {
+            "sendPrivateMessage" => Recipient::User(UserId::new(f.id("to")?)),
+            "sendMessage" => Recipient::Conversation(f.conversation()?),
+            _ => return Request::parse(kind, c).map(Self::Other),
+        };
+        Ok(Self::Send(Draft {
+            to,
+            body: f.body()?,
+            client_msg_id: f.client_msg_id()?,
+        }))
     }
 }
 
@@ -469,16 +477,6 @@ impl Request {
     fn parse(kind: &str, c: &Map<String, Value>) -> Result<Self, String> {
         let f = Fields(c);
         Ok(match kind {
-            "sendPrivateMessage" => Self::SendPrivateMessage {
-                to: UserId::new(f.id("to")?),
-                body: f.body()?,
-                client_msg_id: f.client_msg_id()?,
-            },
-            "sendMessage" => Self::SendMessage {
-                conversation_id: f.conversation()?,
-                body: f.body()?,
-                client_msg_id: f.client_msg_id()?,
-            },
             "getHistory" => Self::GetHistory {
                 conversation_id: f.conversation()?,
                 query: HistoryQuery::new(
@@ -625,7 +623,7 @@ impl Fields<'_> {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<(Option<String>, Request), BadFrame> {
+    fn parse(text: &str) -> Result<(Option<String>, Inbound), BadFrame> {
         parse_frame(text)
     }
 
@@ -650,20 +648,23 @@ mod tests {
         assert_eq!(id.as_deref(), Some("r1"));
         assert_eq!(
             req,
-            Request::SendPrivateMessage {
-                to: UserId::new("u2"),
+            Inbound::Send(Draft {
+                to: Recipient::User(UserId::new("u2")),
                 body: MessageBody::parse("hi").unwrap(),
                 client_msg_id: Some(ClientMsgId::parse("c1").unwrap()),
-            }
+            })
         );
     }
 
     #[test]
     fn content_and_id_may_be_left_out() {
-        assert_eq!(parse(r#"{"type":"ping"}"#).unwrap(), (None, Request::Ping));
+        assert_eq!(
+            parse(r#"{"type":"ping"}"#).unwrap(),
+            (None, Inbound::Other(Request::Ping))
+        );
         assert_eq!(
             parse(r#"{"type":"ping","id":null,"content":null}"#).unwrap(),
-            (None, Request::Ping)
+            (None, Inbound::Other(Request::Ping))
         );
     }
 
@@ -792,7 +793,7 @@ mod tests {
         let (_, req) =
             parse(r#"{"type":"getHistory","content":{"conversationId":"c","limit":1000}}"#)
                 .unwrap();
-        let Request::GetHistory { query, .. } = req else {
+        let Inbound::Other(Request::GetHistory { query, .. }) = req else {
             panic!()
         };
         assert_eq!(query.limit, 200);
@@ -803,20 +804,20 @@ mod tests {
         let (_, req) = parse(r#"{"type":"createRoom","content":{"name":"  Lobby "}}"#).unwrap();
         assert_eq!(
             req,
-            Request::CreateRoom {
+            Inbound::Other(Request::CreateRoom {
                 name: RoomName::parse("Lobby").unwrap(),
                 visibility: Visibility::Public
-            }
+            })
         );
         let (_, req) =
             parse(r#"{"type":"createRoom","content":{"name":"x","visibility":"private"}}"#)
                 .unwrap();
         assert!(matches!(
             req,
-            Request::CreateRoom {
+            Inbound::Other(Request::CreateRoom {
                 visibility: Visibility::Private,
                 ..
-            }
+            })
         ));
         let cases = [
             (r#"{"type":"createRoom","content":{}}"#, "name"),

@@ -66,6 +66,29 @@ struct Waiting {
     reply: oneshot::Sender<Result<Message, ChatError>>,
 }
 
+/// Where a queued message's sender hears how it went.
+type Outcome = oneshot::Receiver<Result<Message, ChatError>>;
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// The direct conversation with this user, created on first use.
+    User(UserId),
+    /// A conversation the sender is in.
+    Conversation(ConversationId),
+}
+
+/// One message to send, as a client asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    /// Where it goes.
+    pub to: Recipient,
+    /// What it says.
+    pub body: MessageBody,
+    /// The client's idempotency key.
+    pub client_msg_id: Option<ClientMsgId>,
+}
+
 /// The adapters the core runs on.
 pub struct Ports {
     /// Users and credentials.
@@ -357,19 +380,12 @@ impl ChatService {
         body: MessageBody,
         client_msg_id: Option<ClientMsgId>,
     ) -> Result<Message, ChatError> {
-        let recipient = self
-            .ports
-            .users
-            .user(to)
-            .await?
-            .ok_or(ChatError::NotFound("user not found"))?;
-        let conversation = self
-            .ports
-            .messages
-            .direct_conversation(&caller.user.id, &recipient.id, self.now())
-            .await?;
-        self.send_message(caller, &conversation, body, client_msg_id)
-            .await
+        let send = Draft {
+            to: Recipient::User(to.clone()),
+            body,
+            client_msg_id,
+        };
+        self.send_one(caller, send).await
     }
 
     /// Sends a message to a conversation the caller is in. The message is
@@ -385,26 +401,101 @@ impl ChatService {
         body: MessageBody,
         client_msg_id: Option<ClientMsgId>,
     ) -> Result<Message, ChatError> {
-        let new = NewMessage {
-            conversation_id: conversation.clone(),
-            sender: caller.user.clone(),
+        let send = Draft {
+            to: Recipient::Conversation(conversation.clone()),
             body,
             client_msg_id,
-            created_at: self.now(),
         };
-        // Commit and hand-off happen in the conversation's turn, so that
-        // events leave in seq order even when many senders race. Whoever
-        // gets the turn appends everything waiting in the lane, so senders
-        // to a busy conversation share one commit instead of queueing for
-        // one each (by the time a sender's turn comes, its message may
-        // already be done).
-        let lane = self.lane(conversation);
-        let (reply, mut answer) = oneshot::channel();
+        self.send_one(caller, send).await
+    }
+
+    async fn send_one(&self, caller: &Caller, send: Draft) -> Result<Message, ChatError> {
+        let mut results = self.send_all(caller, vec![send]).await;
+        results.pop().expect("one result per send")
+    }
+
+    /// Sends several messages of one session at once, each answered as
+    /// [`Self::send_message`] or [`Self::send_private_message`] would answer
+    /// it, in their order. Messages to one conversation get seqs in the
+    /// order given, and all of them may share one commit.
+    pub async fn send_all(
+        &self,
+        caller: &Caller,
+        sends: Vec<Draft>,
+    ) -> Vec<Result<Message, ChatError>> {
+        // Targets are resolved one after the other, and every message
+        // queued before any waits for its turn: a session's messages keep
+        // their order, and a conversation's turn holder takes them all.
+        let mut queued = Vec::with_capacity(sends.len());
+        for send in sends {
+            queued.push(match self.conversation_of(caller, &send.to).await {
+                Ok(conversation) => Ok(self.queue(caller, conversation, send)),
+                Err(e) => Err(e),
+            });
+        }
+        let mut results = Vec::with_capacity(queued.len());
+        for entry in queued {
+            results.push(match entry {
+                Ok((lane, answer)) => self.take_turn(lane, answer).await,
+                Err(e) => Err(e),
+            });
+        }
+        results
+    }
+
+    async fn conversation_of(
+        &self,
+        caller: &Caller,
+        to: &Recipient,
+    ) -> Result<ConversationId, ChatError> {
+        let to = match to {
+            Recipient::Conversation(id) => return Ok(id.clone()),
+            Recipient::User(to) => to,
+        };
+        let recipient = self
+            .ports
+            .users
+            .user(to)
+            .await?
+            .ok_or(ChatError::NotFound("user not found"))?;
+        Ok(self
+            .ports
+            .messages
+            .direct_conversation(&caller.user.id, &recipient.id, self.now())
+            .await?)
+    }
+
+    /// Puts a message in its conversation's lane.
+    fn queue(
+        &self,
+        caller: &Caller,
+        conversation: ConversationId,
+        send: Draft,
+    ) -> (&Lane, Outcome) {
+        let lane = self.lane(&conversation);
+        let (reply, answer) = oneshot::channel();
         lane.waiting().push(Waiting {
-            message: new,
+            message: NewMessage {
+                conversation_id: conversation,
+                sender: caller.user.clone(),
+                body: send.body,
+                client_msg_id: send.client_msg_id,
+                created_at: self.now(),
+            },
             session: caller.session.clone(),
             reply,
         });
+        (lane, answer)
+    }
+
+    /// Waits for the lane's turn and the answer of one queued message.
+    ///
+    /// Commit and hand-off happen in the conversation's turn, so that events
+    /// leave in seq order even when many senders race. Whoever gets the turn
+    /// appends everything waiting in the lane, so senders to a busy
+    /// conversation share one commit instead of queueing for one each (by
+    /// the time a sender's turn comes, its message may already be done).
+    async fn take_turn(&self, lane: &Lane, mut answer: Outcome) -> Result<Message, ChatError> {
         let _turn = lane.turn.lock().await;
         if let Ok(Some(done)) = answer.try_recv() {
             return done;

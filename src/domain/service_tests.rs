@@ -2391,5 +2391,99 @@ async fn one_failing_message_of_a_shared_store_call_fails_alone() {
     assert_eq!(*transport.seqs.lock().unwrap(), vec![1, 2]);
 }
 
+fn draft(to: Recipient, text: &str) -> Draft {
+    Draft {
+        to,
+        body: body(text),
+        client_msg_id: None,
+    }
+}
+
+#[tokio::test]
+async fn sends_given_together_keep_their_order_and_share_one_store_call() {
+    let mut h = Harness::new();
+    let texts = ["m1", "m2", "m3", "m4", "m5"];
+    h.messages.expect_append().never();
+    h.messages
+        .expect_append_all()
+        .times(1)
+        .returning(move |batch| {
+            let bodies: Vec<&str> = batch.iter().map(|m| m.body.as_str()).collect();
+            assert_eq!(bodies, texts, "the store gets them in the order given");
+            let stored = |(i, new)| {
+                Ok(AppendOutcome::Stored {
+                    message: stored_from(new, i as u64 + 1),
+                    members: uids(&["ann", "bob"]),
+                })
+            };
+            batch.iter().enumerate().map(stored).collect()
+        });
+    let transport = Arc::new(RecordingTransport::default());
+    let service = h.build_with_transport(transport.clone());
+    let drafts = texts
+        .iter()
+        .map(|t| draft(Recipient::Conversation(conv_id("c1")), t))
+        .collect();
+    let results = service.send_all(&caller("ann", "ann-1"), drafts).await;
+    let seqs: Vec<u64> = results.into_iter().map(|r| r.unwrap().seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert_eq!(*transport.seqs.lock().unwrap(), [1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn each_send_given_together_gets_its_own_answer() {
+    let mut h = Harness::new();
+    h.users
+        .expect_user()
+        .withf(|id| *id == uid("ghost"))
+        .times(1)
+        .returning(|_| Ok(None));
+    h.users
+        .expect_user()
+        .withf(|id| *id == uid("bob"))
+        .times(1)
+        .returning(|_| Ok(Some(user("bob"))));
+    h.messages
+        .expect_direct_conversation()
+        .withf(|a, b, _| *a == uid("ann") && *b == uid("bob"))
+        .times(1)
+        .returning(|_, _, _| Ok(conv_id("d1")));
+    // Two conversations: one store call each, in the order given.
+    let mut order = Sequence::new();
+    h.messages
+        .expect_append()
+        .withf(|new| new.conversation_id == conv_id("c1"))
+        .times(1)
+        .in_sequence(&mut order)
+        .returning(|_| Err(AppendError::NotMember));
+    h.messages
+        .expect_append()
+        .withf(|new| new.conversation_id == conv_id("d1"))
+        .times(1)
+        .in_sequence(&mut order)
+        .returning(|new| {
+            Ok(AppendOutcome::Stored {
+                message: stored_from(&new, 4),
+                members: uids(&["ann", "bob"]),
+            })
+        });
+    h.transport.expect_deliver().times(1).return_const(());
+    let drafts = vec![
+        draft(Recipient::User(uid("ghost")), "a"),
+        draft(Recipient::Conversation(conv_id("c1")), "b"),
+        draft(Recipient::User(uid("bob")), "c"),
+    ];
+    let results = h.build().send_all(&caller("ann", "ann-1"), drafts).await;
+    let [ghost, stranger, bob] = &results[..] else {
+        panic!("three answers expected, got {results:?}");
+    };
+    assert!(matches!(ghost, Err(ChatError::NotFound(_))), "{ghost:?}");
+    assert!(
+        matches!(stranger, Err(ChatError::Forbidden(_))),
+        "{stranger:?}"
+    );
+    assert_eq!(bob.as_ref().unwrap().seq, 4);
+}
+
 #[path = "service_room_tests.rs"]
 mod rooms;

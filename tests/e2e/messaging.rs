@@ -497,3 +497,79 @@ on_each_backend!(
     conversations_are_listed_most_recently_active_first,
     mark_read_moves_forward_only_clamps_and_sends_receipts_to_other_sessions,
 );
+
+/// A client may keep many requests in flight: replies keep request order,
+/// its messages keep their order, and a request behind sends sees them.
+#[tokio::test]
+async fn requests_in_flight_together_are_answered_in_order_and_see_the_sends_before_them() {
+    let s = TestServer::start_with(&[
+        ("CONFAB_RATE_PER_SEC", "10000"),
+        ("CONFAB_RATE_BURST", "10000"),
+    ])
+    .await;
+    let (a, b) = (s.register("ann").await, s.register("bob").await);
+    let mut ca = s.connect(&a).await;
+    let mut cb = s.connect(&b).await;
+    let first = ca
+        .ack("sendPrivateMessage", json!({"to": b.id, "body": "m0"}))
+        .await;
+    let conv = first["message"]["conversationId"].clone();
+    // Sends by user and by conversation, a bad one, a refused one, and a
+    // history request in the middle, all written before any reply is read.
+    let mut asked = Vec::new();
+    for i in 1..=40 {
+        let (kind, content) = match i % 10 {
+            3 => ("sendPrivateMessage", json!({"to": b.id, "body": "  "})),
+            5 => (
+                "sendMessage",
+                json!({"conversationId": "nowhere", "body": "x"}),
+            ),
+            7 => ("getHistory", json!({"conversationId": conv, "afterSeq": 0})),
+            n if n % 2 == 0 => (
+                "sendMessage",
+                json!({"conversationId": conv, "body": format!("m{i}")}),
+            ),
+            _ => (
+                "sendPrivateMessage",
+                json!({"to": b.id, "body": format!("m{i}")}),
+            ),
+        };
+        asked.push((i, ca.send_request(kind, content).await));
+    }
+    let mut last_seq = 1;
+    for (i, id) in asked {
+        let reply = ca.next_frame().await;
+        assert_eq!(
+            reply["id"],
+            id.as_str(),
+            "replies in request order: {reply}"
+        );
+        match i % 10 {
+            3 => assert_eq!(reply["content"]["code"], "bad_request", "{reply}"),
+            5 => assert_eq!(reply["content"]["code"], "not_found", "{reply}"),
+            7 => {
+                let seqs: Vec<u64> = reply["content"]["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["seq"].as_u64().unwrap())
+                    .collect();
+                assert_eq!(
+                    seqs.last(),
+                    Some(&last_seq),
+                    "history sees every send before it"
+                );
+            }
+            _ => {
+                let message = &reply["content"]["message"];
+                assert_eq!(message["seq"], last_seq + 1, "{reply}");
+                assert_eq!(message["body"], format!("m{i}"));
+                last_seq += 1;
+            }
+        }
+    }
+    for want in 1..=last_seq {
+        let ev = cb.event("message").await;
+        assert_eq!(ev["message"]["seq"], want);
+    }
+}

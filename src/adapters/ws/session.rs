@@ -2,10 +2,11 @@
 //! queued frames (answers and events) to the socket.
 //!
 //! One task per connection drives the socket both ways: it drains the
-//! session's [`Mailbox`] into the socket, reads the next request once the
-//! previous one is answered (so replies keep request order), and keeps the
-//! heartbeat and the token expiry on one timer. Idle, a session costs that
-//! task, its mailbox and the socket's buffers, and most sessions are idle.
+//! session's [`Mailbox`] into the socket, reads the next requests once the
+//! previous ones are answered (so replies keep request order), and keeps
+//! the heartbeat and the token expiry on one timer, and paces its writes.
+//! Idle, a session costs that task, its mailbox and the socket's buffers,
+//! and most sessions are idle.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -22,7 +23,7 @@ use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::{Error as WsError, Message as Frame, Utf8Bytes};
 use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
 use serde_json::json;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
@@ -31,9 +32,9 @@ use super::registry::{
 };
 use crate::adapters::metrics::{CloseLabel, Metrics};
 use crate::adapters::wire::{
-    self, ConversationDto, MessageContent, MessageDto, PresenceDto, Request, UserDto,
+    self, ConversationDto, Inbound, MessageContent, MessageDto, PresenceDto, Request, UserDto,
 };
-use crate::domain::service::{Caller, ChatService};
+use crate::domain::service::{Caller, ChatService, Draft};
 use crate::domain::{ChatError, ConversationSummary, Event, Message, Timestamp};
 
 /// How sessions behave; one copy shared by all.
@@ -133,13 +134,21 @@ async fn connect(env: &SessionEnv, websocket: HyperWebsocket, pending: &PendingS
 /// A request's reply, and the event its own session gets right after it.
 type Answer = (Utf8Bytes, Option<Event>);
 
-/// A request being answered.
-type Answering<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
+/// Requests being answered, as one run.
+type Answering<'a> = Pin<Box<dyn Future<Output = Vec<Answer>> + Send + 'a>>;
+
+/// Most text frames already received that are read and answered as one
+/// run: a client with many requests in flight gets its sends committed
+/// together and its replies in one write.
+const MAX_RUN: usize = 32;
 
 /// What the session loop wakes up for.
 enum Wake {
+    /// Text frames that had arrived, in order.
+    Texts(Vec<Utf8Bytes>),
+    /// Any other frame, or the end of the stream.
     Frame(Option<Result<Frame, WsError>>),
-    Answered(Answer),
+    Answered(Vec<Answer>),
     Timer,
     /// A close was requested and no request is in flight.
     Close,
@@ -154,6 +163,8 @@ struct Outgoing {
     batch: VecDeque<Frame>,
     /// Handed to the socket since its last flush.
     unflushed: bool,
+    /// A flush completed since this was last cleared: a write went out.
+    flushed: bool,
 }
 
 impl Outgoing {
@@ -172,6 +183,7 @@ impl Outgoing {
             if self.unflushed {
                 ready!(ws.poll_flush_unpin(cx))?;
                 self.unflushed = false;
+                self.flushed = true;
             }
             if self.batch.is_empty() {
                 self.batch = mailbox.take();
@@ -187,6 +199,42 @@ impl Outgoing {
                 self.unflushed = true;
             }
         }
+    }
+}
+
+/// Writes a session may make in a burst before pacing starts.
+const PACE_BURST: u32 = 4;
+/// Time between writes once the burst is spent. A session receiving events
+/// faster than this gets them several to a write: each write to a socket
+/// costs the server far more than the bytes in it.
+const PACE_INTERVAL: Duration = Duration::from_millis(25);
+
+/// Paces a session's writes (a GCRA: the time at which the budget is
+/// whole again, moved forward by each write). Replies are never held back;
+/// only events, while a session receives them faster than one write per
+/// interval.
+struct Pace {
+    /// When the next write would be on time were the burst all spent.
+    due: Instant,
+}
+
+impl Pace {
+    fn new(now: Instant) -> Self {
+        Self { due: now }
+    }
+
+    /// The earliest moment the next write may go out.
+    fn next_write(&self) -> Instant {
+        self.due
+            .checked_sub(PACE_INTERVAL * (PACE_BURST - 1))
+            .unwrap_or(self.due)
+    }
+
+    /// Counts a write made at `now`. Replies write whatever the pace, so
+    /// the budget can run out but never into debt: events wait at most one
+    /// interval after the last write.
+    fn spend(&mut self, now: Instant) {
+        self.due = (self.due.max(now) + PACE_INTERVAL).min(now + PACE_INTERVAL * PACE_BURST);
     }
 }
 
@@ -215,17 +263,47 @@ impl Session<'_> {
         tokio::pin!(timer);
         let mut unanswered_pings = 0u32;
         let mut answering: Option<Answering<'_>> = None;
+        // A frame read behind a run of text frames, handled after that run.
+        let mut held: Option<Option<Result<Frame, WsError>>> = None;
         let mut broken = false;
+        let mut pace = Pace::new(Instant::now());
+        // Replies are queued: write now, whatever the pace.
+        let mut urgent = false;
+        // Wakes the session when events wait for the pace; allocated only
+        // then, as most sessions never wait.
+        let mut pace_timer: Option<Pin<Box<Sleep>>> = None;
         loop {
             let wake = poll_fn(|cx| {
                 handle.register(cx.waker());
                 let writing = !matches!(handle.reason(), Some((SLOW_CONSUMER | DROP, _)));
-                if writing
-                    && !broken
-                    && let Poll::Ready(Err(e)) = out.poll_send(ws, handle, cx)
-                {
-                    debug!(session = %self.caller.session, error = %e, "write failed");
-                    broken = true;
+                if writing && !broken {
+                    let now = Instant::now();
+                    let at = pace.next_write();
+                    if urgent || now >= at {
+                        if pace_timer.take().is_some() {
+                            handle.set_paced(false);
+                        }
+                        if let Poll::Ready(Err(e)) = out.poll_send(ws, handle, cx) {
+                            debug!(session = %self.caller.session, error = %e, "write failed");
+                            broken = true;
+                        }
+                        if std::mem::take(&mut out.flushed) {
+                            pace.spend(now);
+                            urgent = false;
+                        }
+                    } else {
+                        let wait = pace_timer.get_or_insert_with(|| {
+                            handle.set_paced(true);
+                            Box::pin(sleep_until(at))
+                        });
+                        if wait.deadline() != at {
+                            wait.as_mut().reset(at);
+                        }
+                        if wait.as_mut().poll(cx).is_ready() {
+                            // Due already: poll again, and write.
+                            cx.waker().wake_by_ref();
+                        }
+                    }
                 }
                 // The answer is awaited before anything else is read: replies
                 // keep request order, and the client waits for its answer.
@@ -238,19 +316,45 @@ impl Session<'_> {
                 if handle.reason().is_some() {
                     return Poll::Ready(Wake::Close);
                 }
+                if let Some(frame) = held.take() {
+                    return Poll::Ready(Wake::Frame(frame));
+                }
                 if timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Wake::Timer);
                 }
-                ws.poll_next_unpin(cx).map(Wake::Frame)
+                let mut texts = Vec::new();
+                while texts.len() < MAX_RUN {
+                    match ws.poll_next_unpin(cx) {
+                        Poll::Ready(Some(Ok(Frame::Text(text)))) => texts.push(text),
+                        Poll::Ready(other) if texts.is_empty() => {
+                            return Poll::Ready(Wake::Frame(other));
+                        }
+                        Poll::Ready(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Poll::Pending if texts.is_empty() => return Poll::Pending,
+                        Poll::Pending => break,
+                    }
+                }
+                Poll::Ready(Wake::Texts(texts))
             })
             .await;
             match wake {
-                Wake::Answered((reply, then)) => {
+                Wake::Answered(answers) => {
                     answering = None;
-                    handle.push(Frame::Text(reply));
-                    if let Some(event) = then {
-                        handle.push(Frame::Text(wire::encode_event(&event)));
+                    urgent = true;
+                    for (reply, then) in answers {
+                        handle.push(Frame::Text(reply));
+                        if let Some(event) = then {
+                            handle.push(Frame::Text(wire::encode_event(&event)));
+                        }
                     }
+                }
+                Wake::Texts(texts) => {
+                    unanswered_pings = 0;
+                    // Boxed: it is large, and in flight only now and then.
+                    answering = Some(Box::pin(self.answer_all(texts)));
                 }
                 Wake::Close | Wake::Broken => return,
                 Wake::Timer => {
@@ -271,8 +375,9 @@ impl Session<'_> {
                     let Some(frame) = frame else { return };
                     unanswered_pings = 0;
                     match frame {
-                        // Boxed: it is large, and in flight only now and then.
-                        Ok(Frame::Text(text)) => answering = Some(Box::pin(self.answer(text))),
+                        Ok(Frame::Text(text)) => {
+                            answering = Some(Box::pin(self.answer_all(vec![text])));
+                        }
                         Ok(Frame::Binary(_)) => {
                             let reply = self.refuse(None, "binary frames are not supported");
                             handle.push(Frame::Text(reply));
@@ -321,38 +426,99 @@ impl Session<'_> {
         wire::error(id, "bad_request", message)
     }
 
-    /// Answers one text frame: exactly one ack or error, and the event this
-    /// session gets right after the ack, if any.
-    async fn answer(&self, text: Utf8Bytes) -> Answer {
-        self.env.metrics.requests.inc();
-        let allowed = self.limiter.check().is_ok();
-        let (id, request) = match wire::parse_frame(&text) {
-            Ok(parsed) => parsed,
-            Err(bad) => return (self.refuse(bad.id.as_deref(), &bad.message), None),
-        };
-        let id = id.as_deref();
-        if !allowed {
-            self.env.metrics.error("rate_limited");
-            return (
-                wire::error(id, "rate_limited", "too many requests; slow down"),
-                None,
-            );
-        }
-        let service = &self.env.service;
-        if let Err(e) = service.touch(self.caller).await {
-            debug!(error = ?e, "presence not refreshed");
-        }
-        match self.dispatch(id, request).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                let (code, message) = wire::error_code(&e);
-                if let ChatError::Internal(cause) = &e {
-                    error!(session = %self.caller.session, error = ?cause, "request failed");
+    /// Answers a run of text frames: exactly one ack or error each, in
+    /// order, each with the event this session gets right after that ack,
+    /// if any. Consecutive sends go to the core together; any other request
+    /// waits for the sends before it, so it sees them done.
+    async fn answer_all(&self, texts: Vec<Utf8Bytes>) -> Vec<Answer> {
+        let mut answers: Vec<Option<Answer>> = Vec::with_capacity(texts.len());
+        let mut sends: Vec<(usize, Option<String>, Draft)> = Vec::new();
+        let mut touched = false;
+        for text in texts {
+            let at = answers.len();
+            answers.push(None);
+            let (id, inbound) = match self.admit(&text) {
+                Ok(admitted) => admitted,
+                Err(refusal) => {
+                    answers[at] = Some((refusal, None));
+                    continue;
                 }
-                self.env.metrics.error(code);
-                (wire::error(id, code, &message), None)
+            };
+            if !std::mem::replace(&mut touched, true)
+                && let Err(e) = self.env.service.touch(self.caller).await
+            {
+                debug!(error = ?e, "presence not refreshed");
+            }
+            match inbound {
+                Inbound::Send(draft) => sends.push((at, id, draft)),
+                Inbound::Other(request) => {
+                    self.send_all(&mut sends, &mut answers).await;
+                    let id = id.as_deref();
+                    answers[at] = Some(match self.dispatch(id, request).await {
+                        Ok(answer) => answer,
+                        Err(e) => (self.failed(id, &e), None),
+                    });
+                }
             }
         }
+        self.send_all(&mut sends, &mut answers).await;
+        answers
+            .into_iter()
+            .map(|answer| answer.expect("every request is answered"))
+            .collect()
+    }
+
+    /// Counts, rate-limits and parses one frame; the refusal to send back
+    /// when it cannot be served.
+    fn admit(&self, text: &str) -> Result<(Option<String>, Inbound), Utf8Bytes> {
+        self.env.metrics.requests.inc();
+        let allowed = self.limiter.check().is_ok();
+        let (id, inbound) =
+            wire::parse_frame(text).map_err(|bad| self.refuse(bad.id.as_deref(), &bad.message))?;
+        if !allowed {
+            self.env.metrics.error("rate_limited");
+            let id = id.as_deref();
+            return Err(wire::error(
+                id,
+                "rate_limited",
+                "too many requests; slow down",
+            ));
+        }
+        Ok((id, inbound))
+    }
+
+    /// Sends the queued messages in one call to the core and fills in
+    /// their answers.
+    async fn send_all(
+        &self,
+        sends: &mut Vec<(usize, Option<String>, Draft)>,
+        answers: &mut [Option<Answer>],
+    ) {
+        if sends.is_empty() {
+            return;
+        }
+        let (asked, drafts): (Vec<_>, Vec<_>) = sends
+            .drain(..)
+            .map(|(at, id, draft)| ((at, id), draft))
+            .unzip();
+        let results = self.env.service.send_all(self.caller, drafts).await;
+        for ((at, id), result) in asked.into_iter().zip(results) {
+            let id = id.as_deref();
+            answers[at] = Some(match result {
+                Ok(message) => (self.sent(id, &message), None),
+                Err(e) => (self.failed(id, &e), None),
+            });
+        }
+    }
+
+    /// The error reply for a request the core refused.
+    fn failed(&self, id: Option<&str>, e: &ChatError) -> Utf8Bytes {
+        let (code, message) = wire::error_code(e);
+        if let ChatError::Internal(cause) = e {
+            error!(session = %self.caller.session, error = ?cause, "request failed");
+        }
+        self.env.metrics.error(code);
+        wire::error(id, code, &message)
     }
 
     async fn dispatch(&self, id: Option<&str>, request: Request) -> Result<Answer, ChatError> {
@@ -367,26 +533,6 @@ impl Session<'_> {
             )
         };
         let ack = match request {
-            Request::SendPrivateMessage {
-                to,
-                body,
-                client_msg_id,
-            } => {
-                let m = service
-                    .send_private_message(caller, &to, body, client_msg_id)
-                    .await?;
-                self.sent(id, &m)
-            }
-            Request::SendMessage {
-                conversation_id,
-                body,
-                client_msg_id,
-            } => {
-                let m = service
-                    .send_message(caller, &conversation_id, body, client_msg_id)
-                    .await?;
-                self.sent(id, &m)
-            }
             Request::EditMessage {
                 conversation_id,
                 message_id,
@@ -502,4 +648,38 @@ fn message_ack(id: Option<&str>, message: &Message) -> Utf8Bytes {
             message: message.into(),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_writes_goes_at_once_then_one_per_interval() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(t0);
+        for _ in 0..PACE_BURST {
+            assert!(pace.next_write() <= t0);
+            pace.spend(t0);
+        }
+        assert_eq!(pace.next_write(), t0 + PACE_INTERVAL);
+        pace.spend(t0 + PACE_INTERVAL);
+        assert_eq!(pace.next_write(), t0 + PACE_INTERVAL * 2);
+        // Quiet for long enough, the whole burst is back.
+        let later = t0 + PACE_INTERVAL * (PACE_BURST + 2);
+        assert!(pace.next_write() <= later);
+        pace.spend(later);
+        assert!(pace.next_write() <= later);
+    }
+
+    #[test]
+    fn writes_beyond_the_budget_hold_events_back_one_interval_at_most() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(t0);
+        // Replies write whatever the pace: a hundred of them at once.
+        for _ in 0..100 {
+            pace.spend(t0);
+        }
+        assert_eq!(pace.next_write(), t0 + PACE_INTERVAL);
+    }
 }
