@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::http::{self, HttpState, MAX_BODY_BYTES};
+use super::memory;
 use super::metrics::Metrics;
 use super::ws::SessionRegistry;
 use super::ws::session::{SessionEnv, WsSettings};
@@ -79,6 +80,7 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
             }
         })
     };
+    let trimmer = memory::spawn_trimmer(state.sessions.metrics.clone(), memory::TRIM_EVERY);
     // HTTP connections (sessions are tracked in `state.tracker`).
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
@@ -120,6 +122,7 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
     }
     drop(listener);
     sweeper.abort();
+    trimmer.abort();
     info!("shutting down: closing sessions");
     stop.cancel();
     state.sessions.registry.shut_down();
