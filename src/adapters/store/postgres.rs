@@ -22,7 +22,7 @@ use diesel::result::Error as DieselError;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tokio::sync::Semaphore;
 
-use super::common::{cached, remember, seq, to_db_seq};
+use super::common::{all_failed, cached, remember, seq, to_db_seq};
 use super::schema::{conversations, members, messages};
 use crate::domain::conversation::{direct_key, name_key};
 use crate::domain::error::PortError;
@@ -226,7 +226,9 @@ fn migrate(conn: &mut PgConnection) -> anyhow::Result<()> {
 /// Locks a conversation's row for the rest of the transaction and returns
 /// its newest seq; `None` when it does not exist. Every write that touches
 /// a conversation takes this lock first (an append, by the update that
-/// takes its seq), so they queue in one order and cannot deadlock.
+/// takes its seq), so they queue in one order. A write holds one such lock,
+/// except a batch of appends, which takes its conversations' in order of
+/// id (`append_batch`): none can deadlock another.
 fn lock_conversation(conn: &mut PgConnection, conversation: &str) -> QueryResult<Option<i64>> {
     conversations::table
         .find(conversation)
@@ -266,8 +268,10 @@ fn add_member(
 /// Why an append's transaction was rolled back.
 enum Abort {
     Failed(AppendError),
-    /// The sender already stored this clientMsgId here.
-    Duplicate,
+    /// The sender already stored this clientMsgId here: the original, if
+    /// found (boxed: every `?` in the transaction builds this type, so it
+    /// stays small).
+    Duplicate(Option<Box<Message>>),
 }
 
 impl From<DieselError> for Abort {
@@ -278,6 +282,9 @@ impl From<DieselError> for Abort {
 
 /// Stores `new` with the conversation's next seq, in one transaction that
 /// holds the conversation's row lock from the seq's increment to the commit.
+/// Called inside a transaction (a batch), diesel makes this transaction a
+/// savepoint: a failure undoes this message alone, and every statement of
+/// the message, the duplicate's lookup included, runs inside it.
 fn append(conn: &mut PgConnection, new: NewMessage) -> Result<AppendOutcome, AppendError> {
     let conv = text(new.conversation_id.as_str());
     let sender = text(new.sender.id.as_str());
@@ -302,8 +309,8 @@ fn append(conn: &mut PgConnection, new: NewMessage) -> Result<AppendOutcome, App
             return Err(Abort::Failed(AppendError::NotMember));
         }
         // A retry of a stored send conflicts on the clientMsgId index; the
-        // lock guarantees the original is committed, so the conflict is
-        // seen here rather than as an error.
+        // lock guarantees the original is committed (or stored earlier in
+        // this batch), so the conflict is seen here rather than as an error.
         let inserted = diesel::insert_into(messages::table)
             .values((
                 messages::id.eq(&id),
@@ -317,8 +324,13 @@ fn append(conn: &mut PgConnection, new: NewMessage) -> Result<AppendOutcome, App
             .on_conflict_do_nothing()
             .execute(conn)?;
         if inserted == 0 {
+            let original = match &cmid {
+                Some(cmid) => queries::original(conn, &conv, &sender, cmid)
+                    .map_err(|e| Abort::Failed(AppendError::Unknown(PortError(e))))?,
+                None => None,
+            };
             // Rolling back gives the seq back.
-            return Err(Abort::Duplicate);
+            return Err(Abort::Duplicate(original.map(Box::new)));
         }
         Ok((seq, members))
     });
@@ -342,18 +354,45 @@ fn append(conn: &mut PgConnection, new: NewMessage) -> Result<AppendOutcome, App
             Ok(AppendOutcome::Stored { message, members })
         }
         Err(Abort::Failed(e)) => Err(e),
-        Err(Abort::Duplicate) => {
-            let found = match &cmid {
-                Some(cmid) => queries::original(conn, &conv, &sender, cmid).map_err(PortError)?,
-                None => None,
-            };
-            found.map(AppendOutcome::Duplicate).ok_or_else(|| {
+        Err(Abort::Duplicate(original)) => original
+            .map(|m| AppendOutcome::Duplicate(*m))
+            .ok_or_else(|| {
                 AppendError::Unknown(PortError(anyhow!(
                     "a message conflicted with no original to return"
                 )))
-            })
-        }
+            }),
     }
+}
+
+/// Appends a batch in one transaction, so that it costs one commit: the
+/// rows of all its conversations are locked first, then each message is
+/// appended, in order, in a savepoint of its own.
+fn append_batch(
+    conn: &mut PgConnection,
+    batch: Vec<NewMessage>,
+) -> Result<Vec<Result<AppendOutcome, AppendError>>, AppendError> {
+    conn.transaction(|conn| {
+        // The batch holds every lock it takes until it commits, and may
+        // span conversations: two batches taking the same two locks in
+        // opposite orders would deadlock, and PostgreSQL would abort one of
+        // them after a second. Taken in one order, sorted by id, before any
+        // message is written, a batch only ever waits for a lock above all
+        // those it holds; every other write holds one conversation lock,
+        // so none can close a cycle. Locked here, at the top of the
+        // transaction, a lock also outlives a message's rolled-back
+        // savepoint, so the batch never lets go of a conversation half-way.
+        let mut conversations: Vec<String> = batch
+            .iter()
+            .map(|new| text(new.conversation_id.as_str()))
+            .collect();
+        conversations.sort_unstable();
+        conversations.dedup();
+        for conversation in &conversations {
+            // An unknown one locks nothing; its messages fail on their own.
+            lock_conversation(conn, conversation)?;
+        }
+        Ok(batch.into_iter().map(|new| append(conn, new)).collect())
+    })
 }
 
 // ---------------------------------------------------------------- users
@@ -505,6 +544,19 @@ impl MessageStore for PgStore {
 
     async fn append(&self, new: NewMessage) -> Result<AppendOutcome, AppendError> {
         self.run(move |conn| append(conn, new)).await
+    }
+
+    async fn append_all(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Vec<Result<AppendOutcome, AppendError>> {
+        let n = messages.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        self.run(move |conn| append_batch(conn, messages))
+            .await
+            .unwrap_or_else(|e| all_failed(n, &e))
     }
 
     async fn history(
