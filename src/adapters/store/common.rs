@@ -1,6 +1,6 @@
-//! What the diesel adapters share: error translation, the caches of
-//! immutable rows, and the row shapes with their mapping into domain types.
-//! Nothing here depends on the backend.
+//! What the diesel adapters share besides their queries (`queries.rs`):
+//! error translation, the caches of immutable rows, and the row shapes with
+//! their mapping into domain types. Nothing here depends on the backend.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -9,6 +9,7 @@ use anyhow::anyhow;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use crate::domain::error::PortError;
+use crate::domain::message::AppendOutcome;
 use crate::domain::ports::{AppendError, CreateUserError};
 use crate::domain::{
     ClientMsgId, Conversation, ConversationId, ConversationKind, Message, MessageId, Timestamp,
@@ -188,3 +189,14 @@ macro_rules! summary_columns {
     };
 }
 pub(super) use summary_columns;
+
+// ---------------------------------------------------------------- batches
+
+/// The results of a batch of `n` appends of which none was committed:
+/// each fails alike, with the reason the batch failed.
+pub(super) fn all_failed(n: usize, why: &AppendError) -> Vec<Result<AppendOutcome, AppendError>> {
+    let why = why.to_string();
+    (0..n)
+        .map(|_| Err(AppendError::Unknown(PortError(anyhow!("{why}")))))
+        .collect()
+}

@@ -159,6 +159,7 @@ macro_rules! store_contract_tests {
             two_stores_on_one_database_append_dense_seqs,
             stores_taking_turns_on_one_database_see_each_others_appends,
             append_all_stores_in_order_and_each_message_fails_on_its_own,
+            batches_spanning_conversations_in_opposite_orders_from_two_stores_all_commit,
             text_with_nul_characters_is_stored_and_read_back_as_returned,
             editing_a_deleted_message_leaves_it_deleted_and_blank,
         );
@@ -2819,6 +2820,89 @@ pub(crate) async fn append_all_stores_in_order_and_each_message_fails_on_its_own
     );
     let (seqs, _) = page(&store, &ab, None, Some(0), 10).await;
     assert_eq!(seqs, vec![1, 2]);
+}
+
+pub(crate) async fn batches_spanning_conversations_in_opposite_orders_from_two_stores_all_commit<
+    F: Fixture,
+>(
+    f: F,
+) {
+    // Two stores (two server processes) send batches that span the same
+    // two conversations in opposite orders, at the same moments, while
+    // single appends go to both: a store that locked the conversations in
+    // the order of the batch would deadlock here.
+    const ROUNDS: usize = 15;
+    let first = f.store().clone();
+    let second = f.another().await;
+    let alice = register(&first, "alice").await;
+    let bob = register(&first, "bob").await;
+    let carol = register(&first, "carol").await;
+    let ab = direct(&first, &alice, &bob).await;
+    let ac = direct(&first, &alice, &carol).await;
+    assert!(first.append_all(Vec::new()).await.is_empty());
+
+    // One start for all: a task that fails later must not leave the others
+    // waiting for it.
+    let barrier = Arc::new(Barrier::new(3));
+    let batches: Vec<_> = [
+        (first.clone(), [ab.clone(), ac.clone()]),
+        (second.clone(), [ac.clone(), ab.clone()]),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(t, (store, [x, y]))| {
+        let (barrier, alice) = (barrier.clone(), alice.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            for round in 0..ROUNDS {
+                let batch: Vec<_> = [&x, &y, &x]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, c)| new_message(c, &alice, &format!("{t}.{round}.{i}"), None, ts(1)))
+                    .collect();
+                let results = store.append_all(batch.clone()).await;
+                assert_eq!(results.len(), batch.len());
+                let seqs: Vec<u64> = batch
+                    .iter()
+                    .zip(results)
+                    .map(|(sent, result)| {
+                        let (message, _) = stored(result.expect("every message is stored"));
+                        assert_eq!(message.conversation_id, sent.conversation_id);
+                        assert_eq!(message.body, sent.body.as_str());
+                        message.seq
+                    })
+                    .collect();
+                assert!(
+                    seqs[0] < seqs[2],
+                    "in order within a conversation: {seqs:?}"
+                );
+            }
+        })
+    })
+    .collect();
+    let singles = {
+        let (ab, ac, alice) = (ab.clone(), ac.clone(), alice.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            for round in 0..ROUNDS {
+                for c in [&ab, &ac] {
+                    send(&first, c, &alice, &format!("single {round}")).await;
+                }
+            }
+        })
+    };
+    for task in batches.into_iter().chain([singles]) {
+        task.await.unwrap();
+    }
+    // Per round, each conversation took two messages from one batch, one
+    // from the other, and one single append.
+    let total = 4 * ROUNDS as u64;
+    for c in [&ab, &ac] {
+        let (seqs, has_more) = page(&second, c, None, Some(0), 500).await;
+        assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+        assert!(!has_more);
+        assert_eq!(last_seq(&second, c, &alice).await, total);
+    }
 }
 
 pub(crate) async fn text_with_nul_characters_is_stored_and_read_back_as_returned<F: Fixture>(f: F) {

@@ -22,20 +22,16 @@ use diesel::result::Error as DieselError;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tokio::sync::Semaphore;
 
-use super::common::{
-    ConversationRow, MessageRow, SummaryRow, cached, conversation_columns, conversation_from_row,
-    message_columns, message_from_row, remember, seq, summary_columns, to_db_seq, user_from_row,
-    visibility_column,
-};
-use super::schema::{conversations, members, messages, users};
-use crate::domain::conversation::{MEMBERS_LISTED, direct_key, name_key};
+use super::common::{all_failed, cached, remember, seq, to_db_seq};
+use super::schema::{conversations, members, messages};
+use crate::domain::conversation::{direct_key, name_key};
 use crate::domain::error::PortError;
 use crate::domain::message::{AppendOutcome, MessageChange, NewMessage};
 use crate::domain::ports::{Access, AppendError, CreateUserError, MessageStore, UserStore};
 use crate::domain::user::PasswordHash;
 use crate::domain::{
-    ClientMsgId, ConversationId, ConversationSummary, HistoryPage, HistoryQuery, Membership,
-    Message, MessageId, RoomName, Timestamp, User, UserId, Username, Visibility,
+    ClientMsgId, ConversationId, ConversationSummary, HistoryPage, HistoryQuery, Message,
+    MessageId, RoomName, Timestamp, User, UserId, Username, Visibility,
 };
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -46,6 +42,21 @@ const POOL_SIZE: u32 = 16;
 
 /// How long opening the store, or a call, waits for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+// What the shared queries (`queries.rs`) need to know of this backend.
+type Db = PgConnection;
+/// An identity column numbers every insert: join order, even within one
+/// millisecond, and a member who rejoins goes to the back.
+const JOIN_ORDER: &str = "members.join_order";
+/// One array parameter however many ids: no limit to stay under.
+const IDS_PER_QUERY: usize = usize::MAX;
+
+#[path = "queries.rs"]
+#[allow(
+    clippy::duplicate_mod,
+    reason = "compiled once per backend, against its connection type"
+)]
+mod queries;
 
 /// Both storage ports on one PostgreSQL database.
 #[derive(Clone)]
@@ -210,87 +221,14 @@ fn migrate(conn: &mut PgConnection) -> anyhow::Result<()> {
     Ok(unlocked?)
 }
 
-// ---------------------------------------------------------------- queries
-
-fn message_by_seq(
-    conn: &mut PgConnection,
-    conversation: &str,
-    at: i64,
-) -> anyhow::Result<Option<Message>> {
-    messages::table
-        .inner_join(users::table)
-        .filter(messages::conversation_id.eq(conversation))
-        .filter(messages::seq.eq(at))
-        .select(message_columns!())
-        .first::<MessageRow>(conn)
-        .optional()?
-        .map(message_from_row)
-        .transpose()
-}
-
-fn message_by_id(
-    conn: &mut PgConnection,
-    conversation: &str,
-    id: &str,
-) -> anyhow::Result<Option<Message>> {
-    messages::table
-        .inner_join(users::table)
-        .filter(messages::conversation_id.eq(conversation))
-        .filter(messages::id.eq(id))
-        .select(message_columns!())
-        .first::<MessageRow>(conn)
-        .optional()?
-        .map(message_from_row)
-        .transpose()
-}
-
-fn member_ids(conn: &mut PgConnection, conversation: &str) -> QueryResult<Vec<UserId>> {
-    Ok(members::table
-        .filter(members::conversation_id.eq(conversation))
-        .select(members::user_id)
-        .load::<String>(conn)?
-        .into_iter()
-        .map(UserId::new)
-        .collect())
-}
-
-/// Completes a [`SummaryRow`] with the listed members and, for members, the
-/// newest message.
-fn summarize(conn: &mut PgConnection, row: SummaryRow) -> anyhow::Result<ConversationSummary> {
-    let (row, member_count, last_read) = row;
-    let conversation = conversation_from_row(row)?;
-    let id = conversation.id.as_str();
-    let listed = members::table
-        .inner_join(users::table)
-        .filter(members::conversation_id.eq(id))
-        // A sequence numbers every insert: join order, even within one
-        // millisecond, and a member who rejoins goes to the back.
-        .order(diesel::dsl::sql::<diesel::sql_types::BigInt>(
-            "members.join_order",
-        ))
-        .limit(MEMBERS_LISTED as i64)
-        .select((users::id, users::username))
-        .load::<(String, String)>(conn)?
-        .into_iter()
-        .map(user_from_row)
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let last_message = match (last_read, conversation.last_seq) {
-        (None, _) | (_, 0) => None,
-        (Some(_), last) => message_by_seq(conn, id, to_db_seq(last))?,
-    };
-    Ok(ConversationSummary {
-        conversation,
-        members: listed,
-        member_count: seq(member_count),
-        last_read_seq: last_read.map_or(0, seq),
-        last_message,
-    })
-}
+// ---------------------------------------------------------------- writes
 
 /// Locks a conversation's row for the rest of the transaction and returns
 /// its newest seq; `None` when it does not exist. Every write that touches
-/// a conversation takes this lock first, so they queue in one order and
-/// cannot deadlock.
+/// a conversation takes this lock first (an append, by the update that
+/// takes its seq), so they queue in one order. A write holds one such lock,
+/// except a batch of appends, which takes its conversations' in order of
+/// id (`append_batch`): none can deadlock another.
 fn lock_conversation(conn: &mut PgConnection, conversation: &str) -> QueryResult<Option<i64>> {
     conversations::table
         .find(conversation)
@@ -330,8 +268,10 @@ fn add_member(
 /// Why an append's transaction was rolled back.
 enum Abort {
     Failed(AppendError),
-    /// The sender already stored this clientMsgId here.
-    Duplicate,
+    /// The sender already stored this clientMsgId here: the original, if
+    /// found (boxed: every `?` in the transaction builds this type, so it
+    /// stays small).
+    Duplicate(Option<Box<Message>>),
 }
 
 impl From<DieselError> for Abort {
@@ -340,27 +280,11 @@ impl From<DieselError> for Abort {
     }
 }
 
-/// The message `sender` stored under `client_msg_id` in `conversation`.
-fn original(
-    conn: &mut PgConnection,
-    conversation: &str,
-    sender: &str,
-    client_msg_id: &str,
-) -> anyhow::Result<Option<Message>> {
-    messages::table
-        .inner_join(users::table)
-        .filter(messages::conversation_id.eq(conversation))
-        .filter(messages::sender_id.eq(sender))
-        .filter(messages::client_msg_id.eq(client_msg_id))
-        .select(message_columns!())
-        .first::<MessageRow>(conn)
-        .optional()?
-        .map(message_from_row)
-        .transpose()
-}
-
 /// Stores `new` with the conversation's next seq, in one transaction that
 /// holds the conversation's row lock from the seq's increment to the commit.
+/// Called inside a transaction (a batch), diesel makes this transaction a
+/// savepoint: a failure undoes this message alone, and every statement of
+/// the message, the duplicate's lookup included, runs inside it.
 fn append(conn: &mut PgConnection, new: NewMessage) -> Result<AppendOutcome, AppendError> {
     let conv = text(new.conversation_id.as_str());
     let sender = text(new.sender.id.as_str());
@@ -380,13 +304,13 @@ fn append(conn: &mut PgConnection, new: NewMessage) -> Result<AppendOutcome, App
             .get_result::<i64>(conn)
             .optional()?
             .ok_or(Abort::Failed(AppendError::NoSuchConversation))?;
-        let members = member_ids(conn, &conv)?;
+        let members = queries::member_ids(conn, &conv)?;
         if !members.iter().any(|m| m.as_str() == sender) {
             return Err(Abort::Failed(AppendError::NotMember));
         }
         // A retry of a stored send conflicts on the clientMsgId index; the
-        // lock guarantees the original is committed, so the conflict is
-        // seen here rather than as an error.
+        // lock guarantees the original is committed (or stored earlier in
+        // this batch), so the conflict is seen here rather than as an error.
         let inserted = diesel::insert_into(messages::table)
             .values((
                 messages::id.eq(&id),
@@ -400,8 +324,13 @@ fn append(conn: &mut PgConnection, new: NewMessage) -> Result<AppendOutcome, App
             .on_conflict_do_nothing()
             .execute(conn)?;
         if inserted == 0 {
+            let original = match &cmid {
+                Some(cmid) => queries::original(conn, &conv, &sender, cmid)
+                    .map_err(|e| Abort::Failed(AppendError::Unknown(PortError(e))))?,
+                None => None,
+            };
             // Rolling back gives the seq back.
-            return Err(Abort::Duplicate);
+            return Err(Abort::Duplicate(original.map(Box::new)));
         }
         Ok((seq, members))
     });
@@ -425,18 +354,45 @@ fn append(conn: &mut PgConnection, new: NewMessage) -> Result<AppendOutcome, App
             Ok(AppendOutcome::Stored { message, members })
         }
         Err(Abort::Failed(e)) => Err(e),
-        Err(Abort::Duplicate) => {
-            let found = match &cmid {
-                Some(cmid) => original(conn, &conv, &sender, cmid).map_err(PortError)?,
-                None => None,
-            };
-            found.map(AppendOutcome::Duplicate).ok_or_else(|| {
+        Err(Abort::Duplicate(original)) => original
+            .map(|m| AppendOutcome::Duplicate(*m))
+            .ok_or_else(|| {
                 AppendError::Unknown(PortError(anyhow!(
                     "a message conflicted with no original to return"
                 )))
-            })
-        }
+            }),
     }
+}
+
+/// Appends a batch in one transaction, so that it costs one commit: the
+/// rows of all its conversations are locked first, then each message is
+/// appended, in order, in a savepoint of its own.
+fn append_batch(
+    conn: &mut PgConnection,
+    batch: Vec<NewMessage>,
+) -> Result<Vec<Result<AppendOutcome, AppendError>>, AppendError> {
+    conn.transaction(|conn| {
+        // The batch holds every lock it takes until it commits, and may
+        // span conversations: two batches taking the same two locks in
+        // opposite orders would deadlock, and PostgreSQL would abort one of
+        // them after a second. Taken in one order, sorted by id, before any
+        // message is written, a batch only ever waits for a lock above all
+        // those it holds; every other write holds one conversation lock,
+        // so none can close a cycle. Locked here, at the top of the
+        // transaction, a lock also outlives a message's rolled-back
+        // savepoint, so the batch never lets go of a conversation half-way.
+        let mut conversations: Vec<String> = batch
+            .iter()
+            .map(|new| text(new.conversation_id.as_str()))
+            .collect();
+        conversations.sort_unstable();
+        conversations.dedup();
+        for conversation in &conversations {
+            // An unknown one locks nothing; its messages fail on their own.
+            lock_conversation(conn, conversation)?;
+        }
+        Ok(batch.into_iter().map(|new| append(conn, new)).collect())
+    })
 }
 
 // ---------------------------------------------------------------- users
@@ -453,20 +409,11 @@ impl UserStore for PgStore {
             id: UserId::new(uuid::Uuid::now_v7().to_string()),
             username: username.clone(),
         };
-        let row = (
-            users::id.eq(user.id.as_str().to_owned()),
-            users::username.eq(username.as_str().to_owned()),
-            users::username_key.eq(username.key()),
-            users::password_hash.eq(hash.0.clone()),
-            users::created_at.eq(now.millis()),
-        );
+        let (row, hash) = (user.clone(), hash.clone());
         // One statement: atomic without a transaction, and the unique key
         // turns a concurrent registration of the name into `Duplicate`.
         self.run(move |conn| {
-            diesel::insert_into(users::table)
-                .values(row)
-                .execute(conn)?;
-            Ok::<_, CreateUserError>(())
+            Ok::<_, CreateUserError>(queries::insert_user(conn, &row, &hash, now)?)
         })
         .await?;
         Ok(user)
@@ -477,16 +424,8 @@ impl UserStore for PgStore {
         username: &Username,
     ) -> Result<Option<(User, PasswordHash)>, PortError> {
         let key = username.key();
-        self.read(move |conn| {
-            let row = users::table
-                .filter(users::username_key.eq(key))
-                .select((users::id, users::username, users::password_hash))
-                .first::<(String, String, String)>(conn)
-                .optional()?;
-            row.map(|(id, name, hash)| Ok((user_from_row((id, name))?, PasswordHash(hash))))
-                .transpose()
-        })
-        .await
+        self.read(move |conn| queries::credentials(conn, &key))
+            .await
     }
 
     async fn user(&self, id: &UserId) -> Result<Option<User>, PortError> {
@@ -495,17 +434,7 @@ impl UserStore for PgStore {
         }
         let id = text(id.as_str());
         let key = id.clone();
-        let found = self
-            .read(move |conn| {
-                users::table
-                    .find(id)
-                    .select((users::id, users::username))
-                    .first::<(String, String)>(conn)
-                    .optional()?
-                    .map(user_from_row)
-                    .transpose()
-            })
-            .await?;
+        let found = self.read(move |conn| queries::user(conn, &id)).await?;
         if let Some(user) = &found {
             remember(&self.inner.users, key, user.clone());
         }
@@ -517,50 +446,20 @@ impl UserStore for PgStore {
         ids: &[UserId],
     ) -> Result<Vec<(User, Option<Timestamp>)>, PortError> {
         let ids: Vec<String> = ids.iter().map(|i| text(i.as_str())).collect();
-        self.read(move |conn| {
-            // One array parameter however many ids: no limit to stay under.
-            users::table
-                .filter(users::id.eq_any(ids))
-                .select((users::id, users::username, users::last_seen))
-                .load::<(String, String, Option<i64>)>(conn)?
-                .into_iter()
-                .map(|(id, name, seen)| {
-                    Ok((user_from_row((id, name))?, seen.map(Timestamp::from_millis)))
-                })
-                .collect()
-        })
-        .await
+        self.read(move |conn| queries::users_last_seen(conn, &ids))
+            .await
     }
 
     async fn users_by_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<User>, PortError> {
-        let lo = text(&prefix.to_ascii_lowercase());
-        // Keys sort bytewise (COLLATE "C"); every key starting with `lo`
-        // sorts below this.
-        let hi = format!("{lo}\u{10FFFF}");
-        self.read(move |conn| {
-            users::table
-                .filter(users::username_key.ge(lo))
-                .filter(users::username_key.lt(hi))
-                .order(users::username_key)
-                .limit(i64::from(limit))
-                .select((users::id, users::username))
-                .load::<(String, String)>(conn)?
-                .into_iter()
-                .map(user_from_row)
-                .collect()
-        })
-        .await
+        let key = text(&prefix.to_ascii_lowercase());
+        self.read(move |conn| queries::users_by_prefix(conn, &key, limit))
+            .await
     }
 
     async fn set_last_seen(&self, id: &UserId, at: Timestamp) -> Result<(), PortError> {
         let id = text(id.as_str());
-        self.run(move |conn| {
-            diesel::update(users::table.find(id))
-                .set(users::last_seen.eq(at.millis()))
-                .execute(conn)?;
-            Ok::<_, PortError>(())
-        })
-        .await
+        self.run(move |conn| Ok::<_, PortError>(queries::set_last_seen(conn, &id, at)?))
+            .await
     }
 }
 
@@ -582,16 +481,12 @@ impl MessageStore for PgStore {
         if let Some(id) = cached(&self.inner.directs, &key) {
             return Ok(id);
         }
-        let find = |conn: &mut PgConnection, key: &str| {
-            conversations::table
-                .filter(conversations::direct_key.eq(key))
-                .select(conversations::id)
-                .first::<String>(conn)
-                .optional()
-        };
         // Almost always it exists already: look before writing anything.
         let k = key.clone();
-        if let Some(id) = self.read(move |conn| Ok(find(conn, &k)?)).await? {
+        if let Some(id) = self
+            .read(move |conn| Ok(queries::direct_by_key(conn, &k)?))
+            .await?
+        {
             let id = ConversationId::new(id);
             remember(&self.inner.directs, key, id.clone());
             return Ok(id);
@@ -618,7 +513,7 @@ impl MessageStore for PgStore {
                     .do_nothing()
                     .execute(conn)?;
                 if created == 0 {
-                    let id = find(conn, &key)?
+                    let id = queries::direct_by_key(conn, &key)?
                         .ok_or_else(|| PortError(anyhow!("a direct conversation vanished")))?;
                     return Ok(ConversationId::new(id));
                 }
@@ -637,41 +532,31 @@ impl MessageStore for PgStore {
         user: &UserId,
     ) -> Result<Access, PortError> {
         let (conv, user) = (text(conversation.as_str()), text(user.as_str()));
-        self.read(move |conn| {
-            let Some(row) = conversations::table
-                .find(&conv)
-                .select(conversation_columns!())
-                .first::<ConversationRow>(conn)
-                .optional()?
-            else {
-                return Ok(Access::NoSuchConversation);
-            };
-            let conversation = conversation_from_row(row)?;
-            let read = members::table
-                .find((&conv, &user))
-                .select(members::last_read_seq)
-                .first::<i64>(conn)
-                .optional()?;
-            Ok(match read {
-                Some(r) => Access::Member(
-                    conversation,
-                    Membership {
-                        last_read_seq: seq(r),
-                    },
-                ),
-                None => Access::NotMember(conversation),
-            })
-        })
-        .await
+        self.read(move |conn| queries::access(conn, &conv, &user))
+            .await
     }
 
     async fn member_ids(&self, conversation: &ConversationId) -> Result<Vec<UserId>, PortError> {
         let conv = text(conversation.as_str());
-        self.read(move |conn| Ok(member_ids(conn, &conv)?)).await
+        self.read(move |conn| Ok(queries::member_ids(conn, &conv)?))
+            .await
     }
 
     async fn append(&self, new: NewMessage) -> Result<AppendOutcome, AppendError> {
         self.run(move |conn| append(conn, new)).await
+    }
+
+    async fn append_all(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Vec<Result<AppendOutcome, AppendError>> {
+        let n = messages.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        self.run(move |conn| append_batch(conn, messages))
+            .await
+            .unwrap_or_else(|e| all_failed(n, &e))
     }
 
     async fn history(
@@ -680,48 +565,14 @@ impl MessageStore for PgStore {
         query: HistoryQuery,
     ) -> Result<HistoryPage, PortError> {
         let conv = text(conversation.as_str());
-        self.read(move |conn| {
-            let upper = query.before_seq.map_or(i64::MAX, to_db_seq);
-            let want = i64::from(query.limit) + 1;
-            let base = messages::table
-                .inner_join(users::table)
-                .filter(messages::conversation_id.eq(&conv))
-                .filter(messages::seq.lt(upper))
-                .select(message_columns!());
-            let mut rows: Vec<MessageRow> = match query.after_seq {
-                Some(after) => base
-                    .filter(messages::seq.gt(to_db_seq(after)))
-                    .order(messages::seq.asc())
-                    .limit(want)
-                    .load(conn)?,
-                None => base.order(messages::seq.desc()).limit(want).load(conn)?,
-            };
-            let has_more = rows.len() > query.limit as usize;
-            rows.truncate(query.limit as usize);
-            if query.after_seq.is_none() {
-                rows.reverse();
-            }
-            let messages = rows
-                .into_iter()
-                .map(message_from_row)
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Ok(HistoryPage { messages, has_more })
-        })
-        .await
+        self.read(move |conn| queries::history(conn, &conv, query))
+            .await
     }
 
     async fn conversations_of(&self, user: &UserId) -> Result<Vec<ConversationSummary>, PortError> {
         let user = text(user.as_str());
-        self.read(move |conn| {
-            let rows = members::table
-                .inner_join(conversations::table)
-                .filter(members::user_id.eq(&user))
-                .order((conversations::last_activity.desc(), conversations::id))
-                .select(summary_columns!())
-                .load::<SummaryRow>(conn)?;
-            rows.into_iter().map(|row| summarize(conn, row)).collect()
-        })
-        .await
+        self.read(move |conn| queries::conversations_of(conn, &user))
+            .await
     }
 
     async fn advance_read_marker(
@@ -732,38 +583,16 @@ impl MessageStore for PgStore {
     ) -> Result<bool, PortError> {
         let (conv, user) = (text(conversation.as_str()), text(user.as_str()));
         let to = to_db_seq(to);
-        // One statement: of concurrent moves to one seq, the later ones
-        // re-check the condition after the first commits, and move nothing.
         self.run(move |conn| {
-            let moved = diesel::update(members::table.find((&conv, &user)))
-                .filter(members::last_read_seq.lt(to))
-                .set(members::last_read_seq.eq(to))
-                .execute(conn)?;
-            Ok::<_, PortError>(moved > 0)
+            Ok::<_, PortError>(queries::advance_read_marker(conn, &conv, &user, to)?)
         })
         .await
     }
 
     async fn contacts(&self, user: &UserId) -> Result<Vec<UserId>, PortError> {
         let user = text(user.as_str());
-        self.read(move |conn| {
-            let theirs = diesel::alias!(members as theirs);
-            Ok(members::table
-                .inner_join(
-                    theirs.on(theirs
-                        .field(members::conversation_id)
-                        .eq(members::conversation_id)),
-                )
-                .filter(members::user_id.eq(&user))
-                .filter(theirs.field(members::user_id).ne(&user))
-                .select(theirs.field(members::user_id))
-                .distinct()
-                .load::<String>(conn)?
-                .into_iter()
-                .map(UserId::new)
-                .collect())
-        })
-        .await
+        self.read(move |conn| Ok(queries::contacts(conn, &user)?))
+            .await
     }
 
     async fn create_room(
@@ -774,21 +603,10 @@ impl MessageStore for PgStore {
         now: Timestamp,
     ) -> Result<ConversationId, PortError> {
         let id = uuid::Uuid::now_v7().to_string();
-        let row = (
-            conversations::id.eq(id.clone()),
-            conversations::kind.eq("room"),
-            conversations::name.eq(text(name.as_str())),
-            conversations::name_key.eq(text(&name_key(name.as_str()))),
-            conversations::visibility.eq(visibility_column(visibility)),
-            conversations::created_by.eq(text(creator.as_str())),
-            conversations::created_at.eq(now.millis()),
-            conversations::last_activity.eq(now.millis()),
-        );
+        let (name, key) = (text(name.as_str()), text(&name_key(name.as_str())));
         let creator = text(creator.as_str());
         self.write(move |conn| {
-            diesel::insert_into(conversations::table)
-                .values(row)
-                .execute(conn)?;
+            queries::insert_room(conn, &id, &name, &key, visibility, &creator, now)?;
             add_member(conn, &id, &creator, 0, now.millis())?;
             Ok::<_, PortError>(ConversationId::new(id))
         })
@@ -824,13 +642,7 @@ impl MessageStore for PgStore {
             if lock_conversation(conn, &conv)?.is_none() {
                 return Ok(false);
             }
-            let removed = diesel::delete(members::table.find((&conv, &user))).execute(conn)?;
-            if removed > 0 {
-                diesel::update(conversations::table.find(&conv))
-                    .set(conversations::member_count.eq(conversations::member_count - 1))
-                    .execute(conn)?;
-            }
-            Ok::<_, PortError>(removed > 0)
+            Ok::<_, PortError>(queries::remove_member(conn, &conv, &user)?)
         })
         .await
     }
@@ -841,20 +653,8 @@ impl MessageStore for PgStore {
         viewer: &UserId,
     ) -> Result<Option<ConversationSummary>, PortError> {
         let (conv, viewer) = (text(conversation.as_str()), text(viewer.as_str()));
-        self.read(move |conn| {
-            let row = conversations::table
-                .left_join(
-                    members::table.on(members::conversation_id
-                        .eq(conversations::id)
-                        .and(members::user_id.eq(&viewer))),
-                )
-                .filter(conversations::id.eq(&conv))
-                .select(summary_columns!())
-                .first::<SummaryRow>(conn)
-                .optional()?;
-            row.map(|row| summarize(conn, row)).transpose()
-        })
-        .await
+        self.read(move |conn| queries::summary(conn, &conv, &viewer))
+            .await
     }
 
     async fn list_rooms(
@@ -863,31 +663,9 @@ impl MessageStore for PgStore {
         prefix: &str,
         limit: u32,
     ) -> Result<Vec<ConversationSummary>, PortError> {
-        let viewer = text(viewer.as_str());
-        let lo = text(&name_key(prefix));
-        let hi = format!("{lo}\u{10FFFF}");
-        self.read(move |conn| {
-            let rows = conversations::table
-                .left_join(
-                    members::table.on(members::conversation_id
-                        .eq(conversations::id)
-                        .and(members::user_id.eq(&viewer))),
-                )
-                .filter(conversations::kind.eq("room"))
-                .filter(
-                    conversations::visibility
-                        .eq("public")
-                        .or(members::user_id.is_not_null()),
-                )
-                .filter(conversations::name_key.ge(&lo))
-                .filter(conversations::name_key.lt(&hi))
-                .order((conversations::name_key, conversations::id))
-                .limit(i64::from(limit))
-                .select(summary_columns!())
-                .load::<SummaryRow>(conn)?;
-            rows.into_iter().map(|row| summarize(conn, row)).collect()
-        })
-        .await
+        let (viewer, key) = (text(viewer.as_str()), text(&name_key(prefix)));
+        self.read(move |conn| queries::list_rooms(conn, &viewer, &key, limit))
+            .await
     }
 
     async fn message(
@@ -896,7 +674,8 @@ impl MessageStore for PgStore {
         id: &MessageId,
     ) -> Result<Option<Message>, PortError> {
         let (conv, id) = (text(conversation.as_str()), text(id.as_str()));
-        self.read(move |conn| message_by_id(conn, &conv, &id)).await
+        self.read(move |conn| queries::message_by_id(conn, &conv, &id))
+            .await
     }
 
     async fn update_message(
@@ -906,28 +685,12 @@ impl MessageStore for PgStore {
         change: MessageChange,
     ) -> Result<Option<Message>, PortError> {
         let (conv, id) = (text(conversation.as_str()), text(id.as_str()));
-        self.write(move |conn| {
-            let target = messages::table
-                .filter(messages::conversation_id.eq(&conv))
-                .filter(messages::id.eq(&id));
-            match change {
-                // An edit racing a delete must not bring text back into a
-                // deleted message.
-                MessageChange::Edit { body, at } => diesel::update(target)
-                    .filter(messages::deleted.eq(false))
-                    .set((
-                        messages::body.eq(text(body.as_str())),
-                        messages::edited_at.eq(at.millis()),
-                    ))
-                    .execute(conn)?,
-                // The text is gone for good, not just hidden.
-                MessageChange::Delete => diesel::update(target)
-                    .set((messages::body.eq(""), messages::deleted.eq(true)))
-                    .execute(conn)?,
-            };
-            message_by_id(conn, &conv, &id).map_err(PortError)
-        })
-        .await
+        let edit = match change {
+            MessageChange::Edit { body, at } => Some((text(body.as_str()), at)),
+            MessageChange::Delete => None,
+        };
+        self.write(move |conn| queries::update_message(conn, &conv, &id, edit).map_err(PortError))
+            .await
     }
 }
 

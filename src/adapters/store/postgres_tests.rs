@@ -36,15 +36,10 @@ impl Fixture for PgFixture {
 
     async fn raw_message(&self, id: &MessageId) -> (String, bool) {
         let id = id.as_str().to_owned();
-        self.store
-            .read(move |conn| {
-                Ok(messages::table
-                    .find(id)
-                    .select((messages::body, messages::deleted))
-                    .first::<(String, bool)>(conn)?)
-            })
-            .await
-            .expect("the message row")
+        let row = self
+            .store
+            .read(move |conn| Ok(queries::raw_message(conn, &id)?));
+        row.await.expect("the message row")
     }
 }
 

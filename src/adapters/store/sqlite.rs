@@ -18,29 +18,40 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use super::common::{
-    CACHE_LIMIT, ConversationRow, MessageRow, SummaryRow, cached, conversation_columns,
-    conversation_from_row, message_columns, message_from_row, remember, seq, stored_username,
-    summary_columns, to_db_seq,
-};
+use super::common::{CACHE_LIMIT, all_failed, cached, remember, seq, to_db_seq};
 use super::group_commit::{GroupCommit, WriterState};
 use super::readers::Readers;
-use super::schema::{conversations, members, messages, users};
+use super::schema::{conversations, members};
 use super::statements::{BumpSeq, InsertMessage};
-use crate::domain::conversation::{MEMBERS_LISTED, direct_key, name_key};
+use crate::domain::conversation::{direct_key, name_key};
 use crate::domain::error::PortError;
 use crate::domain::message::{AppendOutcome, MessageChange, NewMessage};
 use crate::domain::ports::{Access, AppendError, CreateUserError, MessageStore, UserStore};
 use crate::domain::user::PasswordHash;
 use crate::domain::{
-    ClientMsgId, ConversationId, ConversationSummary, HistoryPage, HistoryQuery, Membership,
-    Message, MessageId, RoomName, Timestamp, User, UserId, Username, Visibility,
+    ClientMsgId, ConversationId, ConversationSummary, HistoryPage, HistoryQuery, Message,
+    MessageId, RoomName, Timestamp, User, UserId, Username, Visibility,
 };
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 /// Readers in the pool; SQLite reads are fast, a few suffice on small machines.
 const READERS: usize = 4;
+
+// What the shared queries (`queries.rs`) need to know of this backend.
+type Db = SqliteConnection;
+/// The rowid grows with every insert: join order, even within one
+/// millisecond, and a member who rejoins goes to the back.
+const JOIN_ORDER: &str = "members.rowid";
+/// Stays well below SQLite's limit on bound parameters.
+const IDS_PER_QUERY: usize = 500;
+
+#[path = "queries.rs"]
+#[allow(
+    clippy::duplicate_mod,
+    reason = "compiled once per backend, against its connection type"
+)]
+mod queries;
 
 /// Both storage ports on one SQLite file.
 #[derive(Clone)]
@@ -89,7 +100,7 @@ impl Writer {
             else {
                 return Ok(None);
             };
-            let mut members = member_ids(&mut self.conn, conversation)?;
+            let mut members = queries::member_ids(&mut self.conn, conversation)?;
             members.sort_unstable();
             if self.conversations.len() >= CACHE_LIMIT {
                 self.conversations.clear();
@@ -307,86 +318,6 @@ impl SqliteStore {
     }
 }
 
-fn message_by_seq(
-    conn: &mut SqliteConnection,
-    conversation: &str,
-    at: i64,
-) -> anyhow::Result<Option<Message>> {
-    messages::table
-        .inner_join(users::table)
-        .filter(messages::conversation_id.eq(conversation))
-        .filter(messages::seq.eq(at))
-        .select(message_columns!())
-        .first::<MessageRow>(conn)
-        .optional()?
-        .map(message_from_row)
-        .transpose()
-}
-
-fn member_ids(conn: &mut SqliteConnection, conversation: &str) -> QueryResult<Vec<UserId>> {
-    Ok(members::table
-        .filter(members::conversation_id.eq(conversation))
-        .select(members::user_id)
-        .load::<String>(conn)?
-        .into_iter()
-        .map(UserId::new)
-        .collect())
-}
-
-/// Completes a [`SummaryRow`] with the listed members and, for members, the
-/// newest message.
-fn summarize(conn: &mut SqliteConnection, row: SummaryRow) -> anyhow::Result<ConversationSummary> {
-    let (row, member_count, last_read) = row;
-    let conversation = conversation_from_row(row)?;
-    let id = conversation.id.as_str();
-    let listed = members::table
-        .inner_join(users::table)
-        .filter(members::conversation_id.eq(id))
-        // The rowid grows with every insert: join order, even within one
-        // millisecond, and a member who rejoins goes to the back.
-        .order(diesel::dsl::sql::<diesel::sql_types::BigInt>(
-            "members.rowid",
-        ))
-        .limit(MEMBERS_LISTED as i64)
-        .select((users::id, users::username))
-        .load::<(String, String)>(conn)?
-        .into_iter()
-        .map(|(id, name)| {
-            Ok(User {
-                id: UserId::new(id),
-                username: stored_username(name)?,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let last_message = match (last_read, conversation.last_seq) {
-        (None, _) | (_, 0) => None,
-        (Some(_), last) => message_by_seq(conn, id, to_db_seq(last))?,
-    };
-    Ok(ConversationSummary {
-        conversation,
-        members: listed,
-        member_count: seq(member_count),
-        last_read_seq: last_read.map_or(0, seq),
-        last_message,
-    })
-}
-
-fn message_by_id(
-    conn: &mut SqliteConnection,
-    conversation: &str,
-    id: &str,
-) -> anyhow::Result<Option<Message>> {
-    messages::table
-        .inner_join(users::table)
-        .filter(messages::conversation_id.eq(conversation))
-        .filter(messages::id.eq(id))
-        .select(message_columns!())
-        .first::<MessageRow>(conn)
-        .optional()?
-        .map(message_from_row)
-        .transpose()
-}
-
 /// Adds a member with the read marker at `last_read`; false if already one.
 fn add_member(
     conn: &mut SqliteConnection,
@@ -447,21 +378,13 @@ fn append(w: &mut Writer, new: NewMessage) -> Result<AppendOutcome, AppendError>
     match (inserted, cmid) {
         (Ok(_), _) => {}
         (Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)), Some(cmid)) => {
-            let original = messages::table
-                .inner_join(users::table)
-                .filter(messages::conversation_id.eq(conv))
-                .filter(messages::sender_id.eq(sender))
-                .filter(messages::client_msg_id.eq(cmid))
-                .select(message_columns!())
-                .first::<MessageRow>(conn)
-                .optional()?
+            let original = queries::original(conn, conv, sender, cmid)
+                .map_err(|e| AppendError::Unknown(PortError(e)))?
                 .ok_or(DieselError::DatabaseError(
                     DatabaseErrorKind::UniqueViolation,
                     info,
                 ))?;
-            let message =
-                message_from_row(original).map_err(|e| AppendError::Unknown(PortError(e)))?;
-            return Ok(AppendOutcome::Duplicate(message));
+            return Ok(AppendOutcome::Duplicate(original));
         }
         (Err(e), _) => return Err(e.into()),
     }
@@ -507,18 +430,9 @@ impl UserStore for SqliteStore {
             id: UserId::new(uuid::Uuid::now_v7().to_string()),
             username: username.clone(),
         };
-        let row = (
-            users::id.eq(user.id.as_str().to_owned()),
-            users::username.eq(username.as_str().to_owned()),
-            users::username_key.eq(username.key()),
-            users::password_hash.eq(hash.0.clone()),
-            users::created_at.eq(now.millis()),
-        );
+        let (row, hash) = (user.clone(), hash.clone());
         self.write(move |conn| {
-            diesel::insert_into(users::table)
-                .values(row)
-                .execute(conn)?;
-            Ok::<_, CreateUserError>(())
+            Ok::<_, CreateUserError>(queries::insert_user(conn, &row, &hash, now)?)
         })
         .await?;
         Ok(user)
@@ -529,22 +443,8 @@ impl UserStore for SqliteStore {
         username: &Username,
     ) -> Result<Option<(User, PasswordHash)>, PortError> {
         let key = username.key();
-        self.read(move |conn| {
-            let row = users::table
-                .filter(users::username_key.eq(key))
-                .select((users::id, users::username, users::password_hash))
-                .first::<(String, String, String)>(conn)
-                .optional()?;
-            row.map(|(id, name, hash)| {
-                let user = User {
-                    id: UserId::new(id),
-                    username: stored_username(name)?,
-                };
-                Ok((user, PasswordHash(hash)))
-            })
-            .transpose()
-        })
-        .await
+        self.read(move |conn| queries::credentials(conn, &key))
+            .await
     }
 
     async fn user(&self, id: &UserId) -> Result<Option<User>, PortError> {
@@ -553,22 +453,7 @@ impl UserStore for SqliteStore {
         }
         let id = id.as_str().to_owned();
         let key = id.clone();
-        let found = self
-            .read(move |conn| {
-                let row = users::table
-                    .find(id)
-                    .select((users::id, users::username))
-                    .first::<(String, String)>(conn)
-                    .optional()?;
-                row.map(|(id, name)| {
-                    Ok(User {
-                        id: UserId::new(id),
-                        username: stored_username(name)?,
-                    })
-                })
-                .transpose()
-            })
-            .await?;
+        let found = self.read(move |conn| queries::user(conn, &id)).await?;
         if let Some(user) = &found {
             remember(&self.inner.users, key, user.clone());
         }
@@ -580,60 +465,20 @@ impl UserStore for SqliteStore {
         ids: &[UserId],
     ) -> Result<Vec<(User, Option<Timestamp>)>, PortError> {
         let ids: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
-        self.read(move |conn| {
-            let mut out = Vec::with_capacity(ids.len());
-            // Stay well below SQLite's limit on bound parameters.
-            for chunk in ids.chunks(500) {
-                let rows = users::table
-                    .filter(users::id.eq_any(chunk))
-                    .select((users::id, users::username, users::last_seen))
-                    .load::<(String, String, Option<i64>)>(conn)?;
-                for (id, name, seen) in rows {
-                    let user = User {
-                        id: UserId::new(id),
-                        username: stored_username(name)?,
-                    };
-                    out.push((user, seen.map(Timestamp::from_millis)));
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |conn| queries::users_last_seen(conn, &ids))
+            .await
     }
 
     async fn users_by_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<User>, PortError> {
-        let lo = prefix.to_ascii_lowercase();
-        // Keys sort bytewise; every key starting with `lo` sorts below this.
-        let hi = format!("{lo}\u{10FFFF}");
-        self.read(move |conn| {
-            users::table
-                .filter(users::username_key.ge(lo))
-                .filter(users::username_key.lt(hi))
-                .order(users::username_key)
-                .limit(i64::from(limit))
-                .select((users::id, users::username))
-                .load::<(String, String)>(conn)?
-                .into_iter()
-                .map(|(id, name)| {
-                    Ok(User {
-                        id: UserId::new(id),
-                        username: stored_username(name)?,
-                    })
-                })
-                .collect()
-        })
-        .await
+        let key = prefix.to_ascii_lowercase();
+        self.read(move |conn| queries::users_by_prefix(conn, &key, limit))
+            .await
     }
 
     async fn set_last_seen(&self, id: &UserId, at: Timestamp) -> Result<(), PortError> {
         let id = id.as_str().to_owned();
-        self.write(move |conn| {
-            diesel::update(users::table.find(id))
-                .set(users::last_seen.eq(at.millis()))
-                .execute(conn)?;
-            Ok::<_, PortError>(())
-        })
-        .await
+        self.write(move |conn| Ok::<_, PortError>(queries::set_last_seen(conn, &id, at)?))
+            .await
     }
 }
 
@@ -659,16 +504,12 @@ impl MessageStore for SqliteStore {
         if let Some(id) = cached(&self.inner.directs, &key) {
             return Ok(id);
         }
-        let find = |conn: &mut SqliteConnection, key: &str| {
-            conversations::table
-                .filter(conversations::direct_key.eq(key))
-                .select(conversations::id)
-                .first::<String>(conn)
-                .optional()
-        };
         // Almost always it exists already: look without taking the write lock.
         let k = key.clone();
-        if let Some(id) = self.read(move |conn| Ok(find(conn, &k)?)).await? {
+        if let Some(id) = self
+            .read(move |conn| Ok(queries::direct_by_key(conn, &k)?))
+            .await?
+        {
             let id = ConversationId::new(id);
             remember(&self.inner.directs, key, id.clone());
             return Ok(id);
@@ -677,7 +518,7 @@ impl MessageStore for SqliteStore {
         let cache_key = key.clone();
         let id = self
             .write(move |conn| {
-                if let Some(id) = find(conn, &key)? {
+                if let Some(id) = queries::direct_by_key(conn, &key)? {
                     return Ok(ConversationId::new(id));
                 }
                 let id = uuid::Uuid::now_v7().to_string();
@@ -706,37 +547,14 @@ impl MessageStore for SqliteStore {
         user: &UserId,
     ) -> Result<Access, PortError> {
         let (conv, user) = (conversation.as_str().to_owned(), user.as_str().to_owned());
-        self.read(move |conn| {
-            let Some(row) = conversations::table
-                .find(&conv)
-                .select(conversation_columns!())
-                .first::<ConversationRow>(conn)
-                .optional()?
-            else {
-                return Ok(Access::NoSuchConversation);
-            };
-            let conversation = conversation_from_row(row)?;
-            let read = members::table
-                .find((&conv, &user))
-                .select(members::last_read_seq)
-                .first::<i64>(conn)
-                .optional()?;
-            Ok(match read {
-                Some(r) => Access::Member(
-                    conversation,
-                    Membership {
-                        last_read_seq: seq(r),
-                    },
-                ),
-                None => Access::NotMember(conversation),
-            })
-        })
-        .await
+        self.read(move |conn| queries::access(conn, &conv, &user))
+            .await
     }
 
     async fn member_ids(&self, conversation: &ConversationId) -> Result<Vec<UserId>, PortError> {
         let conv = conversation.as_str().to_owned();
-        self.read(move |conn| Ok(member_ids(conn, &conv)?)).await
+        self.read(move |conn| Ok(queries::member_ids(conn, &conv)?))
+            .await
     }
 
     async fn append(&self, new: NewMessage) -> Result<AppendOutcome, AppendError> {
@@ -755,8 +573,7 @@ impl MessageStore for SqliteStore {
         // page the batch has already changed into its journal, the largest
         // cost of a big batch. A refused message has written nothing; a
         // database error undoes the whole transaction.
-        let all = self
-            .inner
+        self.inner
             .writer
             .write_unguarded(refused, move |w| {
                 let mut results = Vec::with_capacity(n);
@@ -768,17 +585,8 @@ impl MessageStore for SqliteStore {
                 }
                 Ok(results)
             })
-            .await;
-        match all {
-            Ok(results) => results,
-            // Nothing committed: every message fails alike.
-            Err(e) => {
-                let why = e.to_string();
-                (0..n)
-                    .map(|_| Err(AppendError::Unknown(PortError(anyhow!("{why}")))))
-                    .collect()
-            }
-        }
+            .await
+            .unwrap_or_else(|e| all_failed(n, &e))
     }
 
     async fn history(
@@ -787,48 +595,14 @@ impl MessageStore for SqliteStore {
         query: HistoryQuery,
     ) -> Result<HistoryPage, PortError> {
         let conv = conversation.as_str().to_owned();
-        self.read(move |conn| {
-            let upper = query.before_seq.map_or(i64::MAX, to_db_seq);
-            let want = i64::from(query.limit) + 1;
-            let base = messages::table
-                .inner_join(users::table)
-                .filter(messages::conversation_id.eq(&conv))
-                .filter(messages::seq.lt(upper))
-                .select(message_columns!());
-            let mut rows: Vec<MessageRow> = match query.after_seq {
-                Some(after) => base
-                    .filter(messages::seq.gt(to_db_seq(after)))
-                    .order(messages::seq.asc())
-                    .limit(want)
-                    .load(conn)?,
-                None => base.order(messages::seq.desc()).limit(want).load(conn)?,
-            };
-            let has_more = rows.len() > query.limit as usize;
-            rows.truncate(query.limit as usize);
-            if query.after_seq.is_none() {
-                rows.reverse();
-            }
-            let messages = rows
-                .into_iter()
-                .map(message_from_row)
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Ok(HistoryPage { messages, has_more })
-        })
-        .await
+        self.read(move |conn| queries::history(conn, &conv, query))
+            .await
     }
 
     async fn conversations_of(&self, user: &UserId) -> Result<Vec<ConversationSummary>, PortError> {
         let user = user.as_str().to_owned();
-        self.read(move |conn| {
-            let rows = members::table
-                .inner_join(conversations::table)
-                .filter(members::user_id.eq(&user))
-                .order((conversations::last_activity.desc(), conversations::id))
-                .select(summary_columns!())
-                .load::<SummaryRow>(conn)?;
-            rows.into_iter().map(|row| summarize(conn, row)).collect()
-        })
-        .await
+        self.read(move |conn| queries::conversations_of(conn, &user))
+            .await
     }
 
     async fn advance_read_marker(
@@ -840,35 +614,15 @@ impl MessageStore for SqliteStore {
         let (conv, user) = (conversation.as_str().to_owned(), user.as_str().to_owned());
         let to = to_db_seq(to);
         self.write(move |conn| {
-            let moved = diesel::update(members::table.find((&conv, &user)))
-                .filter(members::last_read_seq.lt(to))
-                .set(members::last_read_seq.eq(to))
-                .execute(conn)?;
-            Ok::<_, PortError>(moved > 0)
+            Ok::<_, PortError>(queries::advance_read_marker(conn, &conv, &user, to)?)
         })
         .await
     }
 
     async fn contacts(&self, user: &UserId) -> Result<Vec<UserId>, PortError> {
         let user = user.as_str().to_owned();
-        self.read(move |conn| {
-            let theirs = diesel::alias!(members as theirs);
-            Ok(members::table
-                .inner_join(
-                    theirs.on(theirs
-                        .field(members::conversation_id)
-                        .eq(members::conversation_id)),
-                )
-                .filter(members::user_id.eq(&user))
-                .filter(theirs.field(members::user_id).ne(&user))
-                .select(theirs.field(members::user_id))
-                .distinct()
-                .load::<String>(conn)?
-                .into_iter()
-                .map(UserId::new)
-                .collect())
-        })
-        .await
+        self.read(move |conn| Ok(queries::contacts(conn, &user)?))
+            .await
     }
 
     async fn create_room(
@@ -879,24 +633,10 @@ impl MessageStore for SqliteStore {
         now: Timestamp,
     ) -> Result<ConversationId, PortError> {
         let id = uuid::Uuid::now_v7().to_string();
-        let row = (
-            conversations::id.eq(id.clone()),
-            conversations::kind.eq("room"),
-            conversations::name.eq(name.as_str().to_owned()),
-            conversations::name_key.eq(name_key(name.as_str())),
-            conversations::visibility.eq(match visibility {
-                Visibility::Public => "public",
-                Visibility::Private => "private",
-            }),
-            conversations::created_by.eq(creator.as_str().to_owned()),
-            conversations::created_at.eq(now.millis()),
-            conversations::last_activity.eq(now.millis()),
-        );
+        let (name, key) = (name.as_str().to_owned(), name_key(name.as_str()));
         let creator = creator.as_str().to_owned();
         self.write(move |conn| {
-            diesel::insert_into(conversations::table)
-                .values(row)
-                .execute(conn)?;
+            queries::insert_room(conn, &id, &name, &key, visibility, &creator, now)?;
             add_member(conn, &id, &creator, 0, now.millis())?;
             Ok::<_, PortError>(ConversationId::new(id))
         })
@@ -929,15 +669,9 @@ impl MessageStore for SqliteStore {
     ) -> Result<bool, PortError> {
         let (conv, user) = (conversation.as_str().to_owned(), user.as_str().to_owned());
         self.write_live(move |w| {
-            let conn = &mut w.conn;
-            let removed = diesel::delete(members::table.find((&conv, &user))).execute(conn)?;
-            if removed > 0 {
-                diesel::update(conversations::table.find(&conv))
-                    .set(conversations::member_count.eq(conversations::member_count - 1))
-                    .execute(conn)?;
-            }
+            let removed = queries::remove_member(&mut w.conn, &conv, &user)?;
             w.forget(&conv);
-            Ok::<_, PortError>(removed > 0)
+            Ok::<_, PortError>(removed)
         })
         .await
     }
@@ -948,20 +682,8 @@ impl MessageStore for SqliteStore {
         viewer: &UserId,
     ) -> Result<Option<ConversationSummary>, PortError> {
         let (conv, viewer) = (conversation.as_str().to_owned(), viewer.as_str().to_owned());
-        self.read(move |conn| {
-            let row = conversations::table
-                .left_join(
-                    members::table.on(members::conversation_id
-                        .eq(conversations::id)
-                        .and(members::user_id.eq(&viewer))),
-                )
-                .filter(conversations::id.eq(&conv))
-                .select(summary_columns!())
-                .first::<SummaryRow>(conn)
-                .optional()?;
-            row.map(|row| summarize(conn, row)).transpose()
-        })
-        .await
+        self.read(move |conn| queries::summary(conn, &conv, &viewer))
+            .await
     }
 
     async fn list_rooms(
@@ -970,31 +692,9 @@ impl MessageStore for SqliteStore {
         prefix: &str,
         limit: u32,
     ) -> Result<Vec<ConversationSummary>, PortError> {
-        let viewer = viewer.as_str().to_owned();
-        let lo = name_key(prefix);
-        let hi = format!("{lo}\u{10FFFF}");
-        self.read(move |conn| {
-            let rows = conversations::table
-                .left_join(
-                    members::table.on(members::conversation_id
-                        .eq(conversations::id)
-                        .and(members::user_id.eq(&viewer))),
-                )
-                .filter(conversations::kind.eq("room"))
-                .filter(
-                    conversations::visibility
-                        .eq("public")
-                        .or(members::user_id.is_not_null()),
-                )
-                .filter(conversations::name_key.ge(&lo))
-                .filter(conversations::name_key.lt(&hi))
-                .order((conversations::name_key, conversations::id))
-                .limit(i64::from(limit))
-                .select(summary_columns!())
-                .load::<SummaryRow>(conn)?;
-            rows.into_iter().map(|row| summarize(conn, row)).collect()
-        })
-        .await
+        let (viewer, key) = (viewer.as_str().to_owned(), name_key(prefix));
+        self.read(move |conn| queries::list_rooms(conn, &viewer, &key, limit))
+            .await
     }
 
     async fn message(
@@ -1003,7 +703,8 @@ impl MessageStore for SqliteStore {
         id: &MessageId,
     ) -> Result<Option<Message>, PortError> {
         let (conv, id) = (conversation.as_str().to_owned(), id.as_str().to_owned());
-        self.read(move |conn| message_by_id(conn, &conv, &id)).await
+        self.read(move |conn| queries::message_by_id(conn, &conv, &id))
+            .await
     }
 
     async fn update_message(
@@ -1013,28 +714,12 @@ impl MessageStore for SqliteStore {
         change: MessageChange,
     ) -> Result<Option<Message>, PortError> {
         let (conv, id) = (conversation.as_str().to_owned(), id.as_str().to_owned());
-        self.write(move |conn| {
-            let target = messages::table
-                .filter(messages::conversation_id.eq(&conv))
-                .filter(messages::id.eq(&id));
-            match change {
-                // An edit racing a delete must not bring text back into a
-                // deleted message.
-                MessageChange::Edit { body, at } => diesel::update(target)
-                    .filter(messages::deleted.eq(false))
-                    .set((
-                        messages::body.eq(body.as_str()),
-                        messages::edited_at.eq(at.millis()),
-                    ))
-                    .execute(conn)?,
-                // The text is gone for good, not just hidden.
-                MessageChange::Delete => diesel::update(target)
-                    .set((messages::body.eq(""), messages::deleted.eq(true)))
-                    .execute(conn)?,
-            };
-            message_by_id(conn, &conv, &id).map_err(PortError)
-        })
-        .await
+        let edit = match change {
+            MessageChange::Edit { body, at } => Some((body.into_string(), at)),
+            MessageChange::Delete => None,
+        };
+        self.write(move |conn| queries::update_message(conn, &conv, &id, edit).map_err(PortError))
+            .await
     }
 }
 
