@@ -7,6 +7,7 @@
 //! - `store` (diesel + SQLite), `auth` (argon2id + JWT), `presence` (in
 //!   memory) and `clock` implement the other ports.
 //! - `server` accepts connections and shuts down gracefully.
+//! - `web` holds the web client's files, embedded, and serves them.
 
 pub mod auth;
 pub mod clock;
@@ -15,5 +16,6 @@ pub mod metrics;
 pub mod presence;
 pub mod server;
 pub mod store;
+pub mod web;
 pub mod wire;
 pub mod ws;
