@@ -75,6 +75,9 @@ export class Sidebar {
       else cursor = cursor.nextElementSibling;
     }
     $('no-conversations').hidden = ordered.length > 0;
+    // The tab's title tells of unread messages while one looks elsewhere.
+    const unread = ordered.reduce((sum, c) => sum + this.state.unread(c), 0);
+    document.title = unread ? `(${unread}) confab` : 'confab';
   }
 
   fill(button, c) {
