@@ -30,7 +30,8 @@ pub struct Installed {
 }
 
 impl Installed {
-    /// Looks in the usual places and on `PATH`; `Err` names what is missing.
+    /// Looks on `PATH` (and where Debian keeps the driver); `Err` names
+    /// what is missing.
     pub fn find() -> Result<Self, String> {
         let chromium = ["chromium", "chromium-browser", "google-chrome"]
             .iter()
@@ -44,10 +45,7 @@ impl Installed {
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
-        .chain([
-            PathBuf::from("/usr/bin"),
-            PathBuf::from("/usr/lib/chromium"),
-        ])
+        .chain([PathBuf::from("/usr/lib/chromium")])
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
 }
