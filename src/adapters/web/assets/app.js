@@ -129,17 +129,24 @@ function startApp(session) {
   });
   chat = new Chat(state, conn, {
     markRead,
-    sent: (message, createdDirect) => {
-      state.log(message.conversationId).put([message]);
+    sent: async (message, viaDirect) => {
+      const log = state.log(message.conversationId);
+      if (log.loaded || log.loading) log.put([message]);
       state.noteMessage(message);
-      if (createdDirect && !state.conversations.has(message.conversationId)) {
-        refreshConversations().then(() => {
-          if (state.conversations.has(message.conversationId)) openConversation(message.conversationId);
-        });
-      } else {
-        chat.messagesArrived(message.conversationId, true);
+      if (viaDirect && !chat.isOpen(message.conversationId)) {
+        // The first message to someone: the conversation exists now (or
+        // the other side had just started it), so open it in the draft's place.
+        const to = chat.target && chat.target.to;
+        if (!state.conversations.has(message.conversationId)) await refreshConversations().catch(() => {});
+        const direct = to && state.directWith(to);
+        if (direct && direct.id === message.conversationId && chat.target && chat.target.to === to) {
+          openConversation(direct.id);
+        }
         sidebar.render();
+        return;
       }
+      chat.messagesArrived(message.conversationId, true);
+      sidebar.render();
     },
     updated: (message) => {
       state.log(message.conversationId).put([message]);
@@ -183,6 +190,9 @@ function startApp(session) {
         }
         chat.messagesArrived(conversationId, false);
       }
+      // The open conversation may never have loaded (the connection was
+      // down when it was opened).
+      if (chat.target && chat.target.id && !state.logs.has(chat.target.id)) chat.show(chat.target.id);
       // Edits and deletes made meanwhile have no seq of their own; the
       // newest page of the open conversation brings the ones in view.
       const open = chat.conversation();

@@ -83,8 +83,8 @@ export class Chat {
         log.put(page.messages);
         log.hasOlder = page.hasMore;
         log.loaded = true;
-      } catch (e) {
-        this.setError(explain(e));
+      } catch {
+        this.setError('The messages could not be loaded. They will be once the connection is back.');
       } finally {
         log.loading = false;
       }
@@ -388,7 +388,15 @@ export class Chat {
       return;
     }
     const body = this.input.value;
-    if (body.trim() === '' || this.pending) return;
+    if (body.trim() === '') return;
+    if (this.pending) {
+      // One message in flight at a time, so none overtakes another. A
+      // second Enter on the same text while it goes needs no answer.
+      if (!this.conn.isOpen || this.pending.key !== this.target.key) {
+        this.setError('Your previous message has not gone yet. Send this one once it has.');
+      }
+      return;
+    }
     this.stopTyping();
     const request = this.target.id
       ? { type: 'sendMessage', content: { conversationId: this.target.id, body } }
