@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::setup;
 use crate::ui::{BODIES, DESKTOP, PHONE, Page};
-use crate::webdriver::{ARROW_UP, ENTER};
+use crate::webdriver::{ARROW_UP, ENTER, TAB};
 
 #[tokio::test]
 async fn two_people_talk_in_a_direct_conversation() {
@@ -34,10 +34,22 @@ async fn two_people_talk_in_a_direct_conversation() {
     assert_eq!(kept, 0, "logging out clears the session storage");
     ann.log_in("ann").await;
 
-    // Ann finds Bob by the start of his name and writes first.
-    ann.pick_from_search("bo", "people-results", "bob").await;
+    // Ann finds Bob by the start of his name and writes first, from the
+    // keyboard alone: type, Tab to the result, Enter, type, Enter.
+    ann.b.type_into("#search", "bo").await;
+    ann.b.find("#people-results .result").await;
+    ann.b.keys(TAB).await;
+    let focused = "document.activeElement.matches('#people-results .result')";
+    ann.b
+        .wait_for("the result to have the focus", focused)
+        .await;
+    ann.b.keys(ENTER).await;
     ann.wait_for_text("#chat-title", "bob").await;
-    ann.send("Hi Bob!").await;
+    let focused = "document.activeElement.id === 'message-input'";
+    ann.b
+        .wait_for("the message box to have the focus", focused)
+        .await;
+    ann.b.keys(&format!("Hi Bob!{ENTER}")).await;
     ann.wait_for_bodies(&["Hi Bob!"]).await;
     assert_eq!(
         ann.b

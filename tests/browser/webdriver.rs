@@ -17,6 +17,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 /// The key WebDriver types for Enter.
 pub const ENTER: &str = "\u{E007}";
+/// The key WebDriver types for Tab.
+pub const TAB: &str = "\u{E004}";
 /// The key WebDriver types for the up arrow.
 pub const ARROW_UP: &str = "\u{E013}";
 
