@@ -32,6 +32,8 @@ export class Connection {
     this.token = token;
     this.callbacks = callbacks;
     this.socket = null;
+    // The current socket has had its welcome: requests may go.
+    this.welcomed = false;
     this.pending = new Map();
     this.nextId = 0;
     this.attempt = 0;
