@@ -6,9 +6,11 @@
 //!   the routing rules, the ports (traits) it needs from the world, and the
 //!   use cases in [`domain::service`]. It performs no I/O.
 //! - [`adapters`] implement and drive the ports: the HTTP endpoints and
-//!   WebSocket sessions (inbound), the SQLite store, the argon2 + JWT
-//!   authenticator, the in-memory presence registry, and the session
-//!   registry that delivers events (the `Transport` port).
+//!   WebSocket sessions (inbound), the SQLite and PostgreSQL stores, the
+//!   argon2 + JWT authenticator, the in-memory presence registry, and the
+//!   session registry that delivers events (the `Transport` port). They
+//!   also serve the web client (`adapters::web`), which is a client of
+//!   the public contract like any other.
 //! - [`config`] reads the settings; `main.rs` wires it all together.
 //!
 //! The wire contract is `docs/protocol.md`.

@@ -1,5 +1,5 @@
-//! The HTTP adapter: the REST endpoints, health, metrics, and the WebSocket
-//! handshake (authenticated before the upgrade).
+//! The HTTP adapter: the REST endpoints, health, metrics, the WebSocket
+//! handshake (authenticated before the upgrade), and the web client's files.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
 
 use super::metrics::Metrics;
+use super::web;
 use super::wire::{self, ErrorDto, UserDto};
 use super::ws::Mailbox;
 use super::ws::session::{self, PendingSession, SessionEnv};
@@ -138,6 +139,9 @@ async fn route(
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let path = req.uri().path().to_owned();
+    if web::is_web_path(&path) {
+        return web_route(&req);
+    }
     let allowed = match path.as_str() {
         "/api/v1/register" | "/api/v1/login" => Method::POST,
         "/api/v1/me" | "/api/v1/users" | "/healthz" | "/metrics" | "/ws" => Method::GET,
@@ -150,16 +154,7 @@ async fn route(
         }
     };
     if req.method() != allowed {
-        let mut res = error_response(&ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "bad_request",
-            format!("use {allowed} for {path}"),
-        ));
-        res.headers_mut().insert(
-            header::ALLOW,
-            HeaderValue::from_str(allowed.as_str()).expect("method name"),
-        );
-        return Ok(res);
+        return Ok(method_not_allowed(allowed.as_str(), &path));
     }
     let checks_password = matches!(path.as_str(), "/api/v1/register" | "/api/v1/login");
     if checks_password && state.auth_limiter.check_key(&peer).is_err() {
@@ -207,6 +202,31 @@ async fn route(
         }
         _ => upgrade(state, req).await,
     }
+}
+
+/// `405` with an `Allow` header naming the methods `path` takes.
+fn method_not_allowed(allow: &str, path: &str) -> HttpResponse {
+    let mut res = error_response(&ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "bad_request",
+        format!("use {allow} for {path}"),
+    ));
+    res.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_str(allow).expect("method names"),
+    );
+    res
+}
+
+/// `/` and `/assets/...`: the web client's files, for GET and HEAD only.
+fn web_route<B>(req: &Request<B>) -> Result<HttpResponse, ApiError> {
+    let path = req.uri().path();
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(method_not_allowed("GET, HEAD", path));
+    }
+    let asset = web::find(path)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file"))?;
+    Ok(web::serve(asset, req.method(), req.headers()))
 }
 
 fn signed_in(status: StatusCode, s: &SignedIn) -> HttpResponse {
@@ -368,5 +388,55 @@ async fn upgrade(
 pub fn connection_error(e: &hyper::Error) {
     if !e.is_incomplete_message() {
         warn!(error = %e, "HTTP connection error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web(method: Method, path: &str) -> HttpResponse {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .unwrap();
+        web_route(&req).unwrap_or_else(|e| error_response(&e))
+    }
+
+    fn body_json(res: HttpResponse) -> Value {
+        let bytes = futures::executor::block_on(res.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn the_page_and_its_assets_are_served_to_get_and_head() {
+        for method in [Method::GET, Method::HEAD] {
+            for path in ["/".to_owned(), web::asset_url("app.js")] {
+                let res = web(method.clone(), &path);
+                assert_eq!(res.status(), StatusCode::OK, "{method} {path}");
+                assert!(res.headers().contains_key(header::CONTENT_SECURITY_POLICY));
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_asset_is_a_404_json_error() {
+        let res = web(Method::GET, &web::asset_url("nope.js"));
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(body_json(res)["error"]["code"], "not_found");
+    }
+
+    #[test]
+    fn other_methods_on_the_web_client_are_405_allowing_get_and_head() {
+        for path in ["/".to_owned(), web::asset_url("app.js")] {
+            let res = web(Method::POST, &path);
+            assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+            assert_eq!(res.headers()[header::ALLOW], "GET, HEAD");
+            assert_eq!(body_json(res)["error"]["code"], "bad_request");
+        }
     }
 }

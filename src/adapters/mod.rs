@@ -8,6 +8,7 @@
 //!   memory) and `clock` implement the other ports.
 //! - `server` accepts connections and shuts down gracefully; `memory`
 //!   gives the heap a burst of connections left behind back to the system.
+//! - `web` holds the web client's files, embedded, and serves them.
 
 pub mod auth;
 pub mod clock;
@@ -17,5 +18,6 @@ pub mod metrics;
 pub mod presence;
 pub mod server;
 pub mod store;
+pub mod web;
 pub mod wire;
 pub mod ws;

@@ -971,8 +971,13 @@ impl ChatService {
         let mut ids = ids;
         let mut seen = std::collections::HashSet::new();
         ids.retain(|id| seen.insert(id.clone()));
-        let known = self.ports.users.users_last_seen(&ids).await?;
+        // Live state first: `close_session` records lastSeen before the
+        // registry forgets the session, so whoever is not live here already
+        // has their lastSeen stored for the read below. (The other order
+        // could read the store just before a close and the registry just
+        // after it: offline, and never seen.)
         let live = self.ports.presence.live(&ids).await?;
+        let known = self.ports.users.users_last_seen(&ids).await?;
         let mut by_id: std::collections::HashMap<UserId, (User, Option<Timestamp>)> = known
             .into_iter()
             .map(|(u, seen)| (u.id.clone(), (u, seen)))

@@ -2,6 +2,7 @@
 //! exactly as a third-party client would, one module per area of the
 //! contract (docs/protocol.md). The tests of the store-heavy areas run once
 //! per backend, SQLite and PostgreSQL (`NAME::sqlite`, `NAME::postgres`).
+//! (The web client's behaviour is tested in a browser: `tests/browser`.)
 
 mod auth;
 mod bench;
@@ -13,4 +14,5 @@ mod messaging;
 mod postgres;
 mod presence;
 mod rooms;
+mod web;
 mod websocket;
