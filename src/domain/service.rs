@@ -44,6 +44,12 @@ pub const MAX_PRESENCE_IDS: usize = 1000;
 /// others.
 const LANES: usize = 1024;
 
+/// Most waiting messages one store call takes: each recipient session gets
+/// a batch's events at once, and this many fit any session's outbound
+/// queue (1024 frames by default), so a burst alone never makes a reading
+/// client look slow.
+const MAX_SHARED_COMMIT: usize = 256;
+
 /// One shard of conversations: the turn that keeps their commits and
 /// deliveries in order, and the messages waiting for it.
 #[derive(Default)]
@@ -497,18 +503,24 @@ impl ChatService {
     /// the time a sender's turn comes, its message may already be done).
     async fn take_turn(&self, lane: &Lane, mut answer: Outcome) -> Result<Message, ChatError> {
         let _turn = lane.turn.lock().await;
-        if let Ok(Some(done)) = answer.try_recv() {
-            return done;
-        }
-        let batch = std::mem::take(&mut *lane.waiting());
-        self.append_in_order(batch).await;
-        match answer.try_recv() {
-            Ok(Some(done)) => done,
-            // Only if a turn holder was cancelled half-way; the message may
-            // or may not be stored, and a retry with its clientMsgId tells.
-            _ => Err(ChatError::Internal(anyhow::anyhow!(
-                "the send was interrupted"
-            ))),
+        loop {
+            if let Ok(Some(done)) = answer.try_recv() {
+                return done;
+            }
+            let batch: Vec<Waiting> = {
+                let mut waiting = lane.waiting();
+                let n = waiting.len().min(MAX_SHARED_COMMIT);
+                waiting.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                // Only if a turn holder was cancelled half-way; the message
+                // may or may not be stored, and a retry with its clientMsgId
+                // tells.
+                return Err(ChatError::Internal(anyhow::anyhow!(
+                    "the send was interrupted"
+                )));
+            }
+            self.append_in_order(batch).await;
         }
     }
 

@@ -2431,6 +2431,34 @@ async fn sends_given_together_keep_their_order_and_share_one_store_call() {
 }
 
 #[tokio::test]
+async fn a_store_call_takes_at_most_256_waiting_messages_and_the_rest_follow_in_order() {
+    let mut h = Harness::new();
+    let next = Arc::new(AtomicU64::new(0));
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (n, s) = (next.clone(), sizes.clone());
+    h.messages.expect_append_all().returning(move |batch| {
+        s.lock().unwrap().push(batch.len());
+        let stored = |new: &NewMessage| {
+            Ok(AppendOutcome::Stored {
+                message: stored_from(new, n.fetch_add(1, Ordering::SeqCst) + 1),
+                members: uids(&["ann", "bob"]),
+            })
+        };
+        batch.iter().map(stored).collect()
+    });
+    let transport = Arc::new(RecordingTransport::default());
+    let service = h.build_with_transport(transport.clone());
+    let drafts = (0..600)
+        .map(|i| draft(Recipient::Conversation(conv_id("c1")), &format!("m{i}")))
+        .collect();
+    let results = service.send_all(&caller("ann", "ann-1"), drafts).await;
+    let seqs: Vec<u64> = results.into_iter().map(|r| r.unwrap().seq).collect();
+    assert_eq!(seqs, (1..=600).collect::<Vec<_>>());
+    assert_eq!(*sizes.lock().unwrap(), [256, 256, 88]);
+    assert_eq!(*transport.seqs.lock().unwrap(), seqs, "events in seq order");
+}
+
+#[tokio::test]
 async fn each_send_given_together_gets_its_own_answer() {
     let mut h = Harness::new();
     h.users

@@ -89,10 +89,16 @@ impl Mailbox {
             return false;
         }
         self.lock().push_back(frame);
-        if !self.paced.load(Ordering::Acquire) {
+        if !self.paced.load(Ordering::Acquire) || self.crowded() {
             self.waker.wake();
         }
         true
+    }
+
+    /// Half full or more: write now, whatever the pace, so that only a
+    /// client that does not read is ever closed as a slow consumer.
+    pub fn crowded(&self) -> bool {
+        self.pending.load(Ordering::Acquire) * 2 >= self.capacity
     }
 
     /// Whether pushes wake the session: not while it waits for its pace.
@@ -357,6 +363,31 @@ mod tests {
         h.push(Frame::Ping(Default::default()));
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
         assert_eq!(taken(&h).len(), 2, "queued either way");
+    }
+
+    #[test]
+    fn a_paced_session_is_woken_once_its_mailbox_is_half_full() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let h = handle("h", 8);
+        h.set_paced(true);
+        h.register(&waker);
+        for _ in 0..3 {
+            h.push(Frame::Ping(Default::default()));
+        }
+        assert!(!h.crowded());
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        h.push(Frame::Ping(Default::default()));
+        assert!(h.crowded());
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
     }
 
     #[test]

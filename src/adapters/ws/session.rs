@@ -279,7 +279,7 @@ impl Session<'_> {
                 if writing && !broken {
                     let now = Instant::now();
                     let at = pace.next_write();
-                    if urgent || now >= at {
+                    if urgent || now >= at || handle.crowded() {
                         if pace_timer.take().is_some() {
                             handle.set_paced(false);
                         }
