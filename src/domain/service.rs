@@ -458,17 +458,21 @@ impl ChatService {
             Recipient::Conversation(id) => return Ok(id.clone()),
             Recipient::User(to) => to,
         };
-        let recipient = self
-            .ports
-            .users
-            .user(to)
-            .await?
-            .ok_or(ChatError::NotFound("user not found"))?;
+        let recipient = self.existing_user(to).await?;
         Ok(self
             .ports
             .messages
             .direct_conversation(&caller.user.id, &recipient.id, self.now())
             .await?)
+    }
+
+    /// The user with this id; `NotFound` when there is none.
+    async fn existing_user(&self, id: &UserId) -> Result<User, ChatError> {
+        self.ports
+            .users
+            .user(id)
+            .await?
+            .ok_or(ChatError::NotFound("user not found"))
     }
 
     /// Puts a message in its conversation's lane.
@@ -502,6 +506,10 @@ impl ChatService {
     /// conversation share one commit instead of queueing for one each (by
     /// the time a sender's turn comes, its message may already be done).
     async fn take_turn(&self, lane: &Lane, mut answer: Outcome) -> Result<Message, ChatError> {
+        // Sends queued together are often all done by the first one's turn.
+        if let Ok(Some(done)) = answer.try_recv() {
+            return done;
+        }
         let _turn = lane.turn.lock().await;
         loop {
             if let Ok(Some(done)) = answer.try_recv() {
@@ -527,17 +535,13 @@ impl ChatService {
     /// Appends waiting messages in their order, hands each stored one to
     /// the transport in seq order, and answers each sender.
     async fn append_in_order(&self, batch: Vec<Waiting>) {
-        let (mut messages, senders): (Vec<_>, Vec<_>) = batch
+        let (messages, senders): (Vec<NewMessage>, Vec<_>) = batch
             .into_iter()
             .map(|w| (w.message, (w.session, w.reply)))
             .unzip();
-        let outcomes = match messages.pop() {
-            Some(only) if messages.is_empty() => vec![self.ports.messages.append(only).await],
-            Some(last) => {
-                messages.push(last);
-                self.ports.messages.append_all(messages).await
-            }
-            None => Vec::new(),
+        let outcomes = match <[_; 1]>::try_from(messages) {
+            Ok([only]) => vec![self.ports.messages.append(only).await],
+            Err(messages) => self.ports.messages.append_all(messages).await,
         };
         // A sender left without a result (a store answering short) hears
         // that its send was interrupted.
@@ -761,12 +765,7 @@ impl ChatService {
     ) -> Result<Answer<ConversationSummary>, ChatError> {
         let _in_order = self.lane(conversation).turn.lock().await;
         self.allowed(caller, conversation, Action::Invite).await?;
-        let invitee = self
-            .ports
-            .users
-            .user(invitee)
-            .await?
-            .ok_or(ChatError::NotFound("user not found"))?;
+        let invitee = self.existing_user(invitee).await?;
         self.admit(caller, conversation, &invitee, MemberAction::Invited)
             .await
     }

@@ -131,16 +131,7 @@ impl Driver {
                 },
             },
         });
-        let res: Value = self
-            .http
-            .post(format!("{}/session", self.url))
-            .json(&caps)
-            .send()
-            .await
-            .expect("chromedriver answers")
-            .json()
-            .await
-            .expect("a JSON answer");
+        let res = answer(self.http.post(format!("{}/session", self.url)).json(&caps)).await;
         let id = res["value"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no browser session: {res}"));
@@ -157,6 +148,16 @@ impl Drop for Driver {
         let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
     }
+}
+
+/// chromedriver's JSON answer to a request.
+async fn answer(req: reqwest::RequestBuilder) -> Value {
+    req.send()
+        .await
+        .expect("chromedriver answers")
+        .json()
+        .await
+        .expect("a JSON answer")
 }
 
 /// One browser window, driven over WebDriver.
@@ -187,13 +188,7 @@ impl Browser {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let res: Value = req
-            .send()
-            .await
-            .expect("chromedriver answers")
-            .json()
-            .await
-            .expect("a JSON answer");
+        let res = answer(req).await;
         match res["value"]["error"].as_str() {
             Some(error) => Err((error.to_owned(), res["value"]["message"].to_string())),
             None => Ok(res["value"].clone()),
