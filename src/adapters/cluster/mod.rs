@@ -128,7 +128,13 @@ enum SubCommand {
     Rebuild,
 }
 
-struct Outgoing {
+enum Outgoing {
+    Publish(Publish),
+    /// Answered once everything queued before it was sent.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+struct Publish {
     channels: Vec<String>,
     payload: Vec<u8>,
     message: bool,
@@ -330,6 +336,18 @@ impl Cluster {
     /// Graceful shutdown, after every session closed: removes what is left
     /// of this node's presence and stops the background tasks.
     pub async fn leave(&self) {
+        // The sessions' last events (their users going offline) are still
+        // queued: send them before the publisher stops.
+        let (flushed, done) = tokio::sync::oneshot::channel();
+        if self
+            .shared
+            .outgoing
+            .send(Outgoing::Flush(flushed))
+            .await
+            .is_ok()
+        {
+            let _ = timeout(REDIS_TIMEOUT * 2, done).await;
+        }
         // The heartbeat stops first, or it could put back what leave removes.
         for task in lock(&self.tasks).drain(..) {
             task.abort();
@@ -511,12 +529,12 @@ impl Shared {
 
     /// Queues one event for the other nodes, without waiting.
     fn publish(&self, users: &[UserId], header: &Header, frame: &str) {
-        let out = Outgoing {
+        let out = Publish {
             channels: users.iter().map(|u| self.user_channel(u)).collect(),
             payload: envelope::encode(header, frame),
             message: header.k == Kind::Message,
         };
-        if self.outgoing.try_send(out).is_err() {
+        if self.outgoing.try_send(Outgoing::Publish(out)).is_err() {
             self.metrics.cluster.publish_dropped.inc();
         }
     }
@@ -777,7 +795,15 @@ async fn run_publisher(
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let mut pipe = redis::pipe();
         let mut count = 0u64;
+        let mut flushed = Vec::new();
         for out in batch.drain(..) {
+            let out = match out {
+                Outgoing::Publish(out) => out,
+                Outgoing::Flush(done) => {
+                    flushed.push(done);
+                    continue;
+                }
+            };
             if out.message && faults != Faults::None {
                 messages += 1;
                 match faults.verdict(messages) {
@@ -798,27 +824,40 @@ async fn run_publisher(
             fanout(&mut pipe, &out);
             count += 1;
         }
-        if count == 0 {
-            continue;
+        if count > 0 {
+            send_batch(&shared, &mut conn, &pipe, count, &mut failing).await;
         }
-        match timeout(REDIS_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
-            Ok(Ok(())) => {
-                shared.metrics.cluster.published.inc_by(count);
-                if std::mem::take(&mut failing) {
-                    info!("publishing to Redis again");
-                }
+        for done in flushed {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Sends one pipeline of publishes; counts what went and what was lost.
+async fn send_batch(
+    shared: &Shared,
+    conn: &mut ConnectionManager,
+    pipe: &redis::Pipeline,
+    count: u64,
+    failing: &mut bool,
+) {
+    match timeout(REDIS_TIMEOUT, pipe.query_async::<()>(conn)).await {
+        Ok(Ok(())) => {
+            shared.metrics.cluster.published.inc_by(count);
+            if std::mem::take(failing) {
+                info!("publishing to Redis again");
             }
-            _ => {
-                shared.metrics.cluster.publish_dropped.inc_by(count);
-                if !std::mem::replace(&mut failing, true) {
-                    warn!("cannot publish to Redis; events to other nodes are being dropped");
-                }
+        }
+        _ => {
+            shared.metrics.cluster.publish_dropped.inc_by(count);
+            if !std::mem::replace(failing, true) {
+                warn!("cannot publish to Redis; events to other nodes are being dropped");
             }
         }
     }
 }
 
-fn fanout(pipe: &mut redis::Pipeline, out: &Outgoing) {
+fn fanout(pipe: &mut redis::Pipeline, out: &Publish) {
     pipe.cmd("EVAL")
         .arg(FANOUT)
         .arg(0)
