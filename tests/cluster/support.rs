@@ -2,6 +2,7 @@
 //! watched sessions that send pipelined traffic, and the check of what each
 //! session received against the store, which is the truth.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -173,13 +174,16 @@ pub struct Session {
     pub targets: Vec<Target>,
     /// The conversations it must account for, from `getConversations`.
     conversations: Vec<String>,
+    /// Each conversation's last seq when the session was opened: what is
+    /// at or below it is history, not owed as an event.
+    baseline: HashMap<String, u64>,
 }
 
 impl Session {
     /// Connects `user` to node `node` and waits until the session is
     /// registered (its first reply comes from the running session, which
     /// starts after registration), so that every message committed from
-    /// now on is owed to it as an event.
+    /// now on is owed to it as an event; what came before is its baseline.
     pub async fn open(cluster: &Cluster, node: usize, user: &Account, label: &str) -> Self {
         let client = cluster.nodes[node].connect(user).await;
         Self::settled(client, node, user, label).await
@@ -187,7 +191,18 @@ impl Session {
 
     /// A session around an already connected client (welcome consumed).
     pub async fn settled(mut client: Client, node: usize, user: &Account, label: &str) -> Self {
-        client.ack("ping", json!({})).await;
+        let listed = client.ack("getConversations", json!({})).await;
+        let baseline = listed["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap().to_owned(),
+                    c["lastSeq"].as_u64().unwrap(),
+                )
+            })
+            .collect();
         Self {
             label: label.to_owned(),
             user: user.clone(),
@@ -196,6 +211,7 @@ impl Session {
             got: Vec::new(),
             targets: Vec::new(),
             conversations: Vec::new(),
+            baseline,
         }
     }
 
@@ -243,8 +259,8 @@ impl Session {
     }
 
     /// Whether this session sent `message` itself (it has the ack, not
-    /// an event).
-    fn sent(&self, message: &Value) -> bool {
+    /// an event), acknowledged or not.
+    pub fn sent(&self, message: &Value) -> bool {
         message["clientMsgId"]
             .as_str()
             .is_some_and(|c| c.starts_with(&format!("{}/", self.label)))
@@ -269,6 +285,18 @@ impl Session {
         }
     }
 
+    /// Reads until the connection is gone (its node died), keeping the
+    /// `message` events that had arrived.
+    pub async fn read_until_closed(&mut self) {
+        self.read(WAIT, |_| false).await;
+    }
+
+    /// The last seq of `conversation` when the session opened (0 for a
+    /// conversation that did not exist then).
+    pub fn baseline(&self, conversation: &str) -> u64 {
+        self.baseline.get(conversation).copied().unwrap_or(0)
+    }
+
     /// Asks the server which conversations this session must account for.
     pub async fn learn_conversations(&mut self) {
         let ack = self.client.ack("getConversations", json!({})).await;
@@ -290,7 +318,8 @@ impl Session {
             .collect();
         let mut missing = Vec::new();
         for c in &self.conversations {
-            for m in &truth[c] {
+            let history = self.baseline(c);
+            for m in truth[c].iter().filter(|m| seq(m) > history) {
                 if !self.sent(m) && !got.contains(&(c.as_str(), seq(m))) {
                     missing.push((c.clone(), seq(m)));
                 }
@@ -300,8 +329,9 @@ impl Session {
     }
 
     /// Asserts that the session received every message of its
-    /// conversations it did not send, exactly once, in seq order, each as
-    /// the store has it, and nothing else.
+    /// conversations committed after it opened that it did not send,
+    /// exactly once, in seq order, each as the store has it, and nothing
+    /// else.
     pub fn assert_complete(&self, truth: &Truth) {
         let mut by_conversation: HashMap<&str, Vec<u64>> = HashMap::new();
         for m in &self.got {
@@ -382,15 +412,16 @@ pub async fn truth_for(sessions: &mut [Session]) -> Truth {
     for s in sessions.iter_mut() {
         s.learn_conversations().await;
         for c in s.conversations.clone() {
-            if !truth.contains_key(&c) {
-                let stored = history(&mut s.client, &c, 0).await;
+            if let Entry::Vacant(slot) = truth.entry(c) {
+                let stored = history(&mut s.client, slot.key(), 0).await;
                 let seqs: Vec<u64> = stored.iter().map(seq).collect();
                 assert_eq!(
                     seqs,
                     (1..=seqs.len() as u64).collect::<Vec<_>>(),
-                    "seqs of {c} in the store are not dense"
+                    "seqs of {} in the store are not dense",
+                    slot.key()
                 );
-                truth.insert(c, stored);
+                slot.insert(stored);
             }
         }
     }
