@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::adapters::cluster::ClusterSettings;
+use crate::adapters::cluster::fault::Faults;
+
 /// Every setting, with its key in `confab.toml`; the environment variable is
 /// `CONFAB_` and the key in capitals.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +50,25 @@ pub struct Settings {
     pub argon2_memory_kib: u32,
     /// argon2id passes (lower it only for tests and benchmarks).
     pub argon2_iterations: u32,
+    /// `redis://host:port/db`: makes this process a member of a cluster
+    /// (docs/cluster.md); needs PostgreSQL and a shared `jwt_secret`.
+    pub redis_url: Option<String>,
+    /// This node's stable name in the cluster; default `host:port`.
+    pub node_id: Option<String>,
+    /// Prefix of every Redis key and channel.
+    pub redis_prefix: String,
+    /// Seconds a session's cluster presence lives without a heartbeat; a
+    /// killed node's users show offline within about this long.
+    pub presence_ttl_secs: u64,
+    /// Milliseconds a gap in a conversation's events waits before the
+    /// store fills it (at most 500).
+    pub cluster_reorder_ms: u64,
+    /// Seconds between comparisons of every delivery cursor with the store.
+    pub cluster_resync_secs: u64,
+    /// Seconds the pub/sub connection may sit idle before it is probed.
+    pub cluster_probe_secs: u64,
+    /// Test-only publish faults, honoured by debug builds only.
+    pub faults: Option<String>,
 }
 
 /// A configuration that cannot be used; the message names the setting.
@@ -78,6 +100,11 @@ impl Settings {
             .and_then(|b| b.set_default("shutdown_grace_secs", 10))
             .and_then(|b| b.set_default("argon2_memory_kib", 19_456))
             .and_then(|b| b.set_default("argon2_iterations", 2))
+            .and_then(|b| b.set_default("redis_prefix", "confab"))
+            .and_then(|b| b.set_default("presence_ttl_secs", 12))
+            .and_then(|b| b.set_default("cluster_reorder_ms", 200))
+            .and_then(|b| b.set_default("cluster_resync_secs", 10))
+            .and_then(|b| b.set_default("cluster_probe_secs", 5))
             .map_err(|e| ConfigError(e.to_string()))?
             .add_source(
                 config::File::with_name(&file)
@@ -106,6 +133,9 @@ impl Settings {
             ),
             ("outbound_queue", self.outbound_queue as u64),
             ("argon2_iterations", u64::from(self.argon2_iterations)),
+            ("cluster_reorder_ms", self.cluster_reorder_ms),
+            ("cluster_resync_secs", self.cluster_resync_secs),
+            ("cluster_probe_secs", self.cluster_probe_secs),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -121,7 +151,69 @@ impl Settings {
         tracing_subscriber::EnvFilter::try_new(&self.log)
             .map_err(|e| ConfigError(format!("log is not a valid tracing filter: {e}")))?;
         self.database()?;
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        if self.presence_ttl_secs < 2 {
+            return Err(ConfigError("presence_ttl_secs must be at least 2".into()));
+        }
+        if self.cluster_reorder_ms > 500 {
+            return Err(ConfigError("cluster_reorder_ms must be at most 500".into()));
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError(
+                "redis_prefix must be non-empty, without spaces".into(),
+            ));
+        }
+        if let Some(faults) = self.faults.as_deref() {
+            Faults::parse(faults).map_err(|e| ConfigError(format!("faults: {e}")))?;
+        }
+        let Some(url) = self.redis_url() else {
+            return Ok(());
+        };
+        if !url.starts_with("redis://") {
+            return Err(ConfigError(
+                "redis_url must be a redis://host:port/db URL".into(),
+            ));
+        }
+        if !matches!(self.database()?, Database::Postgres(_)) {
+            return Err(ConfigError(
+                "redis_url (cluster mode) needs a postgres:// database_url: every node must share the store".into(),
+            ));
+        }
+        if self.jwt_secret.is_none() {
+            return Err(ConfigError(
+                "redis_url (cluster mode) needs jwt_secret, the same on every node".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The Redis URL, when this process is a cluster member.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_deref().filter(|u| !u.is_empty())
+    }
+
+    /// The cluster settings, when `redis_url` is set; `bound` is the
+    /// address the server listens on, the default node id.
+    pub fn cluster(&self, bound: std::net::SocketAddr) -> Option<ClusterSettings> {
+        let redis_url = self.redis_url()?.to_owned();
+        // A release build has no fault hook at all.
+        let faults = match self.faults.as_deref() {
+            Some(f) if cfg!(debug_assertions) => Faults::parse(f).unwrap_or_default(),
+            _ => Faults::None,
+        };
+        Some(ClusterSettings {
+            redis_url,
+            prefix: self.redis_prefix.clone(),
+            node_id: self.node_id.clone().unwrap_or_else(|| bound.to_string()),
+            presence_ttl: Duration::from_secs(self.presence_ttl_secs),
+            reorder: Duration::from_millis(self.cluster_reorder_ms),
+            resync_every: Duration::from_secs(self.cluster_resync_secs),
+            probe_after: Duration::from_secs(self.cluster_probe_secs),
+            faults,
+        })
     }
 
     /// The database the URL names.
@@ -278,7 +370,60 @@ mod tests {
             shutdown_grace_secs: 1,
             argon2_memory_kib: 8,
             argon2_iterations: 1,
+            redis_url: None,
+            node_id: None,
+            redis_prefix: "confab".into(),
+            presence_ttl_secs: 12,
+            cluster_reorder_ms: 200,
+            cluster_resync_secs: 10,
+            cluster_probe_secs: 5,
+            faults: None,
         }
+    }
+
+    #[test]
+    fn cluster_mode_needs_postgres_and_a_shared_secret() {
+        let mut s = with_url(Some("postgres://db/confab"));
+        s.redis_url = Some("redis://127.0.0.1:6379/".into());
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("jwt_secret"), "{err}");
+        s.jwt_secret = Some("0123456789abcdef".into());
+        s.validate().unwrap();
+        let bound = "10.0.0.5:8080".parse().unwrap();
+        let cluster = s.cluster(bound).unwrap();
+        assert_eq!(cluster.node_id, "10.0.0.5:8080");
+        assert_eq!(cluster.presence_ttl, Duration::from_secs(12));
+        let mut sqlite = s.clone();
+        sqlite.database_url = None;
+        let err = sqlite.validate().unwrap_err().to_string();
+        assert!(err.contains("postgres"), "{err}");
+        s.redis_url = Some("http://x".into());
+        assert!(s.validate().unwrap_err().to_string().contains("redis_url"));
+        s.redis_url = Some(String::new());
+        assert!(s.cluster(bound).is_none(), "empty means single-process");
+    }
+
+    #[test]
+    fn cluster_bounds_are_checked() {
+        let mut s = with_url(None);
+        s.cluster_reorder_ms = 501;
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("cluster_reorder_ms")
+        );
+        s.cluster_reorder_ms = 200;
+        s.presence_ttl_secs = 1;
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("presence_ttl_secs")
+        );
+        s.presence_ttl_secs = 12;
+        s.faults = Some("drop_publish_every:x".into());
+        assert!(s.validate().unwrap_err().to_string().contains("faults"));
     }
 
     #[test]

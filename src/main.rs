@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use confab::adapters::auth::{self, HashCost, JwtAuthenticator};
 use confab::adapters::clock::SystemClock;
+use confab::adapters::cluster::{Cluster, SeqIndex};
 use confab::adapters::metrics::Metrics;
 use confab::adapters::presence::InMemoryPresence;
 use confab::adapters::server::{self, Wiring};
@@ -14,7 +15,7 @@ use confab::adapters::store::{PgStore, SqliteStore};
 use confab::adapters::ws::SessionRegistry;
 use confab::adapters::ws::session::WsSettings;
 use confab::config::{Database, Settings};
-use confab::domain::ports::{MessageStore, UserStore};
+use confab::domain::ports::{MessageStore, PresenceRegistry, Transport, UserStore};
 use confab::domain::service::{ChatService, Limits, Ports};
 use tokio::net::TcpListener;
 use tracing::{error, info};
@@ -44,7 +45,8 @@ async fn main() -> ExitCode {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let database = settings.database()?;
     info!("database: {database}");
-    let (users, messages) = tokio::task::spawn_blocking(move || open_store(&database)).await??;
+    let (users, messages, index) =
+        tokio::task::spawn_blocking(move || open_store(&database)).await??;
     let secret = match &settings.jwt_secret {
         Some(s) => s.clone().into_bytes(),
         None => {
@@ -66,20 +68,52 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let auth = JwtAuthenticator::new(&secret, settings.token_ttl_secs, cost)?;
     let metrics = Arc::new(Metrics::default());
     let registry = Arc::new(SessionRegistry::new(metrics.clone()));
+    // Bound first: the address is the node's default name in a cluster.
+    let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+    let bound = listener.local_addr()?;
+    let (cluster, presence, transport): (_, Arc<dyn PresenceRegistry>, Arc<dyn Transport>) =
+        match settings.cluster(bound) {
+            Some(cluster_settings) => {
+                let Some(index) = index else {
+                    anyhow::bail!("cluster mode needs PostgreSQL");
+                };
+                let cluster = Cluster::connect(
+                    cluster_settings,
+                    registry.clone(),
+                    messages.clone(),
+                    index,
+                    metrics.clone(),
+                )
+                .await?;
+                let (presence, transport) = (cluster.presence(), cluster.transport());
+                (Some(cluster), presence, transport)
+            }
+            None => (
+                None,
+                Arc::new(InMemoryPresence::default()),
+                registry.clone(),
+            ),
+        };
     let ports = Ports {
         users,
         messages,
         auth: Arc::new(auth),
-        presence: Arc::new(InMemoryPresence::default()),
-        transport: registry.clone(),
+        presence,
+        transport,
         clock: Arc::new(SystemClock),
     };
     let limits = Limits {
         max_sessions_per_user: settings.max_sessions_per_user as usize,
     };
+    let service = Arc::new(ChatService::new(ports, limits));
+    if let Some(cluster) = &cluster {
+        cluster.start(service.clone());
+    }
     let (rate_per_sec, rate_burst) = settings.rate();
     let wiring = Wiring {
-        service: Arc::new(ChatService::new(ports, limits)),
+        service,
         registry,
         metrics,
         ws: WsSettings {
@@ -91,27 +125,36 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         grace: settings.shutdown_grace(),
         auth_rate: settings.auth_rate(),
+        cluster: cluster.clone(),
     };
-    let listener = TcpListener::bind((settings.host.as_str(), settings.port))
-        .await
-        .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
-    info!("listening on http://{}", listener.local_addr()?);
+    info!("listening on http://{bound}");
     server::serve(listener, wiring, shutdown_signal()).await;
+    if let Some(cluster) = cluster {
+        cluster.leave().await;
+    }
     Ok(())
 }
 
-/// Opens the store the configuration names: both ports on one adapter.
-fn open_store(database: &Database) -> anyhow::Result<(Arc<dyn UserStore>, Arc<dyn MessageStore>)> {
+/// The store the configuration names: both ports on one adapter, and
+/// the cluster's index when it can be shared by several nodes.
+type Stores = (
+    Arc<dyn UserStore>,
+    Arc<dyn MessageStore>,
+    Option<Arc<dyn SeqIndex>>,
+);
+
+/// Opens the store the configuration names.
+fn open_store(database: &Database) -> anyhow::Result<Stores> {
     Ok(match database {
         Database::Sqlite(path) => {
             let store = Arc::new(SqliteStore::open(path)?);
-            (store.clone(), store)
+            (store.clone(), store, None)
         }
         Database::Postgres(url) => {
             // libpq may quote the part of a URL it cannot parse, password included.
             let opened = PgStore::open(url).map_err(|e| anyhow!(database.scrub(&format!("{e:#}"))));
             let store = Arc::new(opened?);
-            (store.clone(), store)
+            (store.clone(), store.clone(), Some(store))
         }
     })
 }

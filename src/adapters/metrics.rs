@@ -21,6 +21,103 @@ pub struct CloseLabel {
     pub code: u16,
 }
 
+/// Label of the resync counter: what caused it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `periodic`, `reconnect` or `probe`.
+    pub reason: &'static str,
+}
+
+/// What a cluster member exports (zero on a single server).
+#[derive(Default)]
+pub struct ClusterMetrics {
+    /// Events published to Redis for other nodes.
+    pub published: Counter,
+    /// Events not published: queue full, or Redis failing.
+    pub publish_dropped: Counter,
+    /// Events received from other nodes.
+    pub received: Counter,
+    /// Message events dropped as already given.
+    pub duplicates_dropped: Counter,
+    /// Gaps filled from the store.
+    pub gap_fills: Counter,
+    /// Messages given by gap fills.
+    pub gap_filled_messages: Counter,
+    /// Comparisons of every cursor with the store, by cause.
+    pub resyncs: Family<ReasonLabel, Counter>,
+    /// Liveness probes that did not come back.
+    pub probe_failures: Counter,
+    /// 1 while the pub/sub connection is up.
+    pub redis_connected: Gauge,
+    /// Sessions of dead nodes closed by this node's reaper.
+    pub presence_reaped: Counter,
+}
+
+impl ClusterMetrics {
+    /// Counts one resync.
+    pub fn resync(&self, reason: &'static str) {
+        self.resyncs.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        let counters = [
+            (
+                "cluster_published",
+                "Events published to Redis for other nodes",
+                &self.published,
+            ),
+            (
+                "cluster_publish_dropped",
+                "Events not published (queue full or Redis failing)",
+                &self.publish_dropped,
+            ),
+            (
+                "cluster_received",
+                "Events received from other nodes",
+                &self.received,
+            ),
+            (
+                "cluster_duplicates_dropped",
+                "Message events dropped as already given",
+                &self.duplicates_dropped,
+            ),
+            (
+                "cluster_gap_fills",
+                "Delivery gaps filled from the store",
+                &self.gap_fills,
+            ),
+            (
+                "cluster_gap_filled_messages",
+                "Messages given by gap fills",
+                &self.gap_filled_messages,
+            ),
+            (
+                "cluster_probe_failures",
+                "Pub/sub liveness probes that did not come back",
+                &self.probe_failures,
+            ),
+            (
+                "presence_reaped",
+                "Sessions of dead nodes closed by this node",
+                &self.presence_reaped,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "cluster_resyncs",
+            "Comparisons of delivery cursors with the store, by cause",
+            self.resyncs.clone(),
+        );
+        registry.register(
+            "cluster_redis_connected",
+            "1 while the Redis pub/sub connection is up",
+            self.redis_connected.clone(),
+        );
+    }
+}
+
 /// Every metric confab exports.
 pub struct Metrics {
     registry: Registry,
@@ -42,6 +139,8 @@ pub struct Metrics {
     pub events_queued: Counter,
     /// HTTP requests served since start.
     pub http_requests: Counter,
+    /// Cluster delivery and presence.
+    pub cluster: ClusterMetrics,
 }
 
 impl Default for Metrics {
@@ -57,6 +156,7 @@ impl Default for Metrics {
             messages_acked: Counter::default(),
             events_queued: Counter::default(),
             http_requests: Counter::default(),
+            cluster: ClusterMetrics::default(),
             registry: Registry::default(),
         };
         registry.register("sessions", "Open WebSocket sessions", m.sessions.clone());
@@ -96,6 +196,7 @@ impl Default for Metrics {
             "HTTP requests served",
             m.http_requests.clone(),
         );
+        m.cluster.register(&mut registry);
         Self { registry, ..m }
     }
 }

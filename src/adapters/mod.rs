@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod http;
 pub mod memory;
 pub mod metrics;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use super::cluster::Cluster;
 use super::http::{self, HttpState, MAX_BODY_BYTES};
 use super::memory;
 use super::metrics::Metrics;
@@ -37,6 +38,8 @@ pub struct Wiring {
     pub grace: Duration,
     /// Register and login attempts per client address: per second, burst.
     pub auth_rate: (NonZeroU32, NonZeroU32),
+    /// This node's cluster membership, in cluster mode.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// Serves `listener` until `shutdown` resolves, then shuts down gracefully.
@@ -61,6 +64,7 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
             metrics: wiring.metrics,
             settings: wiring.ws,
             shutdown: stop.clone(),
+            cluster: wiring.cluster,
         }),
         tracker: TaskTracker::new(),
         ws_config,

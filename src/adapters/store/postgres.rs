@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 
 use super::common::{all_failed, cached, remember, seq, to_db_seq};
 use super::schema::{conversations, members, messages};
+use crate::adapters::cluster::{Position, SeqIndex};
 use crate::domain::conversation::{direct_key, name_key};
 use crate::domain::error::PortError;
 use crate::domain::message::{AppendOutcome, MessageChange, NewMessage};
@@ -396,6 +397,39 @@ fn append_batch(
 }
 
 // ---------------------------------------------------------------- users
+
+/// Cluster mode seeds and resyncs delivery cursors from here: one indexed
+/// query for many users (members' primary key leads with the conversation,
+/// so the user lookup uses `members_by_user`).
+#[async_trait]
+impl SeqIndex for PgStore {
+    async fn positions(&self, users: &[UserId]) -> Result<Vec<Position>, PortError> {
+        let ids: Vec<String> = users.iter().map(|u| text(u.as_str())).collect();
+        let rows: Vec<(String, String, i64, i64)> = self
+            .read(move |conn| {
+                Ok(members::table
+                    .inner_join(conversations::table)
+                    .filter(members::user_id.eq_any(&ids))
+                    .select((
+                        members::user_id,
+                        members::conversation_id,
+                        conversations::last_seq,
+                        members::last_read_seq,
+                    ))
+                    .load(conn)?)
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(user, conversation, last, read)| Position {
+                user: UserId::new(user),
+                conversation: ConversationId::new(conversation),
+                last_seq: seq(last),
+                last_read_seq: seq(read),
+            })
+            .collect())
+    }
+}
 
 #[async_trait]
 impl UserStore for PgStore {

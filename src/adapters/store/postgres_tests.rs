@@ -168,3 +168,62 @@ fn a_database_not_in_utf8_is_refused() {
     let message = format!("{:#}", result.err().expect("refused"));
     assert!(message.contains("needs UTF8"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn positions_give_each_users_conversations_with_their_newest_seq_and_read_marker() {
+    use super::super::contract::{direct, new_message, register, ts};
+    let Some(f) = PgFixture::fresh().await else {
+        return;
+    };
+    let store = f.store();
+    let (ann, bob, cat) = (
+        register(store, "ann").await,
+        register(store, "bob").await,
+        register(store, "cat").await,
+    );
+    let ab = direct(store, &ann, &bob).await;
+    for body in ["one", "two", "three"] {
+        store
+            .append(new_message(&ab, &ann, body, None, ts(1)))
+            .await
+            .unwrap();
+    }
+    store.advance_read_marker(&ab, &bob.id, 2).await.unwrap();
+    let room = store
+        .create_room(
+            &RoomName::parse("lobby").unwrap(),
+            Visibility::Public,
+            &cat.id,
+            ts(2),
+        )
+        .await
+        .unwrap();
+    let mut got = store
+        .positions(&[ann.id.clone(), bob.id.clone(), cat.id.clone()])
+        .await
+        .unwrap();
+    got.sort_by(|x, y| x.user.cmp(&y.user));
+    let mut want = vec![
+        Position {
+            user: ann.id.clone(),
+            conversation: ab.clone(),
+            last_seq: 3,
+            last_read_seq: 0,
+        },
+        Position {
+            user: bob.id.clone(),
+            conversation: ab,
+            last_seq: 3,
+            last_read_seq: 2,
+        },
+        Position {
+            user: cat.id.clone(),
+            conversation: room,
+            last_seq: 0,
+            last_read_seq: 0,
+        },
+    ];
+    want.sort_by(|x, y| x.user.cmp(&y.user));
+    assert_eq!(got, want);
+    assert!(store.positions(&[]).await.unwrap().is_empty());
+}

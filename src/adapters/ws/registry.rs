@@ -12,7 +12,7 @@ use std::task::Waker;
 
 use async_trait::async_trait;
 use futures::task::AtomicWaker;
-use hyper_tungstenite::tungstenite::Message as Frame;
+use hyper_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 
 use super::super::metrics::Metrics;
 use super::super::wire;
@@ -215,20 +215,48 @@ impl SessionRegistry {
     }
 }
 
+impl SessionRegistry {
+    /// Queues an event frame for every session of `user` here but the
+    /// excepted one; returns how many took it.
+    pub fn push_to_user(
+        &self,
+        user: &UserId,
+        frame: &Utf8Bytes,
+        except: Option<&SessionId>,
+    ) -> u64 {
+        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        let queued = Self::push_locked(&sessions, user, frame, except);
+        self.metrics.events_queued.inc_by(queued);
+        queued
+    }
+
+    fn push_locked(
+        sessions: &Sessions,
+        user: &UserId,
+        frame: &Utf8Bytes,
+        except: Option<&SessionId>,
+    ) -> u64 {
+        let mut queued = 0;
+        for handle in sessions.by_user.get(user).into_iter().flatten() {
+            if except != Some(handle.id()) && handle.push(Frame::Text(frame.clone())) {
+                queued += 1;
+            }
+        }
+        queued
+    }
+}
+
 #[async_trait]
 impl Transport for SessionRegistry {
     async fn deliver(&self, delivery: Delivery, event: Event) {
         // Serialized once; every recipient shares the same bytes.
-        let frame = Frame::Text(wire::encode_event(&event));
+        let frame = wire::encode_event(&event);
         let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        let mut queued = 0;
-        for user in &delivery.users {
-            for handle in sessions.by_user.get(user).into_iter().flatten() {
-                if delivery.except.as_ref() != Some(handle.id()) && handle.push(frame.clone()) {
-                    queued += 1;
-                }
-            }
-        }
+        let queued: u64 = delivery
+            .users
+            .iter()
+            .map(|user| Self::push_locked(&sessions, user, &frame, delivery.except.as_ref()))
+            .sum();
         self.metrics.events_queued.inc_by(queued);
     }
 }

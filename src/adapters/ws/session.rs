@@ -30,6 +30,7 @@ use tracing::{debug, error, info};
 use super::registry::{
     DROP, Mailbox, NORMAL, SLOW_CONSUMER, SessionHandle, SessionRegistry, TOKEN_EXPIRED, TOO_LARGE,
 };
+use crate::adapters::cluster::Cluster;
 use crate::adapters::metrics::{CloseLabel, Metrics};
 use crate::adapters::wire::{
     self, ConversationDto, Inbound, MessageContent, MessageDto, PresenceDto, Request, UserDto,
@@ -64,6 +65,8 @@ pub struct SessionEnv {
     pub settings: WsSettings,
     /// Cancelled when the server shuts down; no session starts after that.
     pub shutdown: CancellationToken,
+    /// This node's cluster membership, in cluster mode.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// A session accepted at the handshake, waiting for its upgrade to finish.
@@ -82,6 +85,9 @@ pub async fn run(env: Arc<SessionEnv>, websocket: HyperWebsocket, pending: Pendi
     let caller = &pending.caller;
     env.registry
         .unregister(&caller.user.id, pending.handle.id());
+    if let Some(cluster) = &env.cluster {
+        cluster.detach(&caller.user.id);
+    }
     // Boxed: a task is as large as the largest future it ever awaits, for
     // its whole life, and this one runs once, at the very end.
     if let Err(e) = Box::pin(env.service.close_session(caller)).await {

@@ -1,0 +1,40 @@
+//! The cluster's `Transport`: every event goes to this node's sessions at
+//! once (through the tracker for sequenced kinds) and, queued without
+//! waiting, to Redis for the other nodes. The core calls `deliver` after
+//! the commit, so nothing is published before it is durable.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::Shared;
+use super::envelope::Header;
+use crate::adapters::wire;
+use crate::domain::event::Event;
+use crate::domain::ports::Transport;
+use crate::domain::routing::Delivery;
+
+/// Delivers events across the cluster.
+pub struct ClusterTransport {
+    shared: Arc<Shared>,
+}
+
+impl ClusterTransport {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+#[async_trait]
+impl Transport for ClusterTransport {
+    async fn deliver(&self, delivery: Delivery, event: Event) {
+        if delivery.is_empty() {
+            return;
+        }
+        // Serialized once: local sessions and every remote node share it.
+        let frame = wire::encode_event(&event);
+        let header = Header::of(&event, &self.shared.incarnation, delivery.except.as_ref());
+        self.shared.dispatch(&delivery.users, &header, &frame);
+        self.shared.publish(&delivery.users, &header, &frame);
+    }
+}
