@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::{
-    Account, Cluster, FAST, Session, Target, assert_all_complete, history, presence_is, seq,
-    statuses, wave,
+    Account, Cluster, FAST, Session, Target, assert_all_complete, collect_all, fire_all, history,
+    presence_is, seq, statuses, wave,
 };
 
 /// `FAST`'s presence TTL.
@@ -45,15 +45,15 @@ async fn a_killed_node_costs_the_others_nothing_and_its_clients_catch_up_elsewhe
             .all(|s| s == "online")
     );
 
-    // n2's clients write sends and n2 dies under them: some are committed
-    // and never published, and nobody gets their replies.
+    // Everyone writes sends and n2 dies under them: some of its clients'
+    // are committed and never published, and nobody gets their replies.
     let (mut dead, mut live): (Vec<Session>, Vec<Session>) =
         sessions.into_iter().partition(|s| s.node == 1);
-    for s in &mut dead {
-        s.fire("dying", 3).await;
-    }
+    let in_flight = fire_all(&mut live, "across", 3).await;
+    fire_all(&mut dead, "dying", 3).await;
     cluster.nodes[1].kill9();
     let killed = Instant::now();
+    collect_all(&mut live, in_flight).await;
     wave(&mut live, "after1", 3).await;
     wave(&mut live, "after2", 3).await;
 

@@ -1,11 +1,15 @@
-//! Redis failing under traffic: restarted (empty, on its port), or its
+//! Redis failing under traffic, with sends in flight: killed and started
+//! again empty on its port (with a wave of sends while it is down), or its
 //! subscriber connections killed. Sends keep being acknowledged, delivery
 //! resumes, every session ends complete and in order (what pub/sub lost
 //! comes from the store by a resync), and every node counts that resync.
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Cluster, Session, Target, assert_all_complete, room_of_all, statuses, wave};
+use crate::support::{
+    Cluster, Session, Target, assert_all_complete, collect_all, fire_all, room_of_all, statuses,
+    wave,
+};
 
 /// What happens to Redis in the middle of the traffic.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,9 +55,11 @@ async fn delivery_survives(disruption: Disruption) {
     for node in 0..3 {
         resyncs_before.push(resyncs(&cluster, node).await);
     }
+    let in_flight = fire_all(&mut sessions, "across", 3).await;
     match disruption {
         Disruption::Restart => {
             cluster.redis.stop();
+            collect_all(&mut sessions, in_flight).await;
             wave(&mut sessions, "during", 3).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
             cluster.redis.resume().await;
@@ -65,6 +71,7 @@ async fn delivery_survives(disruption: Disruption) {
                 .parse()
                 .unwrap();
             assert!(killed >= 3, "one subscriber per node, {killed} killed");
+            collect_all(&mut sessions, in_flight).await;
             wave(&mut sessions, "during", 3).await;
         }
     }

@@ -98,15 +98,18 @@ async fn a_node_stopped_with_sigterm_takes_its_users_offline_at_once() {
     let status = cluster.nodes[1].terminate();
     assert!(status.success(), "n2 exits 0 on SIGTERM: {status:?}");
     let stopped = Instant::now();
+    // The state at once, then the event to his contact.
+    assert_eq!(statuses(&mut on_a, &[&bob]).await, ["offline"]);
     let heard = on_a
         .wait_for_within(Duration::from_secs(3), presence_is(&bob, "offline"))
         .await;
     assert!(
         heard.is_some(),
-        "no offline event for bob within {:?} of n2's exit",
-        stopped.elapsed()
+        "no offline event for bob within {:?} of n2's exit; ann got {:?}; n2 logged {:?}",
+        stopped.elapsed(),
+        on_a.buffered(),
+        cluster.nodes[1].logs.lock().unwrap()
     );
-    assert_eq!(statuses(&mut on_a, &[&bob]).await, ["offline"]);
     let listed = on_a.ack("getConnectedUsers", json!({})).await;
     assert!(!lists(&listed, &bob), "{listed}");
     assert_eq!(

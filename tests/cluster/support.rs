@@ -222,6 +222,14 @@ impl Session {
     /// When a send is not acknowledged.
     pub async fn send_wave(&mut self, tag: &str, per: usize) -> Vec<Value> {
         let ids = self.fire(tag, per).await;
+        self.collect(ids).await
+    }
+
+    /// The acknowledged messages of sends written by `fire`.
+    ///
+    /// # Panics
+    /// When a send is not acknowledged.
+    pub async fn collect(&mut self, ids: Vec<String>) -> Vec<Value> {
         let mut acked = Vec::new();
         for id in ids {
             let reply = self.client.reply_to(&id).await;
@@ -452,6 +460,21 @@ pub async fn assert_all_complete(sessions: &mut [Session]) -> Truth {
 /// Runs one wave of `per` sends on every session at once.
 pub async fn wave(sessions: &mut [Session], tag: &str, per: usize) {
     join_all(sessions.iter_mut().map(|s| s.send_wave(tag, per))).await;
+}
+
+/// Writes a wave of `per` sends on every session without waiting for the
+/// replies; `collect_all` takes them.
+pub async fn fire_all(sessions: &mut [Session], tag: &str, per: usize) -> Vec<Vec<String>> {
+    let mut ids = Vec::new();
+    for s in sessions.iter_mut() {
+        ids.push(s.fire(tag, per).await);
+    }
+    ids
+}
+
+/// Waits for the acks of the sends `fire_all` wrote.
+pub async fn collect_all(sessions: &mut [Session], ids: Vec<Vec<String>>) {
+    join_all(sessions.iter_mut().zip(ids).map(|(s, ids)| s.collect(ids))).await;
 }
 
 /// Creates a public room through `owner` and has every other session's
