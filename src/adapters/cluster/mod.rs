@@ -383,9 +383,13 @@ impl Shared {
         let mut tracker = self.tracker();
         self.registry.register(user, handle);
         let seeds = positions.into_iter().map(|p| (p.conversation, p.last_seq));
-        tracker.seed(user, seeds, Instant::now(), &mut |u, f, e| {
+        let unknown = tracker.seed(user, seeds, Instant::now(), &mut |u, f, e| {
             self.push(u, f, e);
         });
+        drop(tracker);
+        for conversation in unknown {
+            self.resolve_later(user.clone(), conversation);
+        }
         true
     }
 

@@ -145,19 +145,20 @@ impl Tracker {
 
     /// Sets the user's cursors where the store stands (`(conversation,
     /// last seq)`: everything up to it is history, not events), then
-    /// replays what arrived meanwhile.
+    /// replays what arrived meanwhile. Returns the conversations the replay
+    /// found no cursor for, to [`Self::resolve`].
     pub fn seed(
         &mut self,
         user: &UserId,
         positions: impl IntoIterator<Item = (ConversationId, u64)>,
         now: Instant,
         sink: &mut Sink<'_>,
-    ) {
+    ) -> Vec<ConversationId> {
         let Some(local) = self.users.get_mut(user) else {
-            return;
+            return Vec::new();
         };
         let Local::Seeding(pending) = local else {
-            return;
+            return Vec::new();
         };
         let pending = std::mem::take(pending);
         let cursors = positions
@@ -175,9 +176,13 @@ impl Tracker {
             cursors,
             unknown: HashMap::new(),
         });
+        let mut unknown = Vec::new();
         for (c, seq, kind, item) in pending {
-            self.offer(user, &c, seq, kind, item, now, sink);
+            if self.offer(user, &c, seq, kind, item, now, sink) == Offered::Unknown {
+                unknown.push(c);
+            }
         }
+        unknown
     }
 
     /// Stops tracking a user whose last local session closed.
@@ -699,9 +704,19 @@ mod tests {
             );
             assert_eq!(offered, Offered::Buffered);
         }
-        t.seed(&user("a"), [(conv("c"), 6)], now, &mut sink(&mut out));
+        t.offer(
+            &user("a"),
+            &conv("new"),
+            1,
+            Kind::Message,
+            item("n1", None),
+            now,
+            &mut sink(&mut out),
+        );
+        let unknown = t.seed(&user("a"), [(conv("c"), 6)], now, &mut sink(&mut out));
         let texts: Vec<_> = out.iter().map(|(_, f, _)| f.as_str()).collect();
         assert_eq!(texts, ["m7"]);
+        assert_eq!(unknown, [conv("new")], "to be resolved");
     }
 
     #[test]
