@@ -113,6 +113,15 @@ impl Client {
             .unwrap_or_else(|| panic!("no frame within {WAIT:?} (closed: {:?})", self.closed))
     }
 
+    /// The next frame (buffered ones first), or `None` when none comes
+    /// within `limit` or the connection is gone.
+    pub async fn next_frame_within(&mut self, limit: Duration) -> Option<Value> {
+        if !self.buffered.is_empty() {
+            return Some(self.buffered.remove(0));
+        }
+        self.read_frame(limit).await
+    }
+
     async fn read_frame(&mut self, limit: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -137,20 +146,31 @@ impl Client {
 
     /// The first frame (buffered or new) matching `pred`; others are kept.
     pub async fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(i) = self.buffered.iter().position(&pred) {
-            return self.buffered.remove(i);
+        match self.wait_for_within(WAIT, pred).await {
+            Some(frame) => frame,
+            None => panic!(
+                "no matching frame within {WAIT:?}; closed: {:?}; kept: {:?}",
+                self.closed, self.buffered
+            ),
         }
-        let deadline = tokio::time::Instant::now() + WAIT;
+    }
+
+    /// The first frame (buffered or new) matching `pred`, or `None` when
+    /// none comes within `limit`; others are kept.
+    pub async fn wait_for_within(
+        &mut self,
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        if let Some(i) = self.buffered.iter().position(&pred) {
+            return Some(self.buffered.remove(i));
+        }
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some(frame) = self.read_frame(left).await else {
-                panic!(
-                    "no matching frame within {WAIT:?}; closed: {:?}; kept: {:?}",
-                    self.closed, self.buffered
-                );
-            };
+            let frame = self.read_frame(left).await?;
             if pred(&frame) {
-                return frame;
+                return Some(frame);
             }
             self.buffered.push(frame);
         }

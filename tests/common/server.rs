@@ -120,12 +120,19 @@ impl TestServer {
     /// port, data folder and database, so that clients which knew it (a
     /// browser page, say) find it where it was.
     pub async fn resume(&mut self) {
+        self.resume_with(&[]).await;
+    }
+
+    /// `resume` with extra `CONFAB_*` settings (a cluster node's, say,
+    /// which it needs again to rejoin as the same node).
+    pub async fn resume_with(&mut self, extra: &[(&str, &str)]) {
         assert!(self.child.is_none(), "the server is still running");
         let port = self.port.to_string();
         let mut env = vec![("CONFAB_PORT", port.as_str())];
         if let Some((url, _)) = &self.postgres {
             env.push(("CONFAB_DATABASE_URL", url.as_str()));
         }
+        env.extend_from_slice(extra);
         let mut again = Self::start_in(&self.data_dir, &env).await;
         assert_eq!(again.port, self.port);
         self.child = again.child.take();
