@@ -2,7 +2,8 @@
 //! again empty on its port (with a wave of sends while it is down), or its
 //! subscriber connections killed. Sends keep being acknowledged, delivery
 //! resumes, every session ends complete and in order (what pub/sub lost
-//! comes from the store by a resync), and every node counts that resync.
+//! comes from the store by a resync), and every node counts that resync;
+//! and a subscription gone silent, which only the liveness probe finds.
 
 use std::time::{Duration, Instant};
 
@@ -125,4 +126,45 @@ async fn resyncs(cluster: &Cluster, node: usize) -> f64 {
         + cluster
             .metric(node, r#"confab_cluster_resyncs_total{reason="probe"}"#)
             .await
+}
+
+/// A subscription that looks alive and delivers nothing (a half-open
+/// connection, say) is found by the liveness probe, replaced, and what it
+/// missed comes from the store; the periodic resync is off on that node,
+/// so nothing else could have filled the gap.
+#[tokio::test]
+async fn a_silent_subscription_is_found_by_the_probe_and_what_it_missed_is_filled() {
+    let deaf: &[(&str, &str)] = &[
+        ("CONFAB_FAULTS", "deaf_subscriber_after:1500"),
+        ("CONFAB_CLUSTER_RESYNC_SECS", "3600"),
+        ("CONFAB_CLUSTER_PROBE_SECS", "1"),
+    ];
+    let Some(cluster) = Cluster::start_with(2, crate::support::FAST, &[&[], deaf]).await else {
+        return;
+    };
+    let (ann, bob) = (cluster.register("ann").await, cluster.register("bob").await);
+    let mut sessions = vec![
+        Session::open(&cluster, 0, &ann, "ann@n1").await,
+        Session::open(&cluster, 1, &bob, "bob@n2").await,
+    ];
+    sessions[0].targets = vec![Target::User(bob.id.clone())];
+    wave(&mut sessions, "before", 3).await;
+    // n2's subscriber has gone deaf by now; its probe must notice.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    wave(&mut sessions, "deaf", 5).await;
+    assert_all_complete(&mut sessions).await;
+    assert!(
+        cluster
+            .metric(1, "confab_cluster_probe_failures_total")
+            .await
+            >= 1.0,
+        "the probe never failed on n2"
+    );
+    assert!(
+        cluster
+            .metric(1, r#"confab_cluster_resyncs_total{reason="probe"}"#)
+            .await
+            >= 1.0,
+        "n2 never resynced after replacing its subscriber"
+    );
 }

@@ -1,5 +1,6 @@
-//! Test-only fault hooks in the publisher (docs/cluster.md, section 8.4):
-//! they stand for a publish lost or late after its commit. The binary reads
+//! Test-only fault hooks (docs/cluster.md, section 8.3): a publish lost or
+//! late after its commit, and a subscription that looks alive but delivers
+//! nothing. The binary reads
 //! the setting only when built with debug assertions, so a release build
 //! has none.
 
@@ -15,6 +16,9 @@ pub enum Faults {
     DropEvery(u64),
     /// Hold every Nth message publish this long while later ones go out.
     DelayEvery(u64, Duration),
+    /// From this long after start, the subscriber ignores every push until
+    /// its connection is replaced (what the liveness probe is for).
+    DeafAfter(Duration),
 }
 
 /// What the publisher does with one message publish.
@@ -29,7 +33,8 @@ pub enum Verdict {
 }
 
 impl Faults {
-    /// Parses `drop_publish_every:N` or `delay_publish_every:N:MS`.
+    /// Parses `drop_publish_every:N`, `delay_publish_every:N:MS` or
+    /// `deaf_subscriber_after:MS`.
     ///
     /// # Errors
     /// A message naming what is wrong.
@@ -48,7 +53,10 @@ impl Faults {
                 number(n)?,
                 Duration::from_millis(number(ms)?),
             )),
-            _ => Err("expected drop_publish_every:N or delay_publish_every:N:MS".to_owned()),
+            ["deaf_subscriber_after", ms] => {
+                Ok(Self::DeafAfter(Duration::from_millis(number(ms)?)))
+            }
+            _ => Err("expected drop_publish_every:N, delay_publish_every:N:MS or deaf_subscriber_after:MS".to_owned()),
         }
     }
 
@@ -74,6 +82,9 @@ mod tests {
         let delay = Faults::parse("delay_publish_every:3:1000").unwrap();
         assert_eq!(delay.verdict(6), Verdict::Delay(Duration::from_secs(1)));
         assert_eq!(Faults::parse("").unwrap(), Faults::None);
+        let deaf = Faults::parse("deaf_subscriber_after:2000").unwrap();
+        assert_eq!(deaf, Faults::DeafAfter(Duration::from_secs(2)));
+        assert_eq!(deaf.verdict(1), Verdict::Pass, "publishes untouched");
         for bad in ["drop_publish_every:0", "delay_publish_every:3", "nonsense"] {
             assert!(Faults::parse(bad).is_err(), "{bad}");
         }

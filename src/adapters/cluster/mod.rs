@@ -158,6 +158,8 @@ struct Shared {
     last_push: AtomicU64,
     probes_back: AtomicU64,
     started: Instant,
+    /// Test-only: the subscriber ignores pushes (`Faults::DeafAfter`).
+    deaf: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -215,6 +217,7 @@ impl Cluster {
             last_push: AtomicU64::new(0),
             probes_back: AtomicU64::new(0),
             started: Instant::now(),
+            deaf: std::sync::atomic::AtomicBool::new(false),
         });
         let mut conn = subscriber.clone();
         let node_subscribed = timeout(REDIS_TIMEOUT, conn.subscribe(shared.node_channel())).await;
@@ -222,7 +225,16 @@ impl Cluster {
             anyhow::bail!("cannot subscribe on Redis");
         }
         shared.metrics.cluster.redis_connected.set(1);
-        let tasks = vec![
+        let mut tasks = vec![];
+        if let Faults::DeafAfter(after) = shared.settings.faults {
+            let shared = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                warn!("test fault: the subscriber ignores every push from now on");
+                shared.deaf.store(true, Ordering::Release);
+            }));
+        }
+        tasks.extend([
             tokio::spawn(run_pushes(shared.clone(), push_rx)),
             tokio::spawn(run_subscriptions(
                 shared.clone(),
@@ -235,7 +247,7 @@ impl Cluster {
             tokio::spawn(run_filler(shared.clone())),
             tokio::spawn(run_resync(shared.clone())),
             tokio::spawn(run_probe(shared.clone(), commands)),
-        ];
+        ]);
         Ok(Arc::new(Self {
             shared,
             presence,
@@ -686,6 +698,9 @@ async fn run_pushes(shared: Arc<Shared>, mut pushes: mpsc::UnboundedReceiver<Pus
     while let Some(push) = pushes.recv().await {
         match push.kind {
             PushKind::Message => {
+                if shared.deaf.load(Ordering::Acquire) {
+                    continue;
+                }
                 shared.touch_push();
                 if let Some(msg) = redis::Msg::from_push_info(push) {
                     shared.received(msg.get_channel_name(), msg.get_payload_bytes());
@@ -746,7 +761,10 @@ async fn run_subscriptions(
                 }
                 SubCommand::Rebuild => {
                     match subscriber(&client, pushes.clone()).await {
-                        Ok(fresh) => conn = fresh,
+                        Ok(fresh) => {
+                            conn = fresh;
+                            shared.deaf.store(false, Ordering::Release);
+                        }
                         Err(e) => warn!(error = %e, "cannot replace the pub/sub connection"),
                     }
                     recover(&shared, &mut conn, &desired, "probe").await;
