@@ -152,6 +152,9 @@ pub struct ClusterPresence {
     // close, the entry that close removed, and leave a ghost for a TTL.
     gate: tokio::sync::RwLock<()>,
     reap_failures: AtomicU64,
+    // Activity since the last flush, newest per user: written once a
+    // second rather than a Redis round trip before every request.
+    touched: Mutex<HashMap<UserId, Timestamp>>,
 }
 
 impl ClusterPresence {
@@ -176,6 +179,7 @@ impl ClusterPresence {
             local: Mutex::new(HashMap::new()),
             gate: tokio::sync::RwLock::new(()),
             reap_failures: AtomicU64::new(0),
+            touched: Mutex::new(HashMap::new()),
         }
     }
 
@@ -317,6 +321,38 @@ impl ClusterPresence {
         Ok(())
     }
 
+    /// Writes the activity recorded since the last flush, for every node to
+    /// read.
+    ///
+    /// # Errors
+    /// A [`PortError`] when Redis fails or does not answer; what was not
+    /// written is kept for the next flush.
+    pub async fn flush_touches(&self) -> Result<(), PortError> {
+        let touched: Vec<(UserId, Timestamp)> =
+            std::mem::take(&mut *self.touches()).into_iter().collect();
+        for (i, batch) in touched.chunks(REFRESH_BATCH).enumerate() {
+            let mut inv = self.scripts.touch.prepare_invoke();
+            inv.arg(self.keys.prefix());
+            for (user, at) in batch {
+                inv.arg(user.as_str()).arg(at.millis());
+            }
+            if let Err(e) = self.run::<i64>("touch", &inv).await {
+                let mut pending = self.touches();
+                for (user, at) in touched.into_iter().skip(i * REFRESH_BATCH) {
+                    let newest = pending.entry(user).or_insert(at);
+                    *newest = (*newest).max(at);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn touches(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Timestamp>> {
+        // A map of timestamps cannot be left half-changed.
+        self.touched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Local> {
         // A panic while holding the lock leaves at worst a session more or
         // less to refresh, which the TTL and the reaper repair.
@@ -435,11 +471,10 @@ impl PresenceRegistry for ClusterPresence {
     }
 
     async fn touch(&self, user: &UserId, now: Timestamp) -> Result<(), PortError> {
-        let mut inv = self.scripts.touch.prepare_invoke();
-        inv.arg(self.keys.prefix())
-            .arg(user.as_str())
-            .arg(now.millis());
-        self.run("touch", &inv).await.map(|_: i64| ())
+        let mut touched = self.touches();
+        let newest = touched.entry(user.clone()).or_insert(now);
+        *newest = (*newest).max(now);
+        Ok(())
     }
 
     async fn live(&self, users: &[UserId]) -> Result<HashMap<UserId, LiveStatus>, PortError> {
@@ -459,11 +494,16 @@ impl PresenceRegistry for ClusterPresence {
                 let active = t[2].parse::<i64>().map_err(|_| {
                     PortError(anyhow!("redis presence live: bad active time {:?}", t[2]))
                 })?;
+                let user = UserId::new(&t[0]);
+                // This node's activity not yet flushed is newer still.
+                let pending = self.touches().get(&user).copied();
+                let stored = Timestamp::from_millis(active);
+                let last_active = pending.map_or(stored, |p| stored.max(p));
                 out.insert(
-                    UserId::new(&t[0]),
+                    user,
                     LiveStatus {
                         status,
-                        last_active: Timestamp::from_millis(active),
+                        last_active,
                     },
                 );
             }
@@ -530,6 +570,9 @@ where
                 }
                 if behind {
                     behind = !heartbeat_once(&presence).await;
+                }
+                if let Err(e) = presence.flush_touches().await {
+                    warn!(error = %e, "cannot record activity in Redis");
                 }
                 reap(&presence, &reaped, &mut close).await;
             }

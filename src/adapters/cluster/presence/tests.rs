@@ -272,13 +272,23 @@ async fn activity_moves_last_active_of_connected_users_only() {
         return;
     };
     let p = node(&redis, "n1", LONG);
+    let other = node(&redis, "n2", LONG);
     let ann = user("ann");
     p.open(&ann, &sid("s1"), t(1), 10).await.unwrap();
     p.touch(&ann.id, t(9)).await.unwrap();
-    assert_eq!(live_of(&p, &ann.id).await.last_active, t(9));
+    p.touch(&ann.id, t(8)).await.unwrap();
+    assert_eq!(live_of(&p, &ann.id).await.last_active, t(9), "at once here");
+    assert_eq!(live_of(&other, &ann.id).await.last_active, t(1));
+    p.flush_touches().await.unwrap();
+    assert_eq!(
+        live_of(&other, &ann.id).await.last_active,
+        t(9),
+        "everywhere after the flush"
+    );
     p.touch(&UserId::new("bob"), t(9)).await.unwrap();
     p.close(&ann.id, &sid("s1")).await.unwrap();
     p.touch(&ann.id, t(10)).await.unwrap();
+    p.flush_touches().await.unwrap();
     assert!(
         prefix_keys(&redis).await.is_empty(),
         "a touch after the last close leaves nothing"
