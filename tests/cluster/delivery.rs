@@ -3,7 +3,9 @@
 //! against the store, also when the sender's node drops or delays its
 //! publishes after the commit (the test-only fault hooks).
 
-use crate::support::{Cluster, FAST, Session, Target, assert_all_complete, room_of_all, wave};
+use crate::support::{
+    Cluster, FAST, Session, Target, assert_all_complete, room_of_all, spread, wave,
+};
 
 #[tokio::test]
 async fn three_nodes_deliver_every_message_once_and_in_order_to_every_session() {
@@ -11,20 +13,8 @@ async fn three_nodes_deliver_every_message_once_and_in_order_to_every_session() 
         return;
     };
     const USERS: usize = 24;
-    let mut users = Vec::new();
-    for i in 0..USERS {
-        users.push(cluster.register(&format!("user{i}")).await);
-    }
-    let mut sessions = Vec::new();
-    for (i, user) in users.iter().enumerate() {
-        let node = i % 3;
-        let mut s = Session::open(&cluster, node, user, &format!("u{i}@n{}", node + 1)).await;
-        // Both directions of one pair (senders on two nodes), and one more.
-        for to in [i + 1, i + USERS - 1, i + 7] {
-            s.targets.push(Target::User(users[to % USERS].id.clone()));
-        }
-        sessions.push(s);
-    }
+    // Both directions of one pair (senders on two nodes), and one more.
+    let (users, mut sessions) = spread(&cluster, USERS, &[1, USERS - 1, 7]).await;
     // Every fourth user has a second device on another node, which must
     // see the messages sent from the first.
     for i in (0..USERS).step_by(4) {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::{
-    Account, Cluster, FAST, Session, Target, assert_all_complete, collect_all, fire_all, history,
-    presence_is, seq, statuses, wave,
+    Account, Cluster, FAST, Session, assert_all_complete, collect_all, fire_all, presence_is, seq,
+    spread, statuses, wave,
 };
 
 /// `FAST`'s presence TTL.
@@ -21,20 +21,7 @@ async fn a_killed_node_costs_the_others_nothing_and_its_clients_catch_up_elsewhe
     let Some(mut cluster) = Cluster::start(3).await else {
         return;
     };
-    const USERS: usize = 12;
-    let mut users = Vec::new();
-    for i in 0..USERS {
-        users.push(cluster.register(&format!("user{i}")).await);
-    }
-    let mut sessions = Vec::new();
-    for (i, user) in users.iter().enumerate() {
-        let node = i % 3;
-        let mut s = Session::open(&cluster, node, user, &format!("u{i}@n{}", node + 1)).await;
-        for to in [i + 1, i + 5] {
-            s.targets.push(Target::User(users[to % USERS].id.clone()));
-        }
-        sessions.push(s);
-    }
+    let (users, mut sessions) = spread(&cluster, 12, &[1, 5]).await;
     room_and_first_wave(&mut sessions).await;
     let on_b: Vec<Account> = users.iter().skip(1).step_by(3).cloned().collect();
     let on_b: Vec<&Account> = on_b.iter().collect();
@@ -120,12 +107,13 @@ async fn a_killed_node_costs_the_others_nothing_and_its_clients_catch_up_elsewhe
                 s.label
             );
             let held = received.last().copied().unwrap_or(0);
-            let caught_up: Vec<u64> = history(&mut client, c, held)
+            let caught_up: Vec<u64> = client
+                .history_after(c, held)
                 .await
                 .iter()
                 .map(seq)
                 .collect();
-            let all = history(&mut client, c, 0).await;
+            let all = client.history_after(c, 0).await;
             let history_seq = s.baseline(c);
             for m in all.iter().filter(|m| seq(m) > history_seq) {
                 assert!(

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Cluster, Session, Target, assert_all_complete, collect_all, fire_all, room_of_all, statuses,
-    wave,
+    Cluster, Session, Target, assert_all_complete, collect_all, fire_all, room_of_all, spread,
+    statuses, wave,
 };
 
 /// What happens to Redis in the middle of the traffic.
@@ -35,20 +35,7 @@ async fn delivery_survives(disruption: Disruption) {
     let Some(mut cluster) = Cluster::start(3).await else {
         return;
     };
-    const USERS: usize = 9;
-    let mut users = Vec::new();
-    for i in 0..USERS {
-        users.push(cluster.register(&format!("user{i}")).await);
-    }
-    let mut sessions = Vec::new();
-    for (i, user) in users.iter().enumerate() {
-        let node = i % 3;
-        let mut s = Session::open(&cluster, node, user, &format!("u{i}@n{}", node + 1)).await;
-        for to in [i + 1, i + 4] {
-            s.targets.push(Target::User(users[to % USERS].id.clone()));
-        }
-        sessions.push(s);
-    }
+    let (users, mut sessions) = spread(&cluster, 9, &[1, 4]).await;
     room_of_all(&mut sessions, "everyone").await;
     wave(&mut sessions, "before", 3).await;
 

@@ -120,16 +120,7 @@ fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
 /// (`name{reason="probe"}`), or a bare name, which sums all its series.
 /// An absent series is 0.
 pub async fn metric(node: &TestServer, series: &str) -> f64 {
-    let text = node
-        .http()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metric_in(&text, series)
+    metric_in(&node.metrics_text().await, series)
 }
 
 /// `metric` over an exposition already fetched.
@@ -392,25 +383,28 @@ pub fn seq(message: &Value) -> u64 {
     message["seq"].as_u64().unwrap()
 }
 
-/// Every message of `conversation`, oldest first, after `after`.
-pub async fn history(client: &mut Client, conversation: &str, after: u64) -> Vec<Value> {
-    let mut stored = Vec::new();
-    let mut after = after;
-    loop {
-        let page = client
-            .ack(
-                "getHistory",
-                json!({"conversationId": conversation, "afterSeq": after, "limit": 200}),
-            )
-            .await;
-        for m in page["messages"].as_array().unwrap() {
-            after = seq(m);
-            stored.push(m.clone());
-        }
-        if page["hasMore"] == false {
-            return stored;
-        }
+/// `n` users (`user0`, `user1`, ...), user i with a session on node
+/// i % nodes (labelled `u{i}@n{node}`) that sends to user (i + k) % n for
+/// each k of `partners`.
+pub async fn spread(
+    cluster: &Cluster,
+    n: usize,
+    partners: &[usize],
+) -> (Vec<Account>, Vec<Session>) {
+    let mut users = Vec::new();
+    for i in 0..n {
+        users.push(cluster.register(&format!("user{i}")).await);
     }
+    let mut sessions = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        let node = i % cluster.nodes.len();
+        let mut s = Session::open(cluster, node, user, &format!("u{i}@n{}", node + 1)).await;
+        for k in partners {
+            s.targets.push(Target::User(users[(i + k) % n].id.clone()));
+        }
+        sessions.push(s);
+    }
+    (users, sessions)
 }
 
 /// Learns each session's conversations and reads the store's history of
@@ -421,7 +415,7 @@ pub async fn truth_for(sessions: &mut [Session]) -> Truth {
         s.learn_conversations().await;
         for c in s.conversations.clone() {
             if let Entry::Vacant(slot) = truth.entry(c) {
-                let stored = history(&mut s.client, slot.key(), 0).await;
+                let stored = s.client.history_after(slot.key(), 0).await;
                 let seqs: Vec<u64> = stored.iter().map(seq).collect();
                 assert_eq!(
                     seqs,

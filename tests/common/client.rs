@@ -96,6 +96,28 @@ impl Client {
         reply["content"].clone()
     }
 
+    /// Every message of `conversation` after seq `after`, oldest first,
+    /// read page by page with `getHistory`.
+    pub async fn history_after(&mut self, conversation: &str, after: u64) -> Vec<Value> {
+        let mut stored = Vec::new();
+        let mut after = after;
+        loop {
+            let page = self
+                .ack(
+                    "getHistory",
+                    json!({"conversationId": conversation, "afterSeq": after, "limit": 200}),
+                )
+                .await;
+            for m in page["messages"].as_array().unwrap() {
+                after = m["seq"].as_u64().unwrap();
+                stored.push(m.clone());
+            }
+            if page["hasMore"] == false {
+                return stored;
+            }
+        }
+    }
+
     /// The error code of a request that must fail.
     pub async fn error_code(&mut self, kind: &str, content: Value) -> String {
         let reply = self.request(kind, content).await;

@@ -286,6 +286,12 @@ impl TestServer {
         wait_exit(&mut child, Duration::from_secs(30))
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let res = self.http.get(self.url("/metrics")).send().await.unwrap();
+        res.text().await.unwrap()
+    }
+
     /// Kills the process with SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().unwrap();

@@ -46,16 +46,9 @@ async fn requests_beyond_the_rate_get_rate_limited_and_the_connection_stays() {
 }
 
 async fn slow_consumer_closes(s: &TestServer) -> u64 {
-    let text = s
-        .http()
-        .get(s.url("/metrics"))
-        .send()
+    s.metrics_text()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find(|l| l.starts_with("confab_sessions_closed_by_server_total") && l.contains("4008"))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0)

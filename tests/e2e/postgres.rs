@@ -149,21 +149,7 @@ fn with_password(url: &str, password: &str) -> String {
 
 /// Every message of a conversation, oldest first.
 async fn history(client: &mut crate::helpers::Client, conversation: &Value) -> Vec<Value> {
-    let mut stored = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = client
-            .ack(
-                "getHistory",
-                json!({"conversationId": conversation, "afterSeq": after, "limit": 200}),
-            )
-            .await;
-        for m in page["messages"].as_array().unwrap() {
-            after = m["seq"].as_u64().unwrap();
-            stored.push(m.clone());
-        }
-        if page["hasMore"] == false {
-            return stored;
-        }
-    }
+    client
+        .history_after(conversation.as_str().unwrap(), 0)
+        .await
 }
