@@ -663,14 +663,15 @@ fn client(url: &str) -> anyhow::Result<redis::Client> {
         .map_err(|_| anyhow::anyhow!("redis_url is not a valid Redis URL"))
 }
 
-/// Reconnects quickly and never waits long: a node must notice an outage
-/// and its end within seconds.
+/// Reconnects quickly: a node must notice an outage and its end within
+/// seconds. Every call has its own timeout; the connection's own is only
+/// the longest of them (a presence close may wait in a queue of thousands).
 fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_number_of_retries(6)
         .set_min_delay(Duration::from_millis(100))
         .set_max_delay(Duration::from_secs(1))
-        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(Duration::from_secs(20)))
         .set_connection_timeout(Some(REDIS_TIMEOUT))
 }
 

@@ -37,6 +37,11 @@ use crate::domain::{ChatError, SessionId, Timestamp, User, UserId, Username};
 
 /// Longest wait for one Redis call: an outage must fail a request, not hang it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for a close, which no client waits for: when thousands of
+/// sessions end at once (a network blip, a bench run ending) their closes
+/// queue up in Redis, and one that gives up leaves its user online until
+/// the entry expires.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Sessions per refresh script, so that one call never blocks Redis for long.
 const REFRESH_BATCH: usize = 500;
 /// Users per `live` script; the core asks for at most 1000 at a time anyway.
@@ -220,7 +225,8 @@ impl ClusterPresence {
             .arg(&self.incarnation)
             .arg("GET");
         let mut conn = self.conn.clone();
-        let previous: Option<String> = bounded("claim", cmd.query_async(&mut conn)).await?;
+        let previous: Option<String> =
+            bounded("claim", CALL_TIMEOUT, cmd.query_async(&mut conn)).await?;
         let Some(previous) = previous.filter(|p| *p != self.incarnation) else {
             return Ok(Vec::new());
         };
@@ -365,7 +371,7 @@ impl ClusterPresence {
         inv: &ScriptInvocation<'_>,
     ) -> Result<T, PortError> {
         let mut conn = self.conn.clone();
-        bounded(op, inv.invoke_async(&mut conn)).await
+        bounded(op, CALL_TIMEOUT, inv.invoke_async(&mut conn)).await
     }
 
     /// The `User` for an entry, or `None` (after closing the entry quietly)
@@ -385,17 +391,18 @@ impl ClusterPresence {
     }
 }
 
-/// Runs one Redis call with [`CALL_TIMEOUT`], turning its failure into a
+/// Runs one Redis call for at most `limit`, turning its failure into a
 /// `PortError` that names the operation only (never the URL or a secret).
 async fn bounded<T>(
     op: &'static str,
+    limit: Duration,
     call: impl Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, PortError> {
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+    match tokio::time::timeout(limit, call).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(PortError(anyhow!("redis presence {op}: {e}"))),
         Err(_) => Err(PortError(anyhow!(
-            "redis presence {op}: no answer within {CALL_TIMEOUT:?}"
+            "redis presence {op}: no answer within {limit:?}"
         ))),
     }
 }
@@ -447,7 +454,9 @@ impl PresenceRegistry for ClusterPresence {
         inv.arg(self.keys.prefix())
             .arg(user.as_str())
             .arg(session.as_str());
-        let went_offline: i64 = self.run("close", &inv).await?;
+        let mut conn = self.conn.clone();
+        let went_offline: i64 =
+            bounded("close", CLOSE_TIMEOUT, inv.invoke_async(&mut conn)).await?;
         Ok(went_offline == 1)
     }
 
