@@ -11,11 +11,18 @@
 //! - `room --members M --senders K --rate R --secs S`: one public room, K
 //!   of its members sending at R msgs/s in all.
 //!
+//! Several nodes of a cluster (docs/cluster.md): `--url` and `--server-pid`
+//! repeated. Sessions go round-robin over the nodes by client index, so in
+//! `dm` every pair straddles two nodes unless `--same-node` keeps each pair
+//! together; accounts are made through the first URL; server figures are
+//! summed over the pids.
+//!
 //! A table goes to stdout, or with `--json` exactly one JSON object;
 //! progress and errors go to stderr.
 
 mod auth;
 mod net;
+mod placement;
 mod report;
 mod scenarios;
 mod stats;
@@ -29,6 +36,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{Auth, default_cache_path};
 use crate::net::{Target, source_addrs};
+use crate::placement::Placement;
 use crate::report::Report;
 use crate::scenarios::{Common, MsgParams};
 
@@ -47,12 +55,14 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct CommonArgs {
-    /// Base URL of the server.
+    /// Base URL of the server; repeated for the nodes of a cluster, which
+    /// get the sessions round-robin (accounts are made through the first).
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    url: Vec<String>,
     /// The server's process id: its CPU time and memory are read from /proc.
+    /// Repeated for a cluster, in the order of `--url`: figures are summed.
     #[arg(long, global = true)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
     /// Print exactly one JSON object on stdout (everything else on stderr).
     #[arg(long, global = true)]
     json: bool,
@@ -96,6 +106,11 @@ enum Cmd {
     Dm {
         #[arg(long)]
         clients: usize,
+        /// With several URLs: both members of pair k on node k % n (by
+        /// default they are on different nodes, so every message crosses
+        /// the broker).
+        #[arg(long)]
+        same_node: bool,
         #[command(flatten)]
         msg: MsgArgs,
     },
@@ -188,9 +203,17 @@ fn main() {
 
 async fn run(cli: Cli) -> Result<Report> {
     let a = &cli.common;
-    let target = Target::parse(&a.url).await?;
+    let mut targets = Vec::with_capacity(a.url.len());
+    for url in &a.url {
+        targets.push(Target::parse(url).await?);
+    }
+    let first = targets[0].clone();
     let sources = source_addrs(a.source_addrs);
-    if !sources.is_empty() && (!target.addr.is_ipv4() || !target.addr.ip().is_loopback()) {
+    if !sources.is_empty()
+        && targets
+            .iter()
+            .any(|t| !t.addr.is_ipv4() || !t.addr.ip().is_loopback())
+    {
         anyhow::bail!("--source-addrs spreads over 127.0.0.x: only for a server on 127.0.0.1");
     }
     // Tokens must outlive the run (with a minute to spare).
@@ -202,18 +225,24 @@ async fn run(cli: Cli) -> Result<Report> {
     let cache = a
         .token_cache
         .clone()
-        .unwrap_or_else(|| default_cache_path(&target.base));
+        .unwrap_or_else(|| default_cache_path(&first.base));
     let auth = Arc::new(Auth::new(
-        &target.base,
+        &first.base,
         &a.password,
         &cache,
         &sources,
         a.auth_concurrency,
         min_valid_secs,
     )?);
+    // One node: the parameters read as they always have.
+    let server_pid = match a.server_pid.as_slice() {
+        [] => Value::Null,
+        [pid] => json!(pid),
+        pids => json!(pids),
+    };
     let mut params = json!({
-        "url": target.base,
-        "server_pid": a.server_pid,
+        "url": first.base,
+        "server_pid": server_pid,
         "user_prefix": a.user_prefix,
         "source_addrs": a.source_addrs,
         "token_cache": cache.display().to_string(),
@@ -223,13 +252,24 @@ async fn run(cli: Cli) -> Result<Report> {
             p.extend(e);
         }
     };
+    if targets.len() > 1 {
+        let urls: Vec<&str> = targets.iter().map(|t| t.base.as_str()).collect();
+        add(&mut params, json!({"urls": urls}));
+    }
     match &cli.cmd {
         Cmd::Connect { clients, hold_secs } => add(
             &mut params,
             json!({"clients": clients, "hold_secs": hold_secs}),
         ),
-        Cmd::Dm { clients, msg } => {
+        Cmd::Dm {
+            clients,
+            same_node,
+            msg,
+        } => {
             add(&mut params, json!({"clients": clients}));
+            if targets.len() > 1 {
+                add(&mut params, json!({"same_node": same_node}));
+            }
             add(&mut params, msg.json());
         }
         Cmd::Room {
@@ -241,9 +281,23 @@ async fn run(cli: Cli) -> Result<Report> {
             add(&mut params, msg.json());
         }
     }
+    let placement = match &cli.cmd {
+        Cmd::Dm {
+            same_node: true, ..
+        } => Placement::SamePairNode,
+        _ => Placement::RoundRobin,
+    };
+    if a.server_pid.len() > 1 && a.server_pid.len() != targets.len() {
+        eprintln!(
+            "confab-bench: {} --server-pid for {} --url: per-node figures need one pid per URL, in order",
+            a.server_pid.len(),
+            targets.len()
+        );
+    }
     let common = Common {
-        target,
-        server_pid: a.server_pid,
+        targets,
+        placement,
+        server_pids: a.server_pid.clone(),
         auth,
         sources,
         connect_concurrency: a.connect_concurrency,
@@ -252,7 +306,7 @@ async fn run(cli: Cli) -> Result<Report> {
     };
     match cli.cmd {
         Cmd::Connect { clients, hold_secs } => scenarios::connect(common, clients, hold_secs).await,
-        Cmd::Dm { clients, msg } => scenarios::dm(common, clients, msg.params()).await,
+        Cmd::Dm { clients, msg, .. } => scenarios::dm(common, clients, msg.params()).await,
         Cmd::Room {
             members,
             senders,

@@ -15,13 +15,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Account, Auth};
 use crate::net::{ConnectError, Ctx, ReaderOut, Session, Target, open};
+use crate::placement::Placement;
 use crate::report::Report;
 use crate::stats::{Kind, ProcSample, Stats, proc_sample, round, self_usage};
 
 /// Settings every scenario shares.
 pub struct Common {
-    pub target: Target,
-    pub server_pid: Option<u32>,
+    /// The nodes, at least one; accounts are made through the first.
+    pub targets: Vec<Target>,
+    /// Which node each client index goes to.
+    pub placement: Placement,
+    /// Server processes whose figures are summed (one per target, in order,
+    /// for per-node figures).
+    pub server_pids: Vec<u32>,
     pub auth: Arc<Auth>,
     pub sources: Vec<IpAddr>,
     pub connect_concurrency: usize,
@@ -39,6 +45,26 @@ pub struct MsgParams {
     pub in_flight: usize,
     pub body_size: usize,
     pub drain_secs: f64,
+}
+
+impl Common {
+    /// The node index of client `i`.
+    fn node_of(&self, i: usize) -> usize {
+        self.placement.node_of(i, self.targets.len())
+    }
+
+    fn several_nodes(&self) -> bool {
+        self.targets.len() > 1
+    }
+
+    /// How many of the connected clients are on each node.
+    fn per_node(&self, idx: impl IntoIterator<Item = usize>) -> Vec<usize> {
+        let mut count = vec![0; self.targets.len()];
+        for i in idx {
+            count[self.node_of(i)] += 1;
+        }
+        count
+    }
 }
 
 fn user_names(prefix: &str, n: usize) -> Vec<String> {
@@ -87,7 +113,7 @@ async fn connect_all(
         .enumerate()
         .map(|(i, acc)| {
             let sem = sem.clone();
-            let target = c.target.clone();
+            let target = c.targets[c.node_of(i)].clone();
             let auth = c.auth.clone();
             let ctx = ctx.clone();
             let source = (!c.sources.is_empty()).then(|| c.sources[i % c.sources.len()]);
@@ -141,6 +167,12 @@ async fn connect_all(
         let _ = c.auth.save();
     }
     report.setup.insert("connected".into(), json!(connected));
+    if c.several_nodes() {
+        let per_node = c.per_node(sessions.iter().flatten().map(|s| s.idx));
+        report
+            .setup
+            .insert("sessions_per_node".into(), json!(per_node));
+    }
     report
         .setup
         .insert("connect_secs".into(), json!(round(secs, 3)));
@@ -186,16 +218,29 @@ async fn settle(stats: &Stats, quiet: Duration, limit: Duration) {
 /// Process figures at the start of a measured phase.
 struct Mark {
     at: Instant,
-    server: Option<ProcSample>,
+    /// One sample per server pid, in order (None: unreadable).
+    server: Vec<Option<ProcSample>>,
     tool_cpu: f64,
 }
 
-fn mark(pid: Option<u32>) -> Mark {
+fn mark(pids: &[u32]) -> Mark {
     Mark {
         at: Instant::now(),
-        server: pid.and_then(proc_sample),
+        server: pids.iter().map(|&p| proc_sample(p)).collect(),
         tool_cpu: self_usage().0,
     }
+}
+
+/// The (from, to) samples of every server pid, if all were readable.
+fn sample_pairs(from: &Mark, to: &Mark) -> Option<Vec<(ProcSample, ProcSample)>> {
+    if from.server.is_empty() {
+        return None;
+    }
+    from.server
+        .iter()
+        .zip(&to.server)
+        .map(|(a, b)| Some(((*a)?, (*b)?)))
+        .collect()
 }
 
 /// Server and tool figures between two marks; `per` names the unit the
@@ -203,11 +248,16 @@ fn mark(pid: Option<u32>) -> Mark {
 fn usage(c: &Common, from: &Mark, to: &Mark, per: &[(&str, u64)], report: &mut Report) {
     let wall = to.at.duration_since(from.at).as_secs_f64().max(1e-9);
     report.top("measured_secs", json!(round(wall, 3)));
-    match (c.server_pid, from.server, to.server) {
-        (Some(pid), Some(a), Some(b)) => {
-            let cpu = (b.cpu_secs - a.cpu_secs).max(0.0);
+    match (c.server_pids.as_slice(), sample_pairs(from, to)) {
+        ([], _) => report.top("server", Value::Null),
+        (pids, Some(pairs)) => {
+            let cpu_of = |(a, b): &(ProcSample, ProcSample)| (b.cpu_secs - a.cpu_secs).max(0.0);
+            let cpu: f64 = pairs.iter().map(cpu_of).sum();
             let mut server = serde_json::Map::new();
-            server.insert("pid".into(), json!(pid));
+            match pids {
+                [pid] => server.insert("pid".into(), json!(pid)),
+                _ => server.insert("pids".into(), json!(pids)),
+            };
             server.insert("cpu_secs".into(), json!(round(cpu, 3)));
             server.insert("cpu_cores".into(), json!(round(cpu / wall, 3)));
             for (unit, count) in per {
@@ -218,15 +268,37 @@ fn usage(c: &Common, from: &Mark, to: &Mark, per: &[(&str, u64)], report: &mut R
                 };
                 server.insert(format!("cpu_us_per_{unit}"), v);
             }
-            server.insert("rss_before_kib".into(), json!(a.rss_kib));
-            server.insert("rss_after_kib".into(), json!(b.rss_kib));
+            let rss_before: u64 = pairs.iter().map(|(a, _)| a.rss_kib).sum();
+            let rss_after: u64 = pairs.iter().map(|(_, b)| b.rss_kib).sum();
+            server.insert("rss_before_kib".into(), json!(rss_before));
+            server.insert("rss_after_kib".into(), json!(rss_after));
             report.top("server", Value::Object(server));
+            if pids.len() > 1 {
+                let each: Vec<Value> = pids
+                    .iter()
+                    .zip(&pairs)
+                    .map(|(pid, pair)| {
+                        let cpu = cpu_of(pair);
+                        json!({
+                            "pid": pid,
+                            "cpu_secs": round(cpu, 3),
+                            "cpu_cores": round(cpu / wall, 3),
+                            "rss_before_kib": pair.0.rss_kib,
+                            "rss_after_kib": pair.1.rss_kib,
+                        })
+                    })
+                    .collect();
+                report.top("server_per_pid", json!(each));
+            }
         }
-        (Some(pid), _, _) => {
-            report.warn(format!("cannot read /proc/{pid}: no server figures"));
+        (pids, None) => {
+            let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+            report.warn(format!(
+                "cannot read /proc/{{{}}}: no server figures",
+                pids.join(",")
+            ));
             report.top("server", Value::Null);
         }
-        _ => report.top("server", Value::Null),
     }
     let tool_cpu = (to.tool_cpu - from.tool_cpu).max(0.0);
     let frac = tool_cpu / wall;
@@ -247,6 +319,22 @@ fn usage(c: &Common, from: &Mark, to: &Mark, per: &[(&str, u64)], report: &mut R
             frac * 100.0
         ));
     }
+}
+
+/// RSS growth of a server (or the sum of several) while `sessions` connected.
+fn memory_figures(before_kib: u64, idle_kib: u64, sessions: usize) -> Value {
+    let growth = idle_kib as i64 - before_kib as i64;
+    let per_session = if sessions > 0 {
+        json!(growth * 1024 / sessions as i64)
+    } else {
+        Value::Null
+    };
+    json!({
+        "rss_before_kib": before_kib,
+        "rss_idle_kib": idle_kib,
+        "growth_kib": growth,
+        "bytes_per_session": per_session,
+    })
 }
 
 fn new_ctx() -> Arc<Ctx> {
@@ -273,9 +361,9 @@ pub async fn connect(c: Common, clients: usize, hold_secs: f64) -> Result<Report
     let mut report = Report::new("connect", c.params.clone());
     let accounts = accounts(&c, clients, &mut report).await?;
     let ctx = new_ctx();
-    let before = mark(c.server_pid);
+    let before = mark(&c.server_pids);
     let sessions = connect_all(&c, &accounts, &ctx, &mut report).await;
-    let connected_at = mark(c.server_pid);
+    let connected_at = mark(&c.server_pids);
     // Idle: let presence and other events of the connects pass first.
     settle(
         &ctx.stats,
@@ -284,7 +372,7 @@ pub async fn connect(c: Common, clients: usize, hold_secs: f64) -> Result<Report
     )
     .await;
     tokio::time::sleep(Duration::from_secs_f64(hold_secs.max(0.0))).await;
-    let idle = mark(c.server_pid);
+    let idle = mark(&c.server_pids);
     let sessions: Vec<Session> = sessions.into_iter().flatten().collect();
     let connected = sessions.len();
     let open = sessions.iter().filter(|s| !s.reader.is_finished()).count();
@@ -296,24 +384,35 @@ pub async fn connect(c: Common, clients: usize, hold_secs: f64) -> Result<Report
     report.top("connect_secs", connect_secs.unwrap_or(Value::Null));
     report.top("connect_latency_us", ctx.stats.latency(Kind::Connect));
     report.top("errors", failures.unwrap_or_else(|| json!({})));
-    if let (Some(a), Some(b)) = (before.server, idle.server) {
-        let growth = b.rss_kib as i64 - a.rss_kib as i64;
-        let per_session = if connected > 0 {
-            json!(growth * 1024 / connected as i64)
-        } else {
-            Value::Null
-        };
-        report.top(
-            "server_memory",
-            json!({
-                "rss_before_kib": a.rss_kib,
-                "rss_idle_kib": b.rss_kib,
-                "growth_kib": growth,
-                "bytes_per_session": per_session,
-            }),
-        );
-    } else {
-        report.top("server_memory", Value::Null);
+    match sample_pairs(&before, &idle) {
+        Some(pairs) => {
+            let rss_before: u64 = pairs.iter().map(|(a, _)| a.rss_kib).sum();
+            let rss_idle: u64 = pairs.iter().map(|(_, b)| b.rss_kib).sum();
+            report.top(
+                "server_memory",
+                memory_figures(rss_before, rss_idle, connected),
+            );
+            if c.several_nodes() && pairs.len() == c.targets.len() {
+                let per_node = c.per_node(sessions.iter().map(|s| s.idx));
+                let nodes: Vec<Value> = c
+                    .targets
+                    .iter()
+                    .zip(&c.server_pids)
+                    .zip(pairs.iter().zip(per_node))
+                    .map(|((t, pid), ((a, b), n))| {
+                        let mut v = memory_figures(a.rss_kib, b.rss_kib, n);
+                        if let Some(m) = v.as_object_mut() {
+                            m.insert("url".into(), json!(t.base));
+                            m.insert("pid".into(), json!(pid));
+                            m.insert("sessions".into(), json!(n));
+                        }
+                        v
+                    })
+                    .collect();
+                report.top("server_memory_per_node", json!(nodes));
+            }
+        }
+        None => report.top("server_memory", Value::Null),
     }
     usage(
         &c,
@@ -456,7 +555,7 @@ async fn run_phase(
             format!("closed loop, {} in flight each", p.in_flight)
         }
     );
-    let start_mark = mark(c.server_pid);
+    let start_mark = mark(&c.server_pids);
     let start = start_mark.at;
     let end = start + Duration::from_secs_f64(p.secs);
     let mut by_idx: BTreeMap<usize, Session> = sessions.drain(..).map(|s| (s.idx, s)).collect();
@@ -513,7 +612,7 @@ async fn run_phase(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let end_mark = mark(c.server_pid);
+    let end_mark = mark(&c.server_pids);
     report.top(
         "send_secs",
         json!(round(send_end.duration_since(start).as_secs_f64(), 3)),
@@ -666,6 +765,15 @@ pub async fn dm(c: Common, clients: usize, p: MsgParams) -> Result<Report> {
     report
         .setup
         .insert("pairs".into(), json!(senders.len() / 2));
+    if c.several_nodes() {
+        let across = senders
+            .iter()
+            .filter(|(i, _)| i % 2 == 0 && c.node_of(*i) != c.node_of(i + 1))
+            .count();
+        report
+            .setup
+            .insert("pairs_across_nodes".into(), json!(across));
+    }
     settle(
         &ctx.stats,
         Duration::from_millis(200),
