@@ -10,7 +10,9 @@
 //!   argon2 + JWT authenticator, the in-memory presence registry, and the
 //!   session registry that delivers events (the `Transport` port). They
 //!   also serve the web client (`adapters::web`), which is a client of
-//!   the public contract like any other.
+//!   the public contract like any other. `adapters::cluster` swaps in a
+//!   Redis-backed `Transport` and `PresenceRegistry` so that several
+//!   processes serve as one (docs/cluster.md).
 //! - [`config`] reads the settings; `main.rs` wires it all together.
 //!
 //! The wire contract is `docs/protocol.md`.
