@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
 use super::registry::{
-    DROP, Mailbox, NORMAL, SLOW_CONSUMER, SessionHandle, SessionRegistry, TOKEN_EXPIRED, TOO_LARGE,
+    DROP, GOING_AWAY, Mailbox, NORMAL, SLOW_CONSUMER, SessionHandle, SessionRegistry,
+    TOKEN_EXPIRED, TOO_LARGE,
 };
 use crate::adapters::cluster::Cluster;
 use crate::adapters::metrics::{CloseLabel, Metrics};
@@ -147,6 +148,9 @@ type Answering<'a> = Pin<Box<dyn Future<Output = Vec<Answer>> + Send + 'a>>;
 /// run: a client with many requests in flight gets its sends committed
 /// together and its replies in one write.
 const MAX_RUN: usize = 32;
+
+/// How long a session still reads requests at shutdown before its 1001.
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(200);
 
 /// What the session loop wakes up for.
 enum Wake {
@@ -278,6 +282,8 @@ impl Session<'_> {
         // Wakes the session when events wait for the pace; allocated only
         // then, as most sessions never wait.
         let mut pace_timer: Option<Pin<Box<Sleep>>> = None;
+        // Set at shutdown: reading on until SHUTDOWN_DRAIN has passed.
+        let mut draining = false;
         loop {
             let wake = poll_fn(|cx| {
                 handle.register(cx.waker());
@@ -319,14 +325,25 @@ impl Session<'_> {
                 if broken {
                     return Poll::Ready(Wake::Broken);
                 }
-                if handle.reason().is_some() {
-                    return Poll::Ready(Wake::Close);
+                // At shutdown, requests the client sent before the close
+                // are still read and answered, for a short while: the last
+                // message someone sent is acknowledged or refused, never
+                // left unanswered. (Bytes already in the socket may not be
+                // readable yet: the reactor has to see them first.)
+                let going_away = match handle.reason() {
+                    Some((GOING_AWAY, _)) => true,
+                    Some(_) => return Poll::Ready(Wake::Close),
+                    None => false,
+                };
+                if going_away && !draining {
+                    draining = true;
+                    timer.as_mut().reset(Instant::now() + SHUTDOWN_DRAIN);
                 }
                 if let Some(frame) = held.take() {
                     return Poll::Ready(Wake::Frame(frame));
                 }
                 if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
+                    return Poll::Ready(if draining { Wake::Close } else { Wake::Timer });
                 }
                 let mut texts = Vec::new();
                 while texts.len() < MAX_RUN {
