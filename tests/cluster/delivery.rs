@@ -4,7 +4,7 @@
 //! publishes after the commit (the test-only fault hooks).
 
 use crate::support::{
-    Cluster, FAST, Session, Target, assert_all_complete, room_of_all, spread, wave,
+    Cluster, FAST, Session, Target, ann_to_bob, assert_all_complete, room_of_all, spread, wave,
 };
 
 #[tokio::test]
@@ -86,12 +86,7 @@ async fn a_delayed_publish_arrives_before_the_next_message_and_only_once() {
     let Some(cluster) = Cluster::start_with(2, FAST, &[delay_every_third]).await else {
         return;
     };
-    let (ann, bob) = (cluster.register("ann").await, cluster.register("bob").await);
-    let mut sessions = vec![
-        Session::open(&cluster, 0, &ann, "ann@n1").await,
-        Session::open(&cluster, 1, &bob, "bob@n2").await,
-    ];
-    sessions[0].targets = vec![Target::User(bob.id.clone())];
+    let mut sessions = ann_to_bob(&cluster).await;
 
     // Messages 3, 6 and 9 leave n1 a second late, after the ones behind
     // them; the check lingers past that, so a late copy would be seen.

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Cluster, Session, Target, assert_all_complete, collect_all, fire_all, room_of_all, spread,
-    statuses, wave,
+    Cluster, ann_to_bob, assert_all_complete, collect_all, fire_all, room_of_all, spread, statuses,
+    wave,
 };
 
 /// What happens to Redis in the middle of the traffic.
@@ -129,12 +129,7 @@ async fn a_silent_subscription_is_found_by_the_probe_and_what_it_missed_is_fille
     let Some(cluster) = Cluster::start_with(2, crate::support::FAST, &[&[], deaf]).await else {
         return;
     };
-    let (ann, bob) = (cluster.register("ann").await, cluster.register("bob").await);
-    let mut sessions = vec![
-        Session::open(&cluster, 0, &ann, "ann@n1").await,
-        Session::open(&cluster, 1, &bob, "bob@n2").await,
-    ];
-    sessions[0].targets = vec![Target::User(bob.id.clone())];
+    let mut sessions = ann_to_bob(&cluster).await;
     wave(&mut sessions, "before", 3).await;
     // n2's subscriber has gone deaf by now; its probe must notice.
     tokio::time::sleep(Duration::from_millis(1_600)).await;

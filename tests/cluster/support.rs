@@ -383,6 +383,17 @@ pub fn seq(message: &Value) -> u64 {
     message["seq"].as_u64().unwrap()
 }
 
+/// ann on n1 sending to bob on n2, the two sessions in that order.
+pub async fn ann_to_bob(cluster: &Cluster) -> Vec<Session> {
+    let (ann, bob) = (cluster.register("ann").await, cluster.register("bob").await);
+    let mut sessions = vec![
+        Session::open(cluster, 0, &ann, "ann@n1").await,
+        Session::open(cluster, 1, &bob, "bob@n2").await,
+    ];
+    sessions[0].targets = vec![Target::User(bob.id.clone())];
+    sessions
+}
+
 /// `n` users (`user0`, `user1`, ...), user i with a session on node
 /// i % nodes (labelled `u{i}@n{node}`) that sends to user (i + k) % n for
 /// each k of `partners`.

@@ -88,24 +88,8 @@ async fn every_acknowledged_message_survives_kill_9(backend: Backend) {
     s.kill9();
     let s2 = s.start_again().await;
     let mut cb = s2.connect(&b).await;
-    let conv = acked[0]["conversationId"].clone();
-    let mut stored = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = cb
-            .ack(
-                "getHistory",
-                json!({"conversationId": conv, "afterSeq": after, "limit": 200}),
-            )
-            .await;
-        for m in page["messages"].as_array().unwrap() {
-            after = m["seq"].as_u64().unwrap();
-            stored.push(m.clone());
-        }
-        if page["hasMore"] == false {
-            break;
-        }
-    }
+    let conv = acked[0]["conversationId"].as_str().unwrap();
+    let stored = cb.history_after(conv, 0).await;
     for m in &acked {
         assert!(stored.contains(m), "acknowledged message lost: {m}");
     }

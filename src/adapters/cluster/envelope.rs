@@ -2,6 +2,8 @@
 //! then the event frame exactly as sessions receive it. The receiver hands
 //! those bytes on without decoding or re-encoding the event.
 
+use std::borrow::Cow;
+
 use hyper_tungstenite::tungstenite::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -31,42 +33,36 @@ pub enum Kind {
     Probe,
 }
 
-/// The header of an envelope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Header {
-    /// Format version.
-    pub v: u8,
-    /// The publishing node's incarnation.
-    pub inc: String,
-    /// The session that must not receive it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ex: Option<String>,
+/// What delivery needs to know of an event, with typed ids: built once
+/// per event on the node that sends it (ids shared, not copied), and read
+/// back from the header on every node that receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
     /// The kind.
-    pub k: Kind,
+    pub kind: Kind,
     /// The conversation, for sequenced kinds and `Left`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub c: Option<String>,
+    pub conversation: Option<ConversationId>,
     /// The seq the event is ordered by (the message's own).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub s: Option<u64>,
+    pub seq: Option<u64>,
+    /// The session that must not receive it.
+    pub except: Option<SessionId>,
     /// The user who left, for `Left`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub who: Option<String>,
+    pub who: Option<UserId>,
 }
 
-impl Header {
-    /// The header for `event`, published by incarnation `inc`.
-    pub fn of(event: &Event, inc: &str, except: Option<&SessionId>) -> Self {
-        let (k, c, s, who) = match event {
+impl Route {
+    /// The route of `event`, skipping `except`.
+    pub fn of(event: &Event, except: Option<&SessionId>) -> Self {
+        let (kind, conversation, seq, who) = match event {
             Event::Message(m) => (
                 Kind::Message,
-                Some(m.conversation_id.as_str()),
+                Some(m.conversation_id.clone()),
                 Some(m.seq),
                 None,
             ),
             Event::MessageUpdated(m) => (
                 Kind::Updated,
-                Some(m.conversation_id.as_str()),
+                Some(m.conversation_id.clone()),
                 Some(m.seq),
                 None,
             ),
@@ -76,28 +72,66 @@ impl Header {
                 action: MemberAction::Left,
             } => (
                 Kind::Left,
-                Some(conversation_id.as_str()),
+                Some(conversation_id.clone()),
                 None,
-                Some(user.id.as_str()),
+                Some(user.id.clone()),
             ),
             _ => (Kind::Other, None, None, None),
         };
         Self {
+            kind,
+            conversation,
+            seq,
+            except: except.cloned(),
+            who,
+        }
+    }
+}
+
+/// The header of an envelope, borrowing its text where it can.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header<'a> {
+    /// Format version.
+    pub v: u8,
+    /// The publishing node's incarnation.
+    #[serde(borrow)]
+    pub inc: Cow<'a, str>,
+    /// The session that must not receive it.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub ex: Option<Cow<'a, str>>,
+    /// The kind.
+    pub k: Kind,
+    /// The conversation, for sequenced kinds and `Left`.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub c: Option<Cow<'a, str>>,
+    /// The seq the event is ordered by (the message's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s: Option<u64>,
+    /// The user who left, for `Left`.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub who: Option<Cow<'a, str>>,
+}
+
+impl<'a> Header<'a> {
+    /// The header of an event going `route`, published by incarnation `inc`.
+    pub fn new(route: &'a Route, inc: &'a str) -> Self {
+        let text = |id: Option<&'a str>| id.map(Cow::Borrowed);
+        Self {
             v: VERSION,
-            inc: inc.to_owned(),
-            ex: except.map(|s| s.as_str().to_owned()),
-            k,
-            c: c.map(str::to_owned),
-            s,
-            who: who.map(str::to_owned),
+            inc: Cow::Borrowed(inc),
+            ex: text(route.except.as_ref().map(SessionId::as_str)),
+            k: route.kind,
+            c: text(route.conversation.as_ref().map(ConversationId::as_str)),
+            s: route.seq,
+            who: text(route.who.as_ref().map(UserId::as_str)),
         }
     }
 
     /// The probe header of incarnation `inc`.
-    pub fn probe(inc: &str) -> Self {
+    pub fn probe(inc: &'a str) -> Self {
         Self {
             v: VERSION,
-            inc: inc.to_owned(),
+            inc: Cow::Borrowed(inc),
             ex: None,
             k: Kind::Probe,
             c: None,
@@ -106,24 +140,20 @@ impl Header {
         }
     }
 
-    /// The conversation, typed.
-    pub fn conversation(&self) -> Option<ConversationId> {
-        self.c.as_deref().map(ConversationId::new)
-    }
-
-    /// The excepted session, typed.
-    pub fn except(&self) -> Option<SessionId> {
-        self.ex.as_deref().map(SessionId::new)
-    }
-
-    /// The leaver, typed.
-    pub fn who(&self) -> Option<UserId> {
-        self.who.as_deref().map(UserId::new)
+    /// The route it carries, typed.
+    pub fn route(&self) -> Route {
+        Route {
+            kind: self.k,
+            conversation: self.c.as_deref().map(ConversationId::new),
+            seq: self.s,
+            except: self.ex.as_deref().map(SessionId::new),
+            who: self.who.as_deref().map(UserId::new),
+        }
     }
 }
 
 /// Header, newline, frame: one publish payload.
-pub fn encode(header: &Header, frame: &str) -> Vec<u8> {
+pub fn encode(header: &Header<'_>, frame: &str) -> Vec<u8> {
     // A compact serde_json text never holds a raw newline, so the first
     // one ends the header.
     let mut out = serde_json::to_vec(header).unwrap_or_default();
@@ -134,9 +164,9 @@ pub fn encode(header: &Header, frame: &str) -> Vec<u8> {
 
 /// Splits a payload into its header and frame; `None` for anything that is
 /// not an envelope of this version.
-pub fn decode(payload: &[u8]) -> Option<(Header, Utf8Bytes)> {
+pub fn decode(payload: &[u8]) -> Option<(Header<'_>, Utf8Bytes)> {
     let split = payload.iter().position(|b| *b == b'\n')?;
-    let header: Header = serde_json::from_slice(&payload[..split]).ok()?;
+    let header: Header<'_> = serde_json::from_slice(&payload[..split]).ok()?;
     if header.v != VERSION {
         return None;
     }
@@ -151,21 +181,21 @@ mod tests {
 
     #[test]
     fn a_message_round_trips_with_its_seq_conversation_and_except() {
-        let header = Header {
-            v: VERSION,
-            inc: "inc-1".into(),
-            ex: Some("s1".into()),
-            k: Kind::Message,
-            c: Some("c1".into()),
-            s: Some(17),
+        let route = Route {
+            kind: Kind::Message,
+            conversation: Some(ConversationId::new("c1")),
+            seq: Some(17),
+            except: Some(SessionId::new("s1")),
             who: None,
         };
         let frame = "{\"type\":\"message\",\"content\":{\"text\":\"a\\nb\"}}";
-        let (back, bytes) = decode(&encode(&header, frame)).unwrap();
+        let header = Header::new(&route, "inc-1");
+        let payload = encode(&header, frame);
+        let (back, bytes) = decode(&payload).unwrap();
         assert_eq!(back, header);
+        assert_eq!(back.inc, "inc-1");
         assert_eq!(bytes.as_str(), frame);
-        assert_eq!(back.conversation(), Some(ConversationId::new("c1")));
-        assert_eq!(back.except(), Some(SessionId::new("s1")));
+        assert_eq!(back.route(), route);
     }
 
     #[test]
@@ -189,7 +219,10 @@ mod tests {
             status: Status::Online,
             last_seen: None,
         });
-        let header = Header::of(&event, "i", None);
-        assert_eq!((header.k, header.c, header.s), (Kind::Other, None, None));
+        let route = Route::of(&event, None);
+        assert_eq!(
+            (route.kind, route.conversation, route.seq),
+            (Kind::Other, None, None)
+        );
     }
 }

@@ -30,7 +30,7 @@ use tracing::{info, warn};
 
 pub use transport::ClusterTransport;
 
-use self::envelope::{Header, Kind};
+use self::envelope::{Header, Kind, Route};
 use self::fault::Faults;
 use self::presence::{ClusterPresence, Keys};
 use self::tracker::{Fill, Item, Offered, Tracker};
@@ -424,19 +424,20 @@ impl Shared {
     }
 
     fn push(&self, user: &UserId, frame: &Utf8Bytes, except: Option<&SessionId>) {
-        self.registry.push_to_user(user, frame, except);
+        self.registry
+            .push_to_users(std::slice::from_ref(user), frame, except);
     }
 
     /// Hands one event to the local sessions of `users`: sequenced kinds
     /// through their cursors, the rest straight to the mailboxes.
-    fn dispatch(self: &Arc<Self>, users: &[UserId], header: &Header, frame: &Utf8Bytes) {
-        let except = header.except();
-        match header.k {
+    fn dispatch(self: &Arc<Self>, users: &[UserId], route: &Route, frame: &Utf8Bytes) {
+        let except = &route.except;
+        match route.kind {
             Kind::Message | Kind::Updated => {
-                let (Some(conversation), Some(seq)) = (header.conversation(), header.s) else {
+                let (Some(conversation), Some(seq)) = (&route.conversation, route.seq) else {
                     return;
                 };
-                let kind = if header.k == Kind::Message {
+                let kind = if route.kind == Kind::Message {
                     tracker::Kind::Message
                 } else {
                     tracker::Kind::Updated
@@ -450,7 +451,7 @@ impl Shared {
                         except: except.clone(),
                     };
                     let offered =
-                        tracker.offer(user, &conversation, seq, kind, item, now, &mut |u, f, e| {
+                        tracker.offer(user, conversation, seq, kind, item, now, &mut |u, f, e| {
                             self.push(u, f, e);
                         });
                     match offered {
@@ -468,19 +469,15 @@ impl Shared {
                 }
             }
             Kind::Left => {
-                if let (Some(who), Some(conversation)) = (header.who(), header.conversation())
-                    && users.contains(&who)
+                if let (Some(who), Some(conversation)) = (&route.who, &route.conversation)
+                    && users.contains(who)
                 {
-                    self.tracker().left(&who, &conversation);
+                    self.tracker().left(who, conversation);
                 }
-                for user in users {
-                    self.push(user, frame, except.as_ref());
-                }
+                self.registry.push_to_users(users, frame, except.as_ref());
             }
             Kind::Other => {
-                for user in users {
-                    self.push(user, frame, except.as_ref());
-                }
+                self.registry.push_to_users(users, frame, except.as_ref());
             }
             Kind::Probe => {}
         }
@@ -536,15 +533,15 @@ impl Shared {
             return;
         };
         self.metrics.cluster.received.inc();
-        self.dispatch(&[UserId::new(user)], &header, &frame);
+        self.dispatch(&[UserId::new(user)], &header.route(), &frame);
     }
 
     /// Queues one event for the other nodes, without waiting.
-    fn publish(&self, users: &[UserId], header: &Header, frame: &str) {
+    fn publish(&self, users: &[UserId], route: &Route, frame: &str) {
         let out = Publish {
             channels: users.iter().map(|u| self.user_channel(u)).collect(),
-            payload: envelope::encode(header, frame),
-            message: header.k == Kind::Message,
+            payload: envelope::encode(&Header::new(route, &self.incarnation), frame),
+            message: route.kind == Kind::Message,
         };
         if self.outgoing.try_send(Outgoing::Publish(out)).is_err() {
             self.metrics.cluster.publish_dropped.inc();

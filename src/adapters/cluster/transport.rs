@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::Shared;
-use super::envelope::Header;
+use super::envelope::Route;
 use crate::adapters::wire;
 use crate::domain::event::Event;
 use crate::domain::ports::Transport;
@@ -33,8 +33,8 @@ impl Transport for ClusterTransport {
         }
         // Serialized once: local sessions and every remote node share it.
         let frame = wire::encode_event(&event);
-        let header = Header::of(&event, &self.shared.incarnation, delivery.except.as_ref());
-        self.shared.dispatch(&delivery.users, &header, &frame);
-        self.shared.publish(&delivery.users, &header, &frame);
+        let route = Route::of(&event, delivery.except.as_ref());
+        self.shared.dispatch(&delivery.users, &route, &frame);
+        self.shared.publish(&delivery.users, &route, &frame);
     }
 }

@@ -216,32 +216,25 @@ impl SessionRegistry {
 }
 
 impl SessionRegistry {
-    /// Queues an event frame for every session of `user` here but the
-    /// excepted one; returns how many took it.
-    pub fn push_to_user(
+    /// Queues an event frame for every session of each of `users` here but
+    /// the excepted one, under one look at the map; returns how many took it.
+    pub fn push_to_users(
         &self,
-        user: &UserId,
+        users: &[UserId],
         frame: &Utf8Bytes,
         except: Option<&SessionId>,
     ) -> u64 {
         let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        let queued = Self::push_locked(&sessions, user, frame, except);
-        self.metrics.events_queued.inc_by(queued);
-        queued
-    }
-
-    fn push_locked(
-        sessions: &Sessions,
-        user: &UserId,
-        frame: &Utf8Bytes,
-        except: Option<&SessionId>,
-    ) -> u64 {
+        let handles = users
+            .iter()
+            .flat_map(|user| sessions.by_user.get(user).into_iter().flatten());
         let mut queued = 0;
-        for handle in sessions.by_user.get(user).into_iter().flatten() {
+        for handle in handles {
             if except != Some(handle.id()) && handle.push(Frame::Text(frame.clone())) {
                 queued += 1;
             }
         }
+        self.metrics.events_queued.inc_by(queued);
         queued
     }
 }
@@ -251,13 +244,7 @@ impl Transport for SessionRegistry {
     async fn deliver(&self, delivery: Delivery, event: Event) {
         // Serialized once; every recipient shares the same bytes.
         let frame = wire::encode_event(&event);
-        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        let queued: u64 = delivery
-            .users
-            .iter()
-            .map(|user| Self::push_locked(&sessions, user, &frame, delivery.except.as_ref()))
-            .sum();
-        self.metrics.events_queued.inc_by(queued);
+        self.push_to_users(&delivery.users, &frame, delivery.except.as_ref());
     }
 }
 
