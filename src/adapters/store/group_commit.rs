@@ -45,6 +45,9 @@ pub trait WriterState: Send + 'static {
     }
     /// A write or a batch was undone: forget whatever was learned during it.
     fn rolled_back(&mut self);
+    /// A batch has ended and its callers have heard: the moment for upkeep
+    /// that must not run inside a transaction nor delay an answer.
+    fn between_batches(&mut self) {}
 }
 
 impl WriterState for SqliteConnection {
@@ -214,6 +217,7 @@ fn run<S: WriterState>(mut state: S, queue: &mpsc::Receiver<Job<S>>) {
         for done in completions {
             done(committed.as_ref().map(|_| ()).map_err(String::as_str));
         }
+        state.between_batches();
     }
 }
 

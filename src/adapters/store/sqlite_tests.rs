@@ -110,3 +110,67 @@ async fn a_database_error_in_a_batch_fails_all_of_it_and_seqs_stay_dense() {
     let bodies: Vec<&str> = page.messages.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies, ["after"]);
 }
+
+/// A connection as the store opens its writer and checkpointer.
+fn connection(path: &Path) -> SqliteConnection {
+    let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    Pragmas { reader: false }.apply(&mut conn).unwrap();
+    conn
+}
+
+/// Appends `pages` pages' worth of rows in one transaction.
+fn write_pages(conn: &mut SqliteConnection, pages: usize) {
+    conn.batch_execute(&format!(
+        "BEGIN IMMEDIATE; \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {pages}) \
+         INSERT INTO t (b) SELECT zeroblob(3000) FROM n; COMMIT;"
+    ))
+    .unwrap();
+}
+
+#[test]
+fn a_long_wal_is_restarted_though_the_writer_never_stops_while_it_is_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal.db");
+    let wal_long = Arc::new(AtomicBool::new(false));
+    let mut writer = Writer {
+        conn: connection(&path),
+        conversations: HashMap::new(),
+        data_version: 0,
+        wal_long: wal_long.clone(),
+    };
+    let mut checkpointer = connection(&path);
+    let mut reader = connection(&path);
+    writer
+        .conn
+        .batch_execute("CREATE TABLE t (b BLOB NOT NULL)")
+        .unwrap();
+    let frames = |c: &mut SqliteConnection| checkpoint(c).unwrap();
+
+    for flag_heeded in [false, true] {
+        write_pages(&mut writer.conn, 1200);
+        // Sustained writes: some frames are always newer than what a pass
+        // of the checkpointer could copy. A reader's snapshot stands for
+        // the writes that land while a pass runs.
+        reader
+            .batch_execute("BEGIN; SELECT count(*) FROM t;")
+            .unwrap();
+        write_pages(&mut writer.conn, 10);
+        checkpoint_pass(&mut checkpointer, &wal_long);
+        reader.batch_execute("COMMIT;").unwrap();
+        assert!(wal_long.load(Ordering::Relaxed), "the WAL is long");
+        if !flag_heeded {
+            wal_long.store(false, Ordering::Relaxed);
+        }
+
+        writer.between_batches();
+        write_pages(&mut writer.conn, 1);
+        let now = frames(&mut checkpointer);
+        if flag_heeded {
+            assert!(now < 20, "the WAL started over: {now} frames");
+            assert!(!wal_long.load(Ordering::Relaxed));
+        } else {
+            assert!(now > 1200, "without the writer's copy it only grows: {now}");
+        }
+    }
+}
