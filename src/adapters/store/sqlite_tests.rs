@@ -148,7 +148,7 @@ fn a_long_wal_is_restarted_though_the_writer_never_stops_while_it_is_copied() {
     let frames = |c: &mut SqliteConnection| checkpoint(c).unwrap();
 
     for flag_heeded in [false, true] {
-        write_pages(&mut writer.conn, 1200);
+        write_pages(&mut writer.conn, WAL_RESTART_FRAMES as usize + 200);
         // Sustained writes: some frames are always newer than what a pass
         // of the checkpointer could copy. A reader's snapshot stands for
         // the writes that land while a pass runs.
@@ -170,7 +170,10 @@ fn a_long_wal_is_restarted_though_the_writer_never_stops_while_it_is_copied() {
             assert!(now < 20, "the WAL started over: {now} frames");
             assert!(!wal_long.load(Ordering::Relaxed));
         } else {
-            assert!(now > 1200, "without the writer's copy it only grows: {now}");
+            assert!(
+                now > WAL_RESTART_FRAMES,
+                "without the writer's copy it only grows: {now}"
+            );
         }
     }
 }
