@@ -84,6 +84,14 @@ async fn bench_connect_holds_sessions_and_reports_memory() {
     assert_eq!(v["errors"], serde_json::json!({}), "{v}");
     assert_eq!(v["setup"]["registered"], 4, "{v}");
     assert!(v["server_memory"]["bytes_per_session"].is_i64(), "{v}");
+    assert!(
+        v["server_memory"]["bytes_per_session_from_start"].is_i64(),
+        "{v}"
+    );
+    assert!(
+        v["server_memory"]["rss_at_start_kib"].as_u64() > Some(0),
+        "{v}"
+    );
     assert_cpu_figures(&v);
 
     // A second run takes the tokens from the cache.

@@ -359,6 +359,9 @@ async fn close_all(sessions: Vec<Session>) {
 /// per session.
 pub async fn connect(c: Common, clients: usize, hold_secs: f64) -> Result<Report> {
     let mut report = Report::new("connect", c.params.clone());
+    // Before signing in: a server may keep the memory that traffic made it
+    // take and give it to the sessions, which then seem to cost less.
+    let at_start = mark(&c.server_pids);
     let accounts = accounts(&c, clients, &mut report).await?;
     let ctx = new_ctx();
     let before = mark(&c.server_pids);
@@ -388,10 +391,19 @@ pub async fn connect(c: Common, clients: usize, hold_secs: f64) -> Result<Report
         Some(pairs) => {
             let rss_before: u64 = pairs.iter().map(|(a, _)| a.rss_kib).sum();
             let rss_idle: u64 = pairs.iter().map(|(_, b)| b.rss_kib).sum();
-            report.top(
-                "server_memory",
-                memory_figures(rss_before, rss_idle, connected),
-            );
+            let mut figures = memory_figures(rss_before, rss_idle, connected);
+            if let (Some(start), Some(m)) =
+                (sample_pairs(&at_start, &idle), figures.as_object_mut())
+            {
+                let rss_start: u64 = start.iter().map(|(a, _)| a.rss_kib).sum();
+                let from_start = memory_figures(rss_start, rss_idle, connected);
+                m.insert("rss_at_start_kib".into(), json!(rss_start));
+                m.insert(
+                    "bytes_per_session_from_start".into(),
+                    from_start["bytes_per_session"].clone(),
+                );
+            }
+            report.top("server_memory", figures);
             if c.several_nodes() && pairs.len() == c.targets.len() {
                 let per_node = c.per_node(sessions.iter().map(|s| s.idx));
                 let nodes: Vec<Value> = c
