@@ -45,7 +45,8 @@ use crate::domain::ports::{Access, MessageStore};
 use crate::domain::service::ChatService;
 use crate::domain::{ConversationId, SessionId, UserId};
 
-/// Longest wait for any one Redis call: an outage must not hang a request.
+/// Longest wait for any one Redis call: an outage must fail a request, not
+/// hang it.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Publishes queued while Redis is slow or away; more are dropped (and
 /// counted): messages come back through resync.

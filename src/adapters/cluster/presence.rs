@@ -29,14 +29,13 @@ use redis::{FromRedisValue, Script, ScriptInvocation};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::REDIS_TIMEOUT;
 use crate::domain::error::PortError;
 use crate::domain::ports::{OpenSessionError, PresenceRegistry};
 use crate::domain::presence::{ActiveStatus, LiveStatus, TooManySessions};
 use crate::domain::service::{Caller, ChatService};
 use crate::domain::{ChatError, SessionId, Timestamp, User, UserId, Username};
 
-/// Longest wait for one Redis call: an outage must fail a request, not hang it.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for a close, which no client waits for: when thousands of
 /// sessions end at once (a network blip, a bench run ending) their closes
 /// queue up in Redis, and one that gives up leaves its user online until
@@ -226,7 +225,7 @@ impl ClusterPresence {
             .arg("GET");
         let mut conn = self.conn.clone();
         let previous: Option<String> =
-            bounded("claim", CALL_TIMEOUT, cmd.query_async(&mut conn)).await?;
+            bounded("claim", REDIS_TIMEOUT, cmd.query_async(&mut conn)).await?;
         let Some(previous) = previous.filter(|p| *p != self.incarnation) else {
             return Ok(Vec::new());
         };
@@ -371,7 +370,7 @@ impl ClusterPresence {
         inv: &ScriptInvocation<'_>,
     ) -> Result<T, PortError> {
         let mut conn = self.conn.clone();
-        bounded(op, CALL_TIMEOUT, inv.invoke_async(&mut conn)).await
+        bounded(op, REDIS_TIMEOUT, inv.invoke_async(&mut conn)).await
     }
 
     /// The `User` for an entry, or `None` (after closing the entry quietly)

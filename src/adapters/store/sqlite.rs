@@ -249,13 +249,16 @@ fn start_checkpointer(
 /// no write can go on: a second pass first takes what was written during
 /// the first (the bulk of a long WAL), so that share stays small.
 fn checkpoint_pass(conn: &mut SqliteConnection, wal_long: &AtomicBool) {
-    let passes = checkpoint(conn).and_then(|frames| match frames >= WAL_RESTART_FRAMES {
-        true => checkpoint(conn).map(Some),
-        false => Ok(None),
+    let long = checkpoint(conn).and_then(|frames| {
+        let long = frames >= WAL_RESTART_FRAMES;
+        if long {
+            checkpoint(conn)?;
+        }
+        Ok(long)
     });
-    match passes {
-        Ok(Some(_)) => wal_long.store(true, Ordering::Relaxed),
-        Ok(None) => {}
+    match long {
+        Ok(true) => wal_long.store(true, Ordering::Relaxed),
+        Ok(false) => {}
         Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
     }
 }
@@ -266,6 +269,17 @@ struct Pragmas {
 }
 
 impl Pragmas {
+    /// A new connection to the database at `path`, with these pragmas.
+    fn open(&self, path: &Path) -> anyhow::Result<SqliteConnection> {
+        let url = path
+            .to_str()
+            .ok_or_else(|| anyhow!("the database path is not valid UTF-8"))?;
+        let mut conn = SqliteConnection::establish(url)
+            .with_context(|| format!("cannot open the database {}", path.display()))?;
+        self.apply(&mut conn)?;
+        Ok(conn)
+    }
+
     fn apply(&self, conn: &mut SqliteConnection) -> QueryResult<()> {
         // busy_timeout first: the other pragmas may need a lock.
         // temp_store: the statement journals of savepoints stay in memory
@@ -304,26 +318,14 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the folder {}", dir.display()))?;
         }
-        let url = path
-            .to_str()
-            .ok_or_else(|| anyhow!("the database path is not valid UTF-8"))?;
-        let mut writer = SqliteConnection::establish(url)
-            .with_context(|| format!("cannot open the database {}", path.display()))?;
-        Pragmas { reader: false }.apply(&mut writer)?;
+        let mut writer = Pragmas { reader: false }.open(path)?;
         writer
             .run_pending_migrations(MIGRATIONS)
             .map_err(|e| anyhow!("database migration failed: {e}"))?;
         let readers = (0..READERS)
-            .map(|_| {
-                let mut conn = SqliteConnection::establish(url)
-                    .with_context(|| format!("cannot open the database {}", path.display()))?;
-                Pragmas { reader: true }.apply(&mut conn)?;
-                Ok(conn)
-            })
+            .map(|_| Pragmas { reader: true }.open(path))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut checkpoints = SqliteConnection::establish(url)
-            .with_context(|| format!("cannot open the database {}", path.display()))?;
-        Pragmas { reader: false }.apply(&mut checkpoints)?;
+        let checkpoints = Pragmas { reader: false }.open(path)?;
         let wal_long = Arc::new(AtomicBool::new(false));
         Ok(Self {
             inner: Arc::new(Inner {

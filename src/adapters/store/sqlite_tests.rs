@@ -113,9 +113,7 @@ async fn a_database_error_in_a_batch_fails_all_of_it_and_seqs_stay_dense() {
 
 /// A connection as the store opens its writer and checkpointer.
 fn connection(path: &Path) -> SqliteConnection {
-    let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
-    Pragmas { reader: false }.apply(&mut conn).unwrap();
-    conn
+    Pragmas { reader: false }.open(path).unwrap()
 }
 
 /// Appends `pages` pages' worth of rows in one transaction.

@@ -323,18 +323,20 @@ fn usage(c: &Common, from: &Mark, to: &Mark, per: &[(&str, u64)], report: &mut R
 
 /// RSS growth of a server (or the sum of several) while `sessions` connected.
 fn memory_figures(before_kib: u64, idle_kib: u64, sessions: usize) -> Value {
-    let growth = idle_kib as i64 - before_kib as i64;
-    let per_session = if sessions > 0 {
-        json!(growth * 1024 / sessions as i64)
-    } else {
-        Value::Null
-    };
     json!({
         "rss_before_kib": before_kib,
         "rss_idle_kib": idle_kib,
-        "growth_kib": growth,
-        "bytes_per_session": per_session,
+        "growth_kib": idle_kib as i64 - before_kib as i64,
+        "bytes_per_session": per_session(before_kib, idle_kib, sessions),
     })
+}
+
+/// Bytes of RSS growth per session, or null without sessions.
+fn per_session(before_kib: u64, idle_kib: u64, sessions: usize) -> Value {
+    match sessions {
+        0 => Value::Null,
+        n => json!((idle_kib as i64 - before_kib as i64) * 1024 / n as i64),
+    }
 }
 
 fn new_ctx() -> Arc<Ctx> {
@@ -396,11 +398,10 @@ pub async fn connect(c: Common, clients: usize, hold_secs: f64) -> Result<Report
                 (sample_pairs(&at_start, &idle), figures.as_object_mut())
             {
                 let rss_start: u64 = start.iter().map(|(a, _)| a.rss_kib).sum();
-                let from_start = memory_figures(rss_start, rss_idle, connected);
                 m.insert("rss_at_start_kib".into(), json!(rss_start));
                 m.insert(
                     "bytes_per_session_from_start".into(),
-                    from_start["bytes_per_session"].clone(),
+                    per_session(rss_start, rss_idle, connected),
                 );
             }
             report.top("server_memory", figures);
