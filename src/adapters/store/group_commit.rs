@@ -45,9 +45,10 @@ pub trait WriterState: Send + 'static {
     }
     /// A write or a batch was undone: forget whatever was learned during it.
     fn rolled_back(&mut self);
-    /// A batch has ended and its callers have heard: the moment for upkeep
-    /// that must not run inside a transaction nor delay an answer.
-    fn between_batches(&mut self) {}
+    /// A batch of `writes` writes has ended and its callers have heard: the
+    /// moment for upkeep that must not run inside a transaction nor delay
+    /// an answer.
+    fn between_batches(&mut self, _writes: usize) {}
 }
 
 impl WriterState for SqliteConnection {
@@ -198,7 +199,8 @@ fn run<S: WriterState>(mut state: S, queue: &mpsc::Receiver<Job<S>>) {
                 Err(_) => break,
             }
         }
-        let mut completions = Vec::with_capacity(batch.len());
+        let writes = batch.len();
+        let mut completions = Vec::with_capacity(writes);
         let committed = in_transaction(&mut state, |state| {
             let mut spoiled = None;
             for job in batch {
@@ -217,7 +219,7 @@ fn run<S: WriterState>(mut state: S, queue: &mpsc::Receiver<Job<S>>) {
         for done in completions {
             done(committed.as_ref().map(|_| ()).map_err(String::as_str));
         }
-        state.between_batches();
+        state.between_batches(writes);
     }
 }
 

@@ -131,12 +131,8 @@ fn a_long_wal_is_restarted_though_the_writer_never_stops_while_it_is_copied() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wal.db");
     let wal_long = Arc::new(AtomicBool::new(false));
-    let mut writer = Writer {
-        conn: connection(&path),
-        conversations: HashMap::new(),
-        data_version: 0,
-        wal_long: wal_long.clone(),
-    };
+    let (nudge, _nudges) = std::sync::mpsc::sync_channel(1);
+    let mut writer = Writer::new(connection(&path), wal_long.clone(), nudge);
     let mut checkpointer = connection(&path);
     let mut reader = connection(&path);
     writer
@@ -161,7 +157,7 @@ fn a_long_wal_is_restarted_though_the_writer_never_stops_while_it_is_copied() {
             wal_long.store(false, Ordering::Relaxed);
         }
 
-        writer.between_batches();
+        writer.between_batches(1);
         write_pages(&mut writer.conn, 1);
         let now = frames(&mut checkpointer);
         if flag_heeded {
@@ -174,4 +170,30 @@ fn a_long_wal_is_restarted_though_the_writer_never_stops_while_it_is_copied() {
             );
         }
     }
+}
+
+#[test]
+fn the_writer_asks_for_a_checkpoint_after_enough_writes_or_long_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
+    let wal_long = Arc::new(AtomicBool::new(false));
+    let mut writer = Writer::new(connection(&dir.path().join("n.db")), wal_long, nudge);
+    let asked = |nudges: &std::sync::mpsc::Receiver<()>| nudges.try_recv().is_ok();
+
+    writer.between_batches(PASS_AFTER_WRITES - 1);
+    assert!(!asked(&nudges), "too few writes for a pass");
+    writer.between_batches(1);
+    assert!(asked(&nudges), "enough writes: a pass");
+    writer.between_batches(1);
+    assert!(!asked(&nudges), "the count starts over after a pass");
+
+    writer.asked -= PASS_AT_LEAST_EVERY;
+    writer.between_batches(1);
+    assert!(asked(&nudges), "few writes, but the last pass is long ago");
+
+    // A pass already asked for and not yet begun is not asked twice.
+    writer.between_batches(PASS_AFTER_WRITES);
+    writer.between_batches(PASS_AFTER_WRITES);
+    assert!(asked(&nudges));
+    assert!(!asked(&nudges));
 }
