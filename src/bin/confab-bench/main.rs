@@ -23,6 +23,7 @@
 mod auth;
 mod net;
 mod placement;
+mod precise;
 mod report;
 mod scenarios;
 mod stats;

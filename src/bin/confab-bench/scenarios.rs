@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Account, Auth};
 use crate::net::{ConnectError, Ctx, ReaderOut, Session, Target, open};
 use crate::placement::Placement;
+use crate::precise;
 use crate::report::Report;
 use crate::stats::{Kind, ProcSample, Stats, proc_sample, round, self_usage};
 
@@ -490,7 +491,7 @@ async fn send_loop(
         let interval = Duration::from_secs_f64(1.0 / rate);
         let mut next = start + interval.mul_f64(rand::random::<f64>());
         while next < end {
-            tokio::time::sleep_until(next.into()).await;
+            precise::sleep_until(next).await;
             let now = Instant::now();
             let mut batch = 0;
             while next <= now && next < end {
