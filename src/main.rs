@@ -45,8 +45,10 @@ async fn main() -> ExitCode {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let database = settings.database()?;
     info!("database: {database}");
+    let metrics = Arc::new(Metrics::default());
+    let opened = metrics.clone();
     let (users, messages, index) =
-        tokio::task::spawn_blocking(move || open_store(&database)).await??;
+        tokio::task::spawn_blocking(move || open_store(&database, &opened)).await??;
     let secret = match &settings.jwt_secret {
         Some(s) => s.clone().into_bytes(),
         None => {
@@ -66,7 +68,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         iterations: settings.argon2_iterations,
     };
     let auth = JwtAuthenticator::new(&secret, settings.token_ttl_secs, cost)?;
-    let metrics = Arc::new(Metrics::default());
     let registry = Arc::new(SessionRegistry::new(metrics.clone()));
     // Bound first: the address is the node's default name in a cluster.
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))
@@ -144,10 +145,10 @@ type Stores = (
 );
 
 /// Opens the store the configuration names.
-fn open_store(database: &Database) -> anyhow::Result<Stores> {
+fn open_store(database: &Database, metrics: &Metrics) -> anyhow::Result<Stores> {
     Ok(match database {
         Database::Sqlite(path) => {
-            let store = Arc::new(SqliteStore::open(path)?);
+            let store = Arc::new(SqliteStore::open(path, metrics.store.clone())?);
             (store.clone(), store, None)
         }
         Database::Postgres(url) => {

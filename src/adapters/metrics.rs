@@ -5,6 +5,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Label of the error counter: the contract's error code.
@@ -118,6 +119,59 @@ impl ClusterMetrics {
     }
 }
 
+/// The SQLite store's writer: how long commits take (their fsync, mostly)
+/// and what the checkpointer does.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    /// Seconds each batch's COMMIT took.
+    pub commit_seconds: Histogram,
+    /// Writes per committed batch.
+    pub batch_writes: Histogram,
+    /// Checkpoint passes run.
+    pub checkpoint_passes: Counter,
+    /// Times the WAL was long and the writer copied its last frames back,
+    /// so that the next batch starts it over.
+    pub wal_restarts: Counter,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        Self {
+            // 50 µs to ~0.8 s.
+            commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
+            // 1 to 512, the most a batch holds.
+            batch_writes: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            checkpoint_passes: Counter::default(),
+            wal_restarts: Counter::default(),
+        }
+    }
+}
+
+impl StoreMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "store_commit_seconds",
+            "Seconds each SQLite batch's commit took (its fsync, mostly)",
+            self.commit_seconds.clone(),
+        );
+        registry.register(
+            "store_batch_writes",
+            "Writes per committed SQLite batch",
+            self.batch_writes.clone(),
+        );
+        registry.register(
+            "store_checkpoint_passes",
+            "SQLite WAL checkpoint passes",
+            self.checkpoint_passes.clone(),
+        );
+        registry.register(
+            "store_wal_restarts",
+            "Times the SQLite writer copied a long WAL's last frames back so that it starts over",
+            self.wal_restarts.clone(),
+        );
+    }
+}
+
 /// Every metric confab exports.
 pub struct Metrics {
     registry: Registry,
@@ -141,6 +195,8 @@ pub struct Metrics {
     pub http_requests: Counter,
     /// Cluster delivery and presence.
     pub cluster: ClusterMetrics,
+    /// The SQLite store's writer (empty on PostgreSQL).
+    pub store: StoreMetrics,
 }
 
 impl Default for Metrics {
@@ -157,6 +213,7 @@ impl Default for Metrics {
             events_queued: Counter::default(),
             http_requests: Counter::default(),
             cluster: ClusterMetrics::default(),
+            store: StoreMetrics::default(),
             registry: Registry::default(),
         };
         registry.register("sessions", "Open WebSocket sessions", m.sessions.clone());
@@ -197,6 +254,7 @@ impl Default for Metrics {
             m.http_requests.clone(),
         );
         m.cluster.register(&mut registry);
+        m.store.register(&mut registry);
         Self { registry, ..m }
     }
 }

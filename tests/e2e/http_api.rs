@@ -170,6 +170,10 @@ async fn health_and_metrics_answer_without_auth(backend: Backend) {
     let text = res.text().await.unwrap();
     assert!(text.contains("# TYPE confab_sessions gauge"), "{text}");
     assert!(text.contains("confab_http_requests_total"), "{text}");
+    assert!(
+        text.contains("# TYPE confab_store_commit_seconds histogram"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use diesel::RunQueryDsl;
@@ -45,10 +46,9 @@ pub trait WriterState: Send + 'static {
     }
     /// A write or a batch was undone: forget whatever was learned during it.
     fn rolled_back(&mut self);
-    /// A batch of `writes` writes has ended and its callers have heard: the
-    /// moment for upkeep that must not run inside a transaction nor delay
-    /// an answer.
-    fn between_batches(&mut self, _writes: usize) {}
+    /// A batch has ended and its callers have heard: the moment for upkeep
+    /// that must not run inside a transaction nor delay an answer.
+    fn between_batches(&mut self, _batch: Batch) {}
 }
 
 impl WriterState for SqliteConnection {
@@ -57,6 +57,15 @@ impl WriterState for SqliteConnection {
     }
 
     fn rolled_back(&mut self) {}
+}
+
+/// What a batch was, for the upkeep after it.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    /// Writes it held.
+    pub writes: usize,
+    /// How long its COMMIT took, if it was committed.
+    pub commit: Option<Duration>,
 }
 
 /// The handle to the writer thread.
@@ -171,11 +180,12 @@ where
 }
 
 /// Runs `work` in one `BEGIN IMMEDIATE` transaction and commits it, or
-/// rolls it back when `work` says why it must be.
+/// rolls it back when `work` says why it must be; returns how long the
+/// COMMIT took.
 fn in_transaction<S: WriterState>(
     state: &mut S,
     work: impl FnOnce(&mut S) -> Spoiled,
-) -> Result<(), String> {
+) -> Result<Duration, String> {
     type Tm = AnsiTransactionManager;
     Tm::begin_transaction_sql(state.conn(), "BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
     if let Err(e) = state.began() {
@@ -186,8 +196,10 @@ fn in_transaction<S: WriterState>(
         let _ = Tm::rollback_transaction(state.conn());
         return Err(format!("rolled back: {why}"));
     }
+    let start = Instant::now();
     // On failure this also rolls back, so the next batch can begin.
-    Tm::commit_transaction(state.conn()).map_err(|e| e.to_string())
+    Tm::commit_transaction(state.conn()).map_err(|e| e.to_string())?;
+    Ok(start.elapsed())
 }
 
 fn run<S: WriterState>(mut state: S, queue: &mpsc::Receiver<Job<S>>) {
@@ -219,7 +231,10 @@ fn run<S: WriterState>(mut state: S, queue: &mpsc::Receiver<Job<S>>) {
         for done in completions {
             done(committed.as_ref().map(|_| ()).map_err(String::as_str));
         }
-        state.between_batches(writes);
+        state.between_batches(Batch {
+            writes,
+            commit: committed.ok(),
+        });
     }
 }
 

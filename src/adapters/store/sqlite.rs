@@ -21,10 +21,11 @@ use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::common::{CACHE_LIMIT, all_failed, cached, remember, seq, to_db_seq};
-use super::group_commit::{GroupCommit, WriterState};
+use super::group_commit::{Batch, GroupCommit, WriterState};
 use super::readers::Readers;
 use super::schema::{conversations, members};
 use super::statements::{BumpSeq, InsertMessage};
+use crate::adapters::metrics::StoreMetrics;
 use crate::domain::conversation::{direct_key, name_key};
 use crate::domain::error::PortError;
 use crate::domain::message::{AppendOutcome, MessageChange, NewMessage};
@@ -87,6 +88,7 @@ struct Writer {
     unchecked: usize,
     /// When it was last asked.
     asked: std::time::Instant,
+    metrics: StoreMetrics,
 }
 
 /// A conversation as the writer knows it.
@@ -99,7 +101,12 @@ struct Live {
 impl Writer {
     /// The writer on `conn`, which asks the checkpointer for passes through
     /// `nudge` and heeds its `wal_long`.
-    fn new(conn: SqliteConnection, wal_long: Arc<AtomicBool>, nudge: SyncSender<()>) -> Self {
+    fn new(
+        conn: SqliteConnection,
+        wal_long: Arc<AtomicBool>,
+        nudge: SyncSender<()>,
+        metrics: StoreMetrics,
+    ) -> Self {
         Self {
             conn,
             conversations: HashMap::new(),
@@ -108,6 +115,7 @@ impl Writer {
             nudge,
             unchecked: 0,
             asked: std::time::Instant::now(),
+            metrics,
         }
     }
 
@@ -168,13 +176,20 @@ impl WriterState for Writer {
         self.conversations.clear();
     }
 
-    fn between_batches(&mut self, writes: usize) {
-        if self.wal_long.swap(false, Ordering::Relaxed)
-            && let Err(e) = checkpoint(&mut self.conn)
-        {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+    fn between_batches(&mut self, batch: Batch) {
+        if let Some(took) = batch.commit {
+            self.metrics.commit_seconds.observe(took.as_secs_f64());
+            self.metrics.batch_writes.observe(batch.writes as f64);
         }
-        self.unchecked += writes;
+        if self.wal_long.swap(false, Ordering::Relaxed) {
+            match checkpoint(&mut self.conn) {
+                Ok(_) => {
+                    self.metrics.wal_restarts.inc();
+                }
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+            }
+        }
+        self.unchecked += batch.writes;
         if self.unchecked >= PASS_AFTER_WRITES || self.asked.elapsed() >= PASS_AT_LEAST_EVERY {
             // Full means a nudge is already waiting: nothing is lost.
             let _ = self.nudge.try_send(());
@@ -272,6 +287,7 @@ fn checkpoint(conn: &mut SqliteConnection) -> QueryResult<i64> {
 fn start_checkpointer(
     mut conn: SqliteConnection,
     wal_long: Arc<AtomicBool>,
+    passes: prometheus_client::metrics::counter::Counter,
 ) -> std::io::Result<SyncSender<()>> {
     let (nudge, nudges) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
@@ -280,6 +296,7 @@ fn start_checkpointer(
             while nudges.recv().is_ok() {
                 if !wal_long.load(Ordering::Relaxed) {
                     checkpoint_pass(&mut conn, &wal_long);
+                    passes.inc();
                 }
                 std::thread::sleep(PASS_GAP);
             }
@@ -352,11 +369,11 @@ impl Pragmas {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its
-    /// schema up to date.
+    /// schema up to date; its writer reports to `metrics`.
     ///
     /// # Errors
     /// When the file cannot be opened or a migration fails.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    pub fn open(path: &Path, metrics: StoreMetrics) -> anyhow::Result<Self> {
         stable_query_plans();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -371,11 +388,15 @@ impl SqliteStore {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let checkpoints = Pragmas { reader: false }.open(path)?;
         let wal_long = Arc::new(AtomicBool::new(false));
-        let nudge = start_checkpointer(checkpoints, wal_long.clone())
-            .context("cannot start the database checkpointer")?;
+        let nudge = start_checkpointer(
+            checkpoints,
+            wal_long.clone(),
+            metrics.checkpoint_passes.clone(),
+        )
+        .context("cannot start the database checkpointer")?;
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: GroupCommit::start(Writer::new(writer, wal_long, nudge))
+                writer: GroupCommit::start(Writer::new(writer, wal_long, nudge, metrics))
                     .context("cannot start the database writer")?,
                 readers: Readers::start(readers).context("cannot start the database readers")?,
                 users: RwLock::default(),

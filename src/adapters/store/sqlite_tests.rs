@@ -4,10 +4,10 @@ use super::*;
 
 use tempfile::TempDir;
 
-use super::super::contract::{Fixture, store_contract_tests};
+use super::super::contract::{Fixture, register, store_contract_tests};
 
 fn open(dir: &TempDir) -> SqliteStore {
-    SqliteStore::open(&dir.path().join("t.db")).expect("the store opens")
+    SqliteStore::open(&dir.path().join("t.db"), StoreMetrics::default()).expect("the store opens")
 }
 
 /// A store on a new file in a temporary folder.
@@ -53,7 +53,7 @@ mod contract {
 #[tokio::test(flavor = "multi_thread")]
 async fn opening_creates_missing_parent_folders() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("a/b/t.db")).unwrap();
+    let store = SqliteStore::open(&dir.path().join("a/b/t.db"), StoreMetrics::default()).unwrap();
     store.ping().await.unwrap();
     assert!(dir.path().join("a/b/t.db").exists());
 }
@@ -111,6 +111,14 @@ async fn a_database_error_in_a_batch_fails_all_of_it_and_seqs_stay_dense() {
     assert_eq!(bodies, ["after"]);
 }
 
+/// A committed batch of `n` writes.
+fn writes(n: usize) -> Batch {
+    Batch {
+        writes: n,
+        commit: Some(std::time::Duration::from_micros(300)),
+    }
+}
+
 /// A connection as the store opens its writer and checkpointer.
 fn connection(path: &Path) -> SqliteConnection {
     Pragmas { reader: false }.open(path).unwrap()
@@ -132,7 +140,8 @@ fn a_long_wal_is_restarted_though_the_writer_never_stops_while_it_is_copied() {
     let path = dir.path().join("wal.db");
     let wal_long = Arc::new(AtomicBool::new(false));
     let (nudge, _nudges) = std::sync::mpsc::sync_channel(1);
-    let mut writer = Writer::new(connection(&path), wal_long.clone(), nudge);
+    let metrics = StoreMetrics::default();
+    let mut writer = Writer::new(connection(&path), wal_long.clone(), nudge, metrics.clone());
     let mut checkpointer = connection(&path);
     let mut reader = connection(&path);
     writer
@@ -157,7 +166,7 @@ fn a_long_wal_is_restarted_though_the_writer_never_stops_while_it_is_copied() {
             wal_long.store(false, Ordering::Relaxed);
         }
 
-        writer.between_batches(1);
+        writer.between_batches(writes(1));
         write_pages(&mut writer.conn, 1);
         let now = frames(&mut checkpointer);
         if flag_heeded {
@@ -170,6 +179,7 @@ fn a_long_wal_is_restarted_though_the_writer_never_stops_while_it_is_copied() {
             );
         }
     }
+    assert_eq!(metrics.wal_restarts.get(), 1, "one restart counted");
 }
 
 #[test]
@@ -177,23 +187,49 @@ fn the_writer_asks_for_a_checkpoint_after_enough_writes_or_long_enough() {
     let dir = tempfile::tempdir().unwrap();
     let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
     let wal_long = Arc::new(AtomicBool::new(false));
-    let mut writer = Writer::new(connection(&dir.path().join("n.db")), wal_long, nudge);
+    let mut writer = Writer::new(
+        connection(&dir.path().join("n.db")),
+        wal_long,
+        nudge,
+        StoreMetrics::default(),
+    );
     let asked = |nudges: &std::sync::mpsc::Receiver<()>| nudges.try_recv().is_ok();
 
-    writer.between_batches(PASS_AFTER_WRITES - 1);
+    writer.between_batches(writes(PASS_AFTER_WRITES - 1));
     assert!(!asked(&nudges), "too few writes for a pass");
-    writer.between_batches(1);
+    writer.between_batches(writes(1));
     assert!(asked(&nudges), "enough writes: a pass");
-    writer.between_batches(1);
+    writer.between_batches(writes(1));
     assert!(!asked(&nudges), "the count starts over after a pass");
 
     writer.asked -= PASS_AT_LEAST_EVERY;
-    writer.between_batches(1);
+    writer.between_batches(writes(1));
     assert!(asked(&nudges), "few writes, but the last pass is long ago");
 
     // A pass already asked for and not yet begun is not asked twice.
-    writer.between_batches(PASS_AFTER_WRITES);
-    writer.between_batches(PASS_AFTER_WRITES);
+    writer.between_batches(writes(PASS_AFTER_WRITES));
+    writer.between_batches(writes(PASS_AFTER_WRITES));
     assert!(asked(&nudges));
     assert!(!asked(&nudges));
+}
+
+#[tokio::test]
+async fn the_writer_reports_its_commits_to_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = StoreMetrics::default();
+    let store = SqliteStore::open(&dir.path().join("m.db"), metrics.clone()).unwrap();
+    assert_eq!(metrics.commit_seconds.count(), 0);
+    register(&store, "ann").await;
+    register(&store, "bob").await;
+    // Counted between batches, after the callers have heard.
+    for _ in 0..500 {
+        if metrics.commit_seconds.count() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(metrics.commit_seconds.count(), 2, "one commit each");
+    assert_eq!(metrics.batch_writes.count(), 2);
+    assert_eq!(metrics.batch_writes.sum(), 2.0, "one write in each batch");
+    assert!(metrics.commit_seconds.sum() > 0.0);
 }
