@@ -62,6 +62,7 @@ fn assert_clean_run(v: &Value, lost_key: &str) {
     assert_eq!(v["errors"], serde_json::json!({}), "{v}");
     assert!(v["ack_latency_us"]["p50"].as_u64().unwrap() > 0, "{v}");
     assert!(v["delivery_latency_us"]["p999"].is_u64(), "{v}");
+    assert!(v["slowest_windows"].is_array(), "{v}");
     assert_cpu_figures(v);
 }
 

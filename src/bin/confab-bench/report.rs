@@ -98,7 +98,8 @@ fn scalar(v: &Value) -> String {
     }
 }
 
-/// `k=v k=v` for an object, the value itself otherwise.
+/// `k=v k=v` for an object, `(k=v) (k=v)` for a list of them, the value
+/// itself otherwise.
 fn inline(v: &Value) -> String {
     match v {
         Value::Object(m) if m.is_empty() => "none".into(),
@@ -110,6 +111,12 @@ fn inline(v: &Value) -> String {
             })
             .collect::<Vec<_>>()
             .join("  "),
+        Value::Array(items) if items.is_empty() => "none".into(),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| format!("({})", inline(item)))
+            .collect::<Vec<_>>()
+            .join(" "),
         other => scalar(other),
     }
 }

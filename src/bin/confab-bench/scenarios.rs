@@ -699,6 +699,7 @@ fn message_figures(
     );
     report.top("ack_latency_us", stats.latency(Kind::Ack));
     report.top("delivery_latency_us", stats.latency(Kind::Delivery));
+    report.top("slowest_windows", stats.slow_windows(t0, 5));
     let errors = stats.errors();
     if errors.contains_key("rate_limited") {
         report.warn(

@@ -16,6 +16,12 @@ const SHARDS: usize = 16;
 /// Largest latency recorded exactly: one hour, in microseconds.
 const MAX_US: u64 = 3_600_000_000;
 
+/// Deliveries at least this late are also counted by when they were sent,
+/// so that a report can tell one stall from a tail spread over the run.
+const SLOW_US: u64 = 10_000;
+/// Width of those windows of send time.
+const WINDOW_US: u64 = 100_000;
+
 fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, 3).expect("histogram bounds")
 }
@@ -41,6 +47,8 @@ struct Shard {
     ack: Histogram<u64>,
     delivery: Histogram<u64>,
     connect: Histogram<u64>,
+    /// Slow deliveries by window of send time: how many, and the latest.
+    slow: BTreeMap<u64, (u64, u64)>,
 }
 
 /// Which histogram a sample goes to.
@@ -68,6 +76,7 @@ impl Stats {
                         ack: new_hist(),
                         delivery: new_hist(),
                         connect: new_hist(),
+                        slow: BTreeMap::new(),
                     })
                 })
                 .collect(),
@@ -94,6 +103,47 @@ impl Stats {
             Kind::Connect => &mut shard.connect,
         };
         h.saturating_record(us.max(1));
+    }
+
+    /// Records the delivery at `now` of a message sent at `sent` (both
+    /// microseconds since the epoch) to session `idx`.
+    pub fn record_delivery(&self, idx: usize, sent: u64, now: u64) {
+        let us = now.saturating_sub(sent);
+        let mut shard = self.shards[idx % SHARDS].lock().unwrap();
+        shard.delivery.saturating_record(us.max(1));
+        if us >= SLOW_US {
+            let window = shard.slow.entry(sent / WINDOW_US).or_default();
+            window.0 += 1;
+            window.1 = window.1.max(us);
+        }
+    }
+
+    /// The `n` windows of send time with the most slow deliveries, from
+    /// `start` (microseconds since the epoch): when each began (ms after
+    /// `start`), how many of its deliveries took 10 ms or more, and the
+    /// latest (ms).
+    pub fn slow_windows(&self, start: u64, n: usize) -> Value {
+        let mut all: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        for shard in &self.shards {
+            for (&w, &(count, max)) in &shard.lock().unwrap().slow {
+                let e = all.entry(w).or_default();
+                e.0 += count;
+                e.1 = e.1.max(max);
+            }
+        }
+        let mut windows: Vec<_> = all.into_iter().collect();
+        windows.sort_by_key(|&(w, (count, _))| (std::cmp::Reverse(count), w));
+        windows.truncate(n);
+        windows.sort_by_key(|&(w, _)| w);
+        Value::Array(
+            windows
+                .into_iter()
+                .map(|(w, (count, max))| {
+                    let at = (w * WINDOW_US) as i64 - start as i64;
+                    json!({"at_ms": at / 1000, "slow": count, "max_ms": round(max as f64 / 1e3, 1)})
+                })
+                .collect(),
+        )
     }
 
     /// Counts one error under `key` (an error code, a close code, ...).
@@ -237,4 +287,37 @@ pub fn self_usage() -> (f64, u64) {
 pub fn round(x: f64, d: i32) -> f64 {
     let p = 10f64.powi(d);
     (x * p).round() / p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_deliveries_are_counted_by_the_window_they_were_sent_in() {
+        let stats = Stats::new();
+        let start = 1_000_000;
+        // Window 1.0-1.1 s: two slow (one on another shard), one quick.
+        stats.record_delivery(0, start + 10_000, start + 40_000);
+        stats.record_delivery(1, start + 90_000, start + 102_000);
+        stats.record_delivery(0, start + 20_000, start + 21_000);
+        // Window 1.5-1.6 s: one slow.
+        stats.record_delivery(2, start + 550_000, start + 600_000);
+        // Window 2.0-2.1 s: one slow, the least, left out of the top 2.
+        stats.record_delivery(3, start + 1_000_000, start + 1_011_000);
+
+        let windows = stats.slow_windows(start, 2);
+        assert_eq!(
+            windows,
+            json!([
+                {"at_ms": 0, "slow": 2, "max_ms": 30.0},
+                {"at_ms": 500, "slow": 1, "max_ms": 50.0},
+            ])
+        );
+        assert_eq!(
+            stats.merged(Kind::Delivery).len(),
+            5,
+            "all in the histogram"
+        );
+    }
 }
