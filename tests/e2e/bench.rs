@@ -143,6 +143,9 @@ async fn bench_dm_open_loop_loses_nothing() {
     // About 50 messages in the second (each sender starts at a random phase).
     let acked = v["acked"].as_u64().unwrap();
     assert!((40..=60).contains(&acked), "{v}");
+    // A lateness per wake-up of a sender; a wake-up sends what is due.
+    let wakes = v["send_lag_latency_us"]["count"].as_u64().unwrap();
+    assert!((1..=acked).contains(&wakes), "{v}");
 }
 
 #[tokio::test]

@@ -493,6 +493,7 @@ async fn send_loop(
         while next < end {
             precise::sleep_until(next).await;
             let now = Instant::now();
+            stats.record_send_lag(session.idx, stats.us_at(next), stats.us_at(now));
             let mut batch = 0;
             while next <= now && next < end {
                 let t = stats.us_at(next);
@@ -699,6 +700,9 @@ fn message_figures(
     );
     report.top("ack_latency_us", stats.latency(Kind::Ack));
     report.top("delivery_latency_us", stats.latency(Kind::Delivery));
+    if p.rate > 0.0 {
+        report.top("send_lag_latency_us", stats.latency(Kind::SendLag));
+    }
     report.top("slowest_windows", stats.slow_windows(t0, 5));
     let errors = stats.errors();
     if errors.contains_key("rate_limited") {

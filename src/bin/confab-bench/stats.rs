@@ -47,8 +47,18 @@ struct Shard {
     ack: Histogram<u64>,
     delivery: Histogram<u64>,
     connect: Histogram<u64>,
-    /// Slow deliveries by window of send time: how many, and the latest.
-    slow: BTreeMap<u64, (u64, u64)>,
+    send_lag: Histogram<u64>,
+    /// By window of send time: slow deliveries, the latest of them, and
+    /// the latest an open-loop sender woke (if 10 ms or more).
+    slow: BTreeMap<u64, Window>,
+}
+
+/// See [`Shard::slow`].
+#[derive(Default, Clone, Copy)]
+struct Window {
+    slow: u64,
+    max_us: u64,
+    max_lag_us: u64,
 }
 
 /// Which histogram a sample goes to.
@@ -57,6 +67,8 @@ pub enum Kind {
     Ack,
     Delivery,
     Connect,
+    /// How late an open-loop sender woke after a message's scheduled time.
+    SendLag,
 }
 
 impl Stats {
@@ -76,6 +88,7 @@ impl Stats {
                         ack: new_hist(),
                         delivery: new_hist(),
                         connect: new_hist(),
+                        send_lag: new_hist(),
                         slow: BTreeMap::new(),
                     })
                 })
@@ -101,6 +114,7 @@ impl Stats {
             Kind::Ack => &mut shard.ack,
             Kind::Delivery => &mut shard.delivery,
             Kind::Connect => &mut shard.connect,
+            Kind::SendLag => &mut shard.send_lag,
         };
         h.saturating_record(us.max(1));
     }
@@ -113,34 +127,50 @@ impl Stats {
         shard.delivery.saturating_record(us.max(1));
         if us >= SLOW_US {
             let window = shard.slow.entry(sent / WINDOW_US).or_default();
-            window.0 += 1;
-            window.1 = window.1.max(us);
+            window.slow += 1;
+            window.max_us = window.max_us.max(us);
+        }
+    }
+
+    /// Records that session `idx`'s sender woke at `now` for a message
+    /// scheduled at `due` (microseconds since the epoch).
+    pub fn record_send_lag(&self, idx: usize, due: u64, now: u64) {
+        let us = now.saturating_sub(due);
+        let mut shard = self.shards[idx % SHARDS].lock().unwrap();
+        shard.send_lag.saturating_record(us.max(1));
+        if us >= SLOW_US {
+            let window = shard.slow.entry(due / WINDOW_US).or_default();
+            window.max_lag_us = window.max_lag_us.max(us);
         }
     }
 
     /// The `n` windows of send time with the most slow deliveries, from
     /// `start` (microseconds since the epoch): when each began (ms after
-    /// `start`), how many of its deliveries took 10 ms or more, and the
-    /// latest (ms).
+    /// `start`), how many of its deliveries took 10 ms or more, the latest
+    /// (ms), and how late a sender woke in it at worst (ms; 0 under 10 ms):
+    /// a stall of the tool itself shows there too.
     pub fn slow_windows(&self, start: u64, n: usize) -> Value {
-        let mut all: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        let mut all: BTreeMap<u64, Window> = BTreeMap::new();
         for shard in &self.shards {
-            for (&w, &(count, max)) in &shard.lock().unwrap().slow {
+            for (&w, one) in &shard.lock().unwrap().slow {
                 let e = all.entry(w).or_default();
-                e.0 += count;
-                e.1 = e.1.max(max);
+                e.slow += one.slow;
+                e.max_us = e.max_us.max(one.max_us);
+                e.max_lag_us = e.max_lag_us.max(one.max_lag_us);
             }
         }
-        let mut windows: Vec<_> = all.into_iter().collect();
-        windows.sort_by_key(|&(w, (count, _))| (std::cmp::Reverse(count), w));
+        let mut windows: Vec<_> = all.into_iter().filter(|(_, w)| w.slow > 0).collect();
+        windows.sort_by_key(|&(at, w)| (std::cmp::Reverse(w.slow), at));
         windows.truncate(n);
-        windows.sort_by_key(|&(w, _)| w);
+        windows.sort_by_key(|&(at, _)| at);
+        let ms = |us: u64| round(us as f64 / 1e3, 1);
         Value::Array(
             windows
                 .into_iter()
-                .map(|(w, (count, max))| {
-                    let at = (w * WINDOW_US) as i64 - start as i64;
-                    json!({"at_ms": at / 1000, "slow": count, "max_ms": round(max as f64 / 1e3, 1)})
+                .map(|(at, w)| {
+                    let at = (at * WINDOW_US) as i64 - start as i64;
+                    json!({"at_ms": at / 1000, "slow": w.slow, "max_ms": ms(w.max_us),
+                        "max_send_lag_ms": ms(w.max_lag_us)})
                 })
                 .collect(),
         )
@@ -170,6 +200,7 @@ impl Stats {
                 Kind::Ack => &shard.ack,
                 Kind::Delivery => &shard.delivery,
                 Kind::Connect => &shard.connect,
+                Kind::SendLag => &shard.send_lag,
             };
             all.add(h).expect("same bounds");
         }
@@ -306,14 +337,21 @@ mod tests {
         // Window 2.0-2.1 s: one slow, the least, left out of the top 2.
         stats.record_delivery(3, start + 1_000_000, start + 1_011_000);
 
+        // A sender 12 ms late in the first window, one 2 ms late in the second.
+        stats.record_send_lag(0, start + 5_000, start + 17_000);
+        stats.record_send_lag(0, start + 500_000, start + 502_000);
+        // A late sender alone makes no slow window.
+        stats.record_send_lag(0, start + 3_000_000, start + 3_050_000);
+
         let windows = stats.slow_windows(start, 2);
         assert_eq!(
             windows,
             json!([
-                {"at_ms": 0, "slow": 2, "max_ms": 30.0},
-                {"at_ms": 500, "slow": 1, "max_ms": 50.0},
+                {"at_ms": 0, "slow": 2, "max_ms": 30.0, "max_send_lag_ms": 12.0},
+                {"at_ms": 500, "slow": 1, "max_ms": 50.0, "max_send_lag_ms": 0.0},
             ])
         );
+        assert_eq!(stats.merged(Kind::SendLag).len(), 3);
         assert_eq!(
             stats.merged(Kind::Delivery).len(),
             5,
