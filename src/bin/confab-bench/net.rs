@@ -428,7 +428,7 @@ async fn read_loop(
                     out.out_of_order += 1;
                 }
                 last_seq = last_seq.max(seq);
-                stats.record_delivery(idx, t, now);
+                stats.record_since(idx, Kind::Delivery, t, now);
                 stats.delivered.fetch_add(1, Ordering::Relaxed);
                 raise(&stats.last_delivery_us, now);
             }

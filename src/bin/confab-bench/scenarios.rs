@@ -493,7 +493,12 @@ async fn send_loop(
         while next < end {
             precise::sleep_until(next).await;
             let now = Instant::now();
-            stats.record_send_lag(session.idx, stats.us_at(next), stats.us_at(now));
+            stats.record_since(
+                session.idx,
+                Kind::SendLag,
+                stats.us_at(next),
+                stats.us_at(now),
+            );
             let mut batch = 0;
             while next <= now && next < end {
                 let t = stats.us_at(next);

@@ -53,6 +53,17 @@ struct Shard {
     slow: BTreeMap<u64, Window>,
 }
 
+impl Shard {
+    fn histogram(&mut self, kind: Kind) -> &mut Histogram<u64> {
+        match kind {
+            Kind::Ack => &mut self.ack,
+            Kind::Delivery => &mut self.delivery,
+            Kind::Connect => &mut self.connect,
+            Kind::SendLag => &mut self.send_lag,
+        }
+    }
+}
+
 /// See [`Shard::slow`].
 #[derive(Default, Clone, Copy)]
 struct Window {
@@ -110,37 +121,26 @@ impl Stats {
     /// Records one latency sample (microseconds) from session `idx`.
     pub fn record(&self, idx: usize, kind: Kind, us: u64) {
         let mut shard = self.shards[idx % SHARDS].lock().unwrap();
-        let h = match kind {
-            Kind::Ack => &mut shard.ack,
-            Kind::Delivery => &mut shard.delivery,
-            Kind::Connect => &mut shard.connect,
-            Kind::SendLag => &mut shard.send_lag,
-        };
-        h.saturating_record(us.max(1));
+        shard.histogram(kind).saturating_record(us.max(1));
     }
 
-    /// Records the delivery at `now` of a message sent at `sent` (both
-    /// microseconds since the epoch) to session `idx`.
-    pub fn record_delivery(&self, idx: usize, sent: u64, now: u64) {
-        let us = now.saturating_sub(sent);
+    /// Records a delivery (`at` is when its message was sent) or a
+    /// sender's wake-up (`at` is when it was due) at `now`, both in
+    /// microseconds since the epoch, from session `idx`; a late one is also
+    /// kept by its window of `at`.
+    pub fn record_since(&self, idx: usize, kind: Kind, at: u64, now: u64) {
+        let us = now.saturating_sub(at);
         let mut shard = self.shards[idx % SHARDS].lock().unwrap();
-        shard.delivery.saturating_record(us.max(1));
+        shard.histogram(kind).saturating_record(us.max(1));
         if us >= SLOW_US {
-            let window = shard.slow.entry(sent / WINDOW_US).or_default();
-            window.slow += 1;
-            window.max_us = window.max_us.max(us);
-        }
-    }
-
-    /// Records that session `idx`'s sender woke at `now` for a message
-    /// scheduled at `due` (microseconds since the epoch).
-    pub fn record_send_lag(&self, idx: usize, due: u64, now: u64) {
-        let us = now.saturating_sub(due);
-        let mut shard = self.shards[idx % SHARDS].lock().unwrap();
-        shard.send_lag.saturating_record(us.max(1));
-        if us >= SLOW_US {
-            let window = shard.slow.entry(due / WINDOW_US).or_default();
-            window.max_lag_us = window.max_lag_us.max(us);
+            let window = shard.slow.entry(at / WINDOW_US).or_default();
+            match kind {
+                Kind::SendLag => window.max_lag_us = window.max_lag_us.max(us),
+                _ => {
+                    window.slow += 1;
+                    window.max_us = window.max_us.max(us);
+                }
+            }
         }
     }
 
@@ -195,14 +195,8 @@ impl Stats {
     pub fn merged(&self, kind: Kind) -> Histogram<u64> {
         let mut all = new_hist();
         for shard in &self.shards {
-            let shard = shard.lock().unwrap();
-            let h = match kind {
-                Kind::Ack => &shard.ack,
-                Kind::Delivery => &shard.delivery,
-                Kind::Connect => &shard.connect,
-                Kind::SendLag => &shard.send_lag,
-            };
-            all.add(h).expect("same bounds");
+            all.add(&*shard.lock().unwrap().histogram(kind))
+                .expect("same bounds");
         }
         all
     }
@@ -329,19 +323,19 @@ mod tests {
         let stats = Stats::new();
         let start = 1_000_000;
         // Window 1.0-1.1 s: two slow (one on another shard), one quick.
-        stats.record_delivery(0, start + 10_000, start + 40_000);
-        stats.record_delivery(1, start + 90_000, start + 102_000);
-        stats.record_delivery(0, start + 20_000, start + 21_000);
+        stats.record_since(0, Kind::Delivery, start + 10_000, start + 40_000);
+        stats.record_since(1, Kind::Delivery, start + 90_000, start + 102_000);
+        stats.record_since(0, Kind::Delivery, start + 20_000, start + 21_000);
         // Window 1.5-1.6 s: one slow.
-        stats.record_delivery(2, start + 550_000, start + 600_000);
+        stats.record_since(2, Kind::Delivery, start + 550_000, start + 600_000);
         // Window 2.0-2.1 s: one slow, the least, left out of the top 2.
-        stats.record_delivery(3, start + 1_000_000, start + 1_011_000);
+        stats.record_since(3, Kind::Delivery, start + 1_000_000, start + 1_011_000);
 
         // A sender 12 ms late in the first window, one 2 ms late in the second.
-        stats.record_send_lag(0, start + 5_000, start + 17_000);
-        stats.record_send_lag(0, start + 500_000, start + 502_000);
+        stats.record_since(0, Kind::SendLag, start + 5_000, start + 17_000);
+        stats.record_since(0, Kind::SendLag, start + 500_000, start + 502_000);
         // A late sender alone makes no slow window.
-        stats.record_send_lag(0, start + 3_000_000, start + 3_050_000);
+        stats.record_since(0, Kind::SendLag, start + 3_000_000, start + 3_050_000);
 
         let windows = stats.slow_windows(start, 2);
         assert_eq!(
