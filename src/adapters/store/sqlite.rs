@@ -88,6 +88,7 @@ struct Writer {
     unchecked: usize,
     /// When it was last asked.
     asked: std::time::Instant,
+    /// Where commits and WAL restarts are counted.
     metrics: StoreMetrics,
 }
 
