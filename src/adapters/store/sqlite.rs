@@ -79,17 +79,53 @@ struct Writer {
     conversations: HashMap<String, Live>,
     /// SQLite's count of commits by other connections, when last looked.
     data_version: i64,
-    /// Raised by the checkpointer: the WAL is long (see `start_checkpointer`).
+    /// Dropped with the writer, which stops the checkpointer thread.
+    checkpointer: Checkpointer,
+    /// Where commits and WAL restarts are counted.
+    metrics: StoreMetrics,
+}
+
+/// The writer's side of the checkpointer thread (see `start_checkpointer`):
+/// when to ask it for a pass, and whether it asked for the WAL to start over.
+struct Checkpointer {
+    /// Raised by the thread: the WAL is long.
     wal_long: Arc<AtomicBool>,
-    /// Asks the checkpointer for a pass; dropped with the writer, which
-    /// stops the checkpointer.
+    /// Asks the thread for a pass.
     nudge: SyncSender<()>,
-    /// Writes committed since the checkpointer was last asked for a pass.
+    /// Writes committed since the thread was last asked for a pass.
     unchecked: usize,
     /// When it was last asked.
     asked: std::time::Instant,
-    /// Where commits and WAL restarts are counted.
-    metrics: StoreMetrics,
+}
+
+impl Checkpointer {
+    fn new(wal_long: Arc<AtomicBool>, nudge: SyncSender<()>) -> Self {
+        Self {
+            wal_long,
+            nudge,
+            unchecked: 0,
+            asked: std::time::Instant::now(),
+        }
+    }
+
+    /// After a batch of `writes` on `conn`: copies a long WAL's last frames
+    /// back if the thread asked for it, so that the next batch starts the
+    /// WAL over (returns whether it did), and asks for a pass when it is
+    /// time.
+    fn after_batch(&mut self, conn: &mut SqliteConnection, writes: usize) -> bool {
+        let restarted = self.wal_long.swap(false, Ordering::Relaxed)
+            && checkpoint(conn)
+                .inspect_err(|e| tracing::warn!(error = %e, "WAL checkpoint failed"))
+                .is_ok();
+        self.unchecked += writes;
+        if self.unchecked >= PASS_AFTER_WRITES || self.asked.elapsed() >= PASS_AT_LEAST_EVERY {
+            // Full means a nudge is already waiting: nothing is lost.
+            let _ = self.nudge.try_send(());
+            self.unchecked = 0;
+            self.asked = std::time::Instant::now();
+        }
+        restarted
+    }
 }
 
 /// A conversation as the writer knows it.
@@ -100,22 +136,13 @@ struct Live {
 }
 
 impl Writer {
-    /// The writer on `conn`, which asks the checkpointer for passes through
-    /// `nudge` and heeds its `wal_long`.
-    fn new(
-        conn: SqliteConnection,
-        wal_long: Arc<AtomicBool>,
-        nudge: SyncSender<()>,
-        metrics: StoreMetrics,
-    ) -> Self {
+    /// The writer on `conn`, working with `checkpointer`.
+    fn new(conn: SqliteConnection, checkpointer: Checkpointer, metrics: StoreMetrics) -> Self {
         Self {
             conn,
             conversations: HashMap::new(),
             data_version: 0,
-            wal_long,
-            nudge,
-            unchecked: 0,
-            asked: std::time::Instant::now(),
+            checkpointer,
             metrics,
         }
     }
@@ -182,20 +209,8 @@ impl WriterState for Writer {
             self.metrics.commit_seconds.observe(took.as_secs_f64());
             self.metrics.batch_writes.observe(batch.writes as f64);
         }
-        if self.wal_long.swap(false, Ordering::Relaxed) {
-            match checkpoint(&mut self.conn) {
-                Ok(_) => {
-                    self.metrics.wal_restarts.inc();
-                }
-                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
-            }
-        }
-        self.unchecked += batch.writes;
-        if self.unchecked >= PASS_AFTER_WRITES || self.asked.elapsed() >= PASS_AT_LEAST_EVERY {
-            // Full means a nudge is already waiting: nothing is lost.
-            let _ = self.nudge.try_send(());
-            self.unchecked = 0;
-            self.asked = std::time::Instant::now();
+        if self.checkpointer.after_batch(&mut self.conn, batch.writes) {
+            self.metrics.wal_restarts.inc();
         }
     }
 }
@@ -272,10 +287,10 @@ fn checkpoint(conn: &mut SqliteConnection) -> QueryResult<i64> {
         .log)
 }
 
-/// Starts the thread that checkpoints the WAL, so that commits never wait
-/// for it. It runs a pass when the writer asks through the returned sender
-/// (see `PASS_AFTER_WRITES`), none while the server is idle, and stops when
-/// the sender is dropped.
+/// Starts the thread that checkpoints the WAL on `conn`, so that commits
+/// never wait for it. It runs a pass when the writer asks through the
+/// returned `Checkpointer` (see `PASS_AFTER_WRITES`), none while the server
+/// is idle, and stops when that is dropped.
 ///
 /// A checkpoint alone never shortens the WAL: SQLite starts writing at its
 /// beginning again only when a write finds every frame copied back, which
@@ -289,22 +304,24 @@ fn checkpoint(conn: &mut SqliteConnection) -> QueryResult<i64> {
 /// into a no-op.
 fn start_checkpointer(
     mut conn: SqliteConnection,
-    wal_long: Arc<AtomicBool>,
-    passes: prometheus_client::metrics::counter::Counter,
-) -> std::io::Result<SyncSender<()>> {
+    metrics: &StoreMetrics,
+) -> std::io::Result<Checkpointer> {
     let (nudge, nudges) = std::sync::mpsc::sync_channel::<()>(1);
+    let wal_long = Arc::new(AtomicBool::new(false));
+    let raised = wal_long.clone();
+    let passes = metrics.checkpoint_passes.clone();
     std::thread::Builder::new()
         .name("confab-sqlite-checkpoint".into())
         .spawn(move || {
             while nudges.recv().is_ok() {
-                if !wal_long.load(Ordering::Relaxed) {
-                    checkpoint_pass(&mut conn, &wal_long);
+                if !raised.load(Ordering::Relaxed) {
+                    checkpoint_pass(&mut conn, &raised);
                     passes.inc();
                 }
                 std::thread::sleep(PASS_GAP);
             }
         })?;
-    Ok(nudge)
+    Ok(Checkpointer::new(wal_long, nudge))
 }
 
 /// One pass of the checkpointer: copies back what it can, and raises
@@ -389,17 +406,11 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| Pragmas { reader: true }.open(path))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let checkpoints = Pragmas { reader: false }.open(path)?;
-        let wal_long = Arc::new(AtomicBool::new(false));
-        let nudge = start_checkpointer(
-            checkpoints,
-            wal_long.clone(),
-            metrics.checkpoint_passes.clone(),
-        )
-        .context("cannot start the database checkpointer")?;
+        let checkpointer = start_checkpointer(Pragmas { reader: false }.open(path)?, &metrics)
+            .context("cannot start the database checkpointer")?;
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: GroupCommit::start(Writer::new(writer, wal_long, nudge, metrics))
+                writer: GroupCommit::start(Writer::new(writer, checkpointer, metrics))
                     .context("cannot start the database writer")?,
                 readers: Readers::start(readers).context("cannot start the database readers")?,
                 users: RwLock::default(),

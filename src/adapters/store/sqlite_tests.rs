@@ -141,7 +141,8 @@ fn a_long_wal_is_restarted_though_the_writer_never_stops_while_it_is_copied() {
     let wal_long = Arc::new(AtomicBool::new(false));
     let (nudge, _nudges) = std::sync::mpsc::sync_channel(1);
     let metrics = StoreMetrics::default();
-    let mut writer = Writer::new(connection(&path), wal_long.clone(), nudge, metrics.clone());
+    let checkpointer = Checkpointer::new(wal_long.clone(), nudge);
+    let mut writer = Writer::new(connection(&path), checkpointer, metrics.clone());
     let mut checkpointer = connection(&path);
     let mut reader = connection(&path);
     writer
@@ -189,8 +190,7 @@ fn the_writer_asks_for_a_checkpoint_after_enough_writes_or_long_enough() {
     let wal_long = Arc::new(AtomicBool::new(false));
     let mut writer = Writer::new(
         connection(&dir.path().join("n.db")),
-        wal_long,
-        nudge,
+        Checkpointer::new(wal_long, nudge),
         StoreMetrics::default(),
     );
     let asked = |nudges: &std::sync::mpsc::Receiver<()>| nudges.try_recv().is_ok();
@@ -202,7 +202,7 @@ fn the_writer_asks_for_a_checkpoint_after_enough_writes_or_long_enough() {
     writer.between_batches(writes(1));
     assert!(!asked(&nudges), "the count starts over after a pass");
 
-    writer.asked -= PASS_AT_LEAST_EVERY;
+    writer.checkpointer.asked -= PASS_AT_LEAST_EVERY;
     writer.between_batches(writes(1));
     assert!(asked(&nudges), "few writes, but the last pass is long ago");
 
