@@ -81,61 +81,88 @@ pub struct PendingSession {
 }
 
 /// Runs a session to its end, then unregisters it.
-pub async fn run(env: Arc<SessionEnv>, websocket: HyperWebsocket, pending: PendingSession) {
-    connect(&env, websocket, &pending).await;
-    let caller = &pending.caller;
-    env.registry
-        .unregister(&caller.user.id, pending.handle.id());
-    if let Some(cluster) = &env.cluster {
-        cluster.detach(&caller.user.id);
-    }
-    // Boxed: a task is as large as the largest future it ever awaits, for
-    // its whole life, and this one runs once, at the very end.
-    if let Err(e) = Box::pin(env.service.close_session(caller)).await {
-        error!(error = ?e, "could not record the end of a session");
+///
+/// The session task lives as long as its session, and most sessions are
+/// idle, so its size is most of what a session costs. This is an `async`
+/// block rather than an `async fn`, and so is `connect`: an `async fn`
+/// keeps each argument twice for its whole life, once as passed and once
+/// moved into its body (rust-lang/rust#62958); a block keeps what it
+/// captures once. The upgrade is boxed for the same reason: its future is
+/// awaited once, and what the block captures stays in it for good.
+/// tokio allocates a task in steps of 128 bytes: this one is 1,024 bytes
+/// (`-Zprint-type-sizes` on a release build, docs/performance.md), 8 bytes
+/// short of the next step, which anything else kept across an await in
+/// this file would take.
+pub fn run(
+    env: Arc<SessionEnv>,
+    websocket: HyperWebsocket,
+    pending: PendingSession,
+) -> impl Future<Output = ()> + Send {
+    let websocket = Box::pin(websocket);
+    async move {
+        connect(&env, websocket, &pending).await;
+        let caller = &pending.caller;
+        env.registry
+            .unregister(&caller.user.id, pending.handle.id());
+        if let Some(cluster) = &env.cluster {
+            cluster.detach(&caller.user.id);
+        }
+        // Boxed: a task is as large as the largest future it ever awaits, for
+        // its whole life, and this one runs once, at the very end.
+        if let Err(e) = Box::pin(env.service.close_session(caller)).await {
+            error!(error = ?e, "could not record the end of a session");
+        }
     }
 }
 
 /// Finishes the upgrade and serves the session until it closes.
-async fn connect(env: &SessionEnv, websocket: HyperWebsocket, pending: &PendingSession) {
-    // Bound in its own statement: a value matched on stays in the task
-    // across every await of the match, beside the stream moved out of it.
-    let mut ws = match websocket.await {
-        Ok(ws) => ws,
-        Err(e) => return debug!(error = %e, "WebSocket upgrade failed"),
-    };
-    let PendingSession {
-        caller,
-        expires_at,
-        handle,
-    } = pending;
-    info!(user = %caller.user.id, session = %caller.session, "session opened");
-    env.metrics.sessions_opened.inc();
-    let session = Session {
-        env,
-        caller,
-        handle,
-        limiter: RateLimiter::direct(
-            Quota::per_second(env.settings.rate_per_sec).allow_burst(env.settings.rate_burst),
-        ),
-    };
-    let mut out = Outgoing::default();
-    session.serve(&mut ws, &mut out, *expires_at).await;
-    if let Some((code, _)) = handle.reason() {
-        env.metrics
-            .sessions_closed
-            .get_or_create(&CloseLabel { code })
-            .inc();
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its arguments twice in the session task"
+)]
+fn connect<'a>(
+    env: &'a SessionEnv,
+    websocket: Pin<Box<HyperWebsocket>>,
+    pending: &'a PendingSession,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        // Bound in its own statement: a value matched on stays in the task
+        // across every await of the match, beside the stream moved out of it.
+        let mut ws = match websocket.await {
+            Ok(ws) => ws,
+            Err(e) => return debug!(error = %e, "WebSocket upgrade failed"),
+        };
+        let caller = &pending.caller;
+        info!(user = %caller.user.id, session = %caller.session, "session opened");
+        env.metrics.sessions_opened.inc();
+        let session = Session {
+            env,
+            caller,
+            handle: &pending.handle,
+            limiter: RateLimiter::direct(
+                Quota::per_second(env.settings.rate_per_sec).allow_burst(env.settings.rate_burst),
+            ),
+        };
+        let mut out = Outgoing::default();
+        session.serve(&mut ws, &mut out, pending.expires_at).await;
+        // From here on, the session's own fields rather than locals: each
+        // local used after an await takes room in the task for its life.
+        if let Some((code, _)) = session.handle.reason() {
+            env.metrics
+                .sessions_closed
+                .get_or_create(&CloseLabel { code })
+                .inc();
+        }
+        // The peer went away, or we asked to close: either way, say goodbye.
+        session.handle.close(NORMAL, "");
+        session.close(&mut ws, &mut out).await;
+        info!(
+            user = %session.caller.user.id,
+            session = %session.caller.session,
+            code = session.handle.reason().map_or(NORMAL, |r| r.0),
+            "session closed"
+        );
     }
-    // The peer went away, or we asked to close: either way, say goodbye.
-    handle.close(NORMAL, "");
-    session.close(&mut ws, &mut out).await;
-    info!(
-        user = %caller.user.id,
-        session = %caller.session,
-        code = handle.reason().map_or(NORMAL, |r| r.0),
-        "session closed"
-    );
 }
 
 /// A request's reply, and the event its own session gets right after it.
@@ -258,160 +285,165 @@ struct Session<'a> {
 impl Session<'_> {
     /// Serves the session until it is asked to close or the peer goes away;
     /// a request in flight is always answered first.
-    async fn serve(
-        &self,
-        ws: &mut HyperWebsocketStream,
-        out: &mut Outgoing,
+    fn serve<'s>(
+        &'s self,
+        ws: &'s mut HyperWebsocketStream,
+        out: &'s mut Outgoing,
         expires_at: Timestamp,
-    ) {
-        let handle = self.handle;
-        let period = self.env.settings.heartbeat;
+    ) -> impl Future<Output = ()> + Send + 's {
         let left_ms = expires_at.millis() - self.env.service.now().millis();
         let expiry = Instant::now() + Duration::from_millis(left_ms.max(0) as u64);
-        let mut next_ping = Instant::now() + period;
-        let timer = tokio::time::sleep_until(next_ping.min(expiry));
-        tokio::pin!(timer);
-        let mut unanswered_pings = 0u32;
-        let mut answering: Option<Answering<'_>> = None;
-        // A frame read behind a run of text frames, handled after that run.
-        let mut held: Option<Option<Result<Frame, WsError>>> = None;
-        let mut broken = false;
-        let mut pace = Pace::new(Instant::now());
-        // Replies are queued: write now, whatever the pace.
-        let mut urgent = false;
-        // Wakes the session when events wait for the pace; allocated only
-        // then, as most sessions never wait.
-        let mut pace_timer: Option<Pin<Box<Sleep>>> = None;
-        // Set at shutdown: reading on until SHUTDOWN_DRAIN has passed.
-        let mut draining = false;
-        loop {
-            let wake = poll_fn(|cx| {
-                handle.register(cx.waker());
-                let writing = !matches!(handle.reason(), Some((SLOW_CONSUMER | DROP, _)));
-                if writing && !broken {
-                    let now = Instant::now();
-                    let at = pace.next_write();
-                    if urgent || now >= at || handle.crowded() {
-                        if pace_timer.take().is_some() {
-                            handle.set_paced(false);
-                        }
-                        if let Poll::Ready(Err(e)) = out.poll_send(ws, handle, cx) {
-                            debug!(session = %self.caller.session, error = %e, "write failed");
-                            broken = true;
-                        }
-                        if std::mem::take(&mut out.flushed) {
-                            pace.spend(now);
-                            urgent = false;
-                        }
-                    } else {
-                        let wait = pace_timer.get_or_insert_with(|| {
-                            handle.set_paced(true);
-                            Box::pin(sleep_until(at))
-                        });
-                        if wait.deadline() != at {
-                            wait.as_mut().reset(at);
-                        }
-                        if wait.as_mut().poll(cx).is_ready() {
-                            // Due already: poll again, and write.
-                            cx.waker().wake_by_ref();
-                        }
-                    }
-                }
-                // The answer is awaited before anything else is read: replies
-                // keep request order, and the client waits for its answer.
-                if let Some(answer) = answering.as_mut() {
-                    return answer.as_mut().poll(cx).map(Wake::Answered);
-                }
-                if broken {
-                    return Poll::Ready(Wake::Broken);
-                }
-                // At shutdown, requests the client sent before the close
-                // are still read and answered, for a short while: the last
-                // message someone sent is acknowledged or refused, never
-                // left unanswered. (Bytes already in the socket may not be
-                // readable yet: the reactor has to see them first.)
-                let going_away = match handle.reason() {
-                    Some((GOING_AWAY, _)) => true,
-                    Some(_) => return Poll::Ready(Wake::Close),
-                    None => false,
-                };
-                if going_away && !draining {
-                    draining = true;
-                    timer.as_mut().reset(Instant::now() + SHUTDOWN_DRAIN);
-                }
-                if let Some(frame) = held.take() {
-                    return Poll::Ready(Wake::Frame(frame));
-                }
-                if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(if draining { Wake::Close } else { Wake::Timer });
-                }
-                let mut texts = Vec::new();
-                while texts.len() < MAX_RUN {
-                    match ws.poll_next_unpin(cx) {
-                        Poll::Ready(Some(Ok(Frame::Text(text)))) => texts.push(text),
-                        Poll::Ready(other) if texts.is_empty() => {
-                            return Poll::Ready(Wake::Frame(other));
-                        }
-                        Poll::Ready(other) => {
-                            held = Some(other);
-                            break;
-                        }
-                        Poll::Pending if texts.is_empty() => return Poll::Pending,
-                        Poll::Pending => break,
-                    }
-                }
-                Poll::Ready(Wake::Texts(texts))
-            })
-            .await;
-            match wake {
-                Wake::Answered(answers) => {
-                    answering = None;
-                    urgent = true;
-                    for (reply, then) in answers {
-                        handle.push(Frame::Text(reply));
-                        if let Some(event) = then {
-                            handle.push(Frame::Text(wire::encode_event(&event)));
+        // A block, not an async fn: see `run`. The heartbeat period and the
+        // handle are read through `self` where used, not kept in locals.
+        async move {
+            let mut next_ping = Instant::now() + self.env.settings.heartbeat;
+            let timer = tokio::time::sleep_until(next_ping.min(expiry));
+            tokio::pin!(timer);
+            let mut unanswered_pings = 0u32;
+            let mut answering: Option<Answering<'_>> = None;
+            // A frame read behind a run of text frames, handled after that run;
+            // boxed, as it is seldom there and the task holds this slot for life.
+            let mut held: Option<Box<Option<Result<Frame, WsError>>>> = None;
+            let mut broken = false;
+            let mut pace = Pace::new(Instant::now());
+            // Replies are queued: write now, whatever the pace.
+            let mut urgent = false;
+            // Wakes the session when events wait for the pace; allocated only
+            // then, as most sessions never wait.
+            let mut pace_timer: Option<Pin<Box<Sleep>>> = None;
+            // Set at shutdown: reading on until SHUTDOWN_DRAIN has passed.
+            let mut draining = false;
+            loop {
+                let wake = poll_fn(|cx| {
+                    self.handle.register(cx.waker());
+                    let writing = !matches!(self.handle.reason(), Some((SLOW_CONSUMER | DROP, _)));
+                    if writing && !broken {
+                        let now = Instant::now();
+                        let at = pace.next_write();
+                        if urgent || now >= at || self.handle.crowded() {
+                            if pace_timer.take().is_some() {
+                                self.handle.set_paced(false);
+                            }
+                            if let Poll::Ready(Err(e)) = out.poll_send(ws, self.handle, cx) {
+                                debug!(session = %self.caller.session, error = %e, "write failed");
+                                broken = true;
+                            }
+                            if std::mem::take(&mut out.flushed) {
+                                pace.spend(now);
+                                urgent = false;
+                            }
+                        } else {
+                            let wait = pace_timer.get_or_insert_with(|| {
+                                self.handle.set_paced(true);
+                                Box::pin(sleep_until(at))
+                            });
+                            if wait.deadline() != at {
+                                wait.as_mut().reset(at);
+                            }
+                            if wait.as_mut().poll(cx).is_ready() {
+                                // Due already: poll again, and write.
+                                cx.waker().wake_by_ref();
+                            }
                         }
                     }
-                }
-                Wake::Texts(texts) => {
-                    unanswered_pings = 0;
-                    // Boxed: it is large, and in flight only now and then.
-                    answering = Some(Box::pin(self.answer_all(texts)));
-                }
-                Wake::Close | Wake::Broken => return,
-                Wake::Timer => {
-                    let now = Instant::now();
-                    if now >= expiry {
-                        handle.close(TOKEN_EXPIRED, "token expired");
-                    } else if unanswered_pings >= 2 {
-                        debug!(session = %self.caller.session, "two pings unanswered");
-                        handle.close(DROP, "");
-                    } else {
-                        unanswered_pings += 1;
-                        handle.push(Frame::Ping(Default::default()));
-                        next_ping = now + period;
-                        timer.as_mut().reset(next_ping.min(expiry));
+                    // The answer is awaited before anything else is read: replies
+                    // keep request order, and the client waits for its answer.
+                    if let Some(answer) = answering.as_mut() {
+                        return answer.as_mut().poll(cx).map(Wake::Answered);
                     }
-                }
-                Wake::Frame(frame) => {
-                    let Some(frame) = frame else { return };
-                    unanswered_pings = 0;
-                    match frame {
-                        Ok(Frame::Text(text)) => {
-                            answering = Some(Box::pin(self.answer_all(vec![text])));
+                    if broken {
+                        return Poll::Ready(Wake::Broken);
+                    }
+                    // At shutdown, requests the client sent before the close
+                    // are still read and answered, for a short while: the last
+                    // message someone sent is acknowledged or refused, never
+                    // left unanswered. (Bytes already in the socket may not be
+                    // readable yet: the reactor has to see them first.)
+                    let going_away = match self.handle.reason() {
+                        Some((GOING_AWAY, _)) => true,
+                        Some(_) => return Poll::Ready(Wake::Close),
+                        None => false,
+                    };
+                    if going_away && !draining {
+                        draining = true;
+                        timer.as_mut().reset(Instant::now() + SHUTDOWN_DRAIN);
+                    }
+                    if let Some(frame) = held.take() {
+                        return Poll::Ready(Wake::Frame(*frame));
+                    }
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(if draining { Wake::Close } else { Wake::Timer });
+                    }
+                    let mut texts = Vec::new();
+                    while texts.len() < MAX_RUN {
+                        match ws.poll_next_unpin(cx) {
+                            Poll::Ready(Some(Ok(Frame::Text(text)))) => texts.push(text),
+                            Poll::Ready(other) if texts.is_empty() => {
+                                return Poll::Ready(Wake::Frame(other));
+                            }
+                            Poll::Ready(other) => {
+                                held = Some(Box::new(other));
+                                break;
+                            }
+                            Poll::Pending if texts.is_empty() => return Poll::Pending,
+                            Poll::Pending => break,
                         }
-                        Ok(Frame::Binary(_)) => {
-                            let reply = self.refuse(None, "binary frames are not supported");
-                            handle.push(Frame::Text(reply));
+                    }
+                    Poll::Ready(Wake::Texts(texts))
+                })
+                .await;
+                match wake {
+                    Wake::Answered(answers) => {
+                        answering = None;
+                        urgent = true;
+                        for (reply, then) in answers {
+                            self.handle.push(Frame::Text(reply));
+                            if let Some(event) = then {
+                                self.handle.push(Frame::Text(wire::encode_event(&event)));
+                            }
                         }
-                        // Pongs only prove liveness; pings are answered by
-                        // tungstenite; a close is answered and then the stream ends.
-                        Ok(_) => {}
-                        Err(WsError::Capacity(_)) => handle.close(TOO_LARGE, "frame too large"),
-                        Err(e) => {
-                            debug!(session = %self.caller.session, error = %e, "read failed");
-                            return;
+                    }
+                    Wake::Texts(texts) => {
+                        unanswered_pings = 0;
+                        // Boxed: it is large, and in flight only now and then.
+                        answering = Some(Box::pin(self.answer_all(texts)));
+                    }
+                    Wake::Close | Wake::Broken => return,
+                    Wake::Timer => {
+                        let now = Instant::now();
+                        if now >= expiry {
+                            self.handle.close(TOKEN_EXPIRED, "token expired");
+                        } else if unanswered_pings >= 2 {
+                            debug!(session = %self.caller.session, "two pings unanswered");
+                            self.handle.close(DROP, "");
+                        } else {
+                            unanswered_pings += 1;
+                            self.handle.push(Frame::Ping(Default::default()));
+                            next_ping = now + self.env.settings.heartbeat;
+                            timer.as_mut().reset(next_ping.min(expiry));
+                        }
+                    }
+                    Wake::Frame(frame) => {
+                        let Some(frame) = frame else { return };
+                        unanswered_pings = 0;
+                        match frame {
+                            Ok(Frame::Text(text)) => {
+                                answering = Some(Box::pin(self.answer_all(vec![text])));
+                            }
+                            Ok(Frame::Binary(_)) => {
+                                let reply = self.refuse(None, "binary frames are not supported");
+                                self.handle.push(Frame::Text(reply));
+                            }
+                            // Pongs only prove liveness; pings are answered by
+                            // tungstenite; a close is answered and then the stream ends.
+                            Ok(_) => {}
+                            Err(WsError::Capacity(_)) => {
+                                self.handle.close(TOO_LARGE, "frame too large")
+                            }
+                            Err(e) => {
+                                debug!(session = %self.caller.session, error = %e, "read failed");
+                                return;
+                            }
                         }
                     }
                 }
