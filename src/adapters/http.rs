@@ -19,6 +19,7 @@ use super::web;
 use super::wire::{self, ErrorDto, UserDto};
 use super::ws::Mailbox;
 use super::ws::session::{self, PendingSession, SessionEnv};
+use super::ws::socket;
 use crate::domain::service::{Caller, ChatService, SignedIn};
 use crate::domain::{ChatError, SessionId};
 
@@ -356,7 +357,7 @@ async fn upgrade(
         user: auth.user,
         session: SessionId::new(uuid::Uuid::new_v4().to_string()),
     };
-    let (response, websocket) = hyper_tungstenite::upgrade(&mut req, Some(state.ws_config))
+    let (response, websocket) = socket::upgrade(&mut req, state.ws_config)
         .map_err(|_| ApiError::bad_request("invalid WebSocket handshake"))?;
     state.service().open_session(&caller).await?;
 

@@ -3,5 +3,6 @@
 
 pub mod registry;
 pub mod session;
+pub mod socket;
 
 pub use registry::{Mailbox, SessionHandle, SessionRegistry};

@@ -21,7 +21,6 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::{Error as WsError, Message as Frame, Utf8Bytes};
-use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
 use serde_json::json;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +30,7 @@ use super::registry::{
     DROP, GOING_AWAY, Mailbox, NORMAL, SLOW_CONSUMER, SessionHandle, SessionRegistry,
     TOKEN_EXPIRED, TOO_LARGE,
 };
+use super::socket::{Upgrade, WsStream};
 use crate::adapters::cluster::Cluster;
 use crate::adapters::metrics::{CloseLabel, Metrics};
 use crate::adapters::wire::{
@@ -90,12 +90,12 @@ pub struct PendingSession {
 /// captures once. The upgrade is boxed for the same reason: its future is
 /// awaited once, and what the block captures stays in it for good.
 /// tokio allocates a task in steps of 128 bytes: this one is 1,024 bytes
-/// (`-Zprint-type-sizes` on a release build, docs/performance.md), 8 bytes
-/// short of the next step, which anything else kept across an await in
-/// this file would take.
+/// (`-Zprint-type-sizes` on a release build, docs/performance.md), 16
+/// bytes short of the next step, which more than that kept across an
+/// await in this file (or in the stream, `socket::ReadAhead`) would take.
 pub fn run(
     env: Arc<SessionEnv>,
-    websocket: HyperWebsocket,
+    websocket: Upgrade,
     pending: PendingSession,
 ) -> impl Future<Output = ()> + Send {
     let websocket = Box::pin(websocket);
@@ -122,7 +122,7 @@ pub fn run(
 )]
 fn connect<'a>(
     env: &'a SessionEnv,
-    websocket: Pin<Box<HyperWebsocket>>,
+    websocket: Pin<Box<Upgrade>>,
     pending: &'a PendingSession,
 ) -> impl Future<Output = ()> + Send + 'a {
     async move {
@@ -212,7 +212,7 @@ impl Outgoing {
     /// stopped reading is closed as a slow consumer).
     fn poll_send(
         &mut self,
-        ws: &mut HyperWebsocketStream,
+        ws: &mut WsStream,
         mailbox: &Mailbox,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), WsError>> {
@@ -287,7 +287,7 @@ impl Session<'_> {
     /// a request in flight is always answered first.
     fn serve<'s>(
         &'s self,
-        ws: &'s mut HyperWebsocketStream,
+        ws: &'s mut WsStream,
         out: &'s mut Outgoing,
         expires_at: Timestamp,
     ) -> impl Future<Output = ()> + Send + 's {
@@ -454,7 +454,7 @@ impl Session<'_> {
     /// Ends the connection: what is still queued goes out first (unless the
     /// session is closed for not reading it), then the close frame, then a
     /// moment for the peer's reply, for a clean close handshake.
-    async fn close(&self, ws: &mut HyperWebsocketStream, out: &mut Outgoing) {
+    async fn close(&self, ws: &mut WsStream, out: &mut Outgoing) {
         let (code, reason) = self.handle.reason().unwrap_or((NORMAL, ""));
         if code == DROP {
             return;
