@@ -5,6 +5,7 @@
 mod common;
 #[cfg(test)]
 mod contract;
+mod gather;
 pub mod group_commit;
 #[cfg(test)]
 mod pg_scratch;

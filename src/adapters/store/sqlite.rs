@@ -395,6 +395,7 @@ impl SqliteStore {
     /// When the file cannot be opened or a migration fails.
     pub fn open(path: &Path, metrics: StoreMetrics) -> anyhow::Result<Self> {
         stable_query_plans();
+        super::gather::install();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the folder {}", dir.display()))?;
