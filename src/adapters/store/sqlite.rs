@@ -372,7 +372,9 @@ impl Pragmas {
             conn.batch_execute("PRAGMA query_only = ON;")
         } else {
             // FULL: a commit is on disk before the ack, even across power
-            // loss. secure_delete: a deleted message's text is overwritten,
+            // loss; it is also the sync that hands the gathered WAL writes
+            // to the system before other connections see the commit
+            // (`gather`), which a lower level would not make. secure_delete: a deleted message's text is overwritten,
             // not just unlinked.
             // wal_autocheckpoint: the checkpointer thread copies the WAL
             // back, not whichever commit happens to cross the threshold.
