@@ -159,6 +159,18 @@ unsafe fn write_run(file: *mut ffi::sqlite3_file) -> c_int {
     }
 }
 
+/// Writes the run out, then does `next` unless that failed.
+///
+/// # Safety
+/// `file` must be a `WalFile` this VFS opened.
+unsafe fn after_run(file: *mut ffi::sqlite3_file, next: impl FnOnce() -> c_int) -> c_int {
+    // SAFETY: per the contract.
+    match unsafe { write_run(file) } {
+        ffi::SQLITE_OK => next(),
+        rc => rc,
+    }
+}
+
 unsafe extern "C" fn open(
     vfs: *mut ffi::sqlite3_vfs,
     name: ffi::sqlite3_filename,
@@ -289,13 +301,14 @@ unsafe extern "C" fn read(
     unsafe {
         let wal = &*file.cast::<WalFile>();
         let end = wal.start + wal.run.len() as i64;
-        if !wal.run.is_empty() && offset < end && offset + i64::from(amount) > wal.start {
-            let rc = write_run(file);
-            if rc != ffi::SQLITE_OK {
-                return rc;
-            }
+        let read = || {
+            (methods(file).xRead.expect("the default VFS reads"))(inner(file), buf, amount, offset)
+        };
+        if offset < end && offset + i64::from(amount) > wal.start {
+            after_run(file, read)
+        } else {
+            read()
         }
-        (methods(file).xRead.expect("the default VFS reads"))(inner(file), buf, amount, offset)
     }
 }
 
@@ -309,64 +322,60 @@ unsafe extern "C" fn write(
     // opened through this VFS.
     unsafe {
         let len = usize::try_from(amount).unwrap_or(0);
-        let wal = &mut *file.cast::<WalFile>();
+        let wal = &*file.cast::<WalFile>();
         let continues = offset == wal.start + wal.run.len() as i64;
-        if !wal.run.is_empty() && (!continues || wal.run.len() + len > GATHER_LIMIT) {
-            let rc = write_run(file);
-            if rc != ffi::SQLITE_OK {
-                return rc;
+        let run_first = !wal.run.is_empty() && (!continues || wal.run.len() + len > GATHER_LIMIT);
+        let add = || {
+            if len > GATHER_LIMIT {
+                return (methods(file).xWrite.expect("the default VFS writes"))(
+                    inner(file),
+                    buf,
+                    amount,
+                    offset,
+                );
             }
+            let wal = &mut *file.cast::<WalFile>();
+            if wal.run.is_empty() {
+                wal.start = offset;
+            }
+            wal.run
+                .extend_from_slice(std::slice::from_raw_parts(buf.cast::<u8>(), len));
+            ffi::SQLITE_OK
+        };
+        if run_first {
+            after_run(file, add)
+        } else {
+            add()
         }
-        if len > GATHER_LIMIT {
-            return (methods(file).xWrite.expect("the default VFS writes"))(
-                inner(file),
-                buf,
-                amount,
-                offset,
-            );
-        }
-        let wal = &mut *file.cast::<WalFile>();
-        if wal.run.is_empty() {
-            wal.start = offset;
-        }
-        wal.run
-            .extend_from_slice(std::slice::from_raw_parts(buf.cast::<u8>(), len));
-        ffi::SQLITE_OK
     }
 }
 
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
     // SAFETY: SQLite truncates a `WalFile` it opened through this VFS.
     unsafe {
-        let rc = write_run(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        (methods(file).xTruncate.expect("the default VFS truncates"))(inner(file), size)
+        after_run(file, || {
+            (methods(file).xTruncate.expect("the default VFS truncates"))(inner(file), size)
+        })
     }
 }
 
 unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
     // SAFETY: SQLite syncs a `WalFile` it opened through this VFS.
     unsafe {
-        let rc = write_run(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        (methods(file).xSync.expect("the default VFS syncs"))(inner(file), flags)
+        after_run(file, || {
+            (methods(file).xSync.expect("the default VFS syncs"))(inner(file), flags)
+        })
     }
 }
 
 unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
     // SAFETY: SQLite asks the size of a `WalFile` it opened through this VFS.
     unsafe {
-        let rc = write_run(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        (methods(file)
-            .xFileSize
-            .expect("the default VFS sizes files"))(inner(file), size)
+        after_run(file, || {
+            (methods(file)
+                .xFileSize
+                .expect("the default VFS sizes files"))(inner(file), size)
+        })
     }
 }
 
