@@ -374,8 +374,9 @@ impl Pragmas {
             // FULL: a commit is on disk before the ack, even across power
             // loss; it is also the sync that hands the gathered WAL writes
             // to the system before other connections see the commit
-            // (`gather`), which a lower level would not make. secure_delete: a deleted message's text is overwritten,
-            // not just unlinked.
+            // (`gather`), which a lower level would not make.
+            // secure_delete: a deleted message's text is overwritten, not
+            // just unlinked.
             // wal_autocheckpoint: the checkpointer thread copies the WAL
             // back, not whichever commit happens to cross the threshold.
             // cache_size (32 MiB): the writer's working set of index pages
