@@ -6,15 +6,13 @@
 //! - `ws::SessionRegistry` is also the outbound `Transport`.
 //! - `store` (diesel + SQLite), `auth` (argon2id + JWT), `presence` (in
 //!   memory) and `clock` implement the other ports.
-//! - `server` accepts connections and shuts down gracefully; `memory`
-//!   gives the heap a burst of connections left behind back to the system.
+//! - `server` accepts connections and shuts down gracefully.
 //! - `web` holds the web client's files, embedded, and serves them.
 
 pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod http;
-pub mod memory;
 pub mod metrics;
 pub mod presence;
 pub mod server;

@@ -18,7 +18,6 @@ use tracing::{info, warn};
 
 use super::cluster::Cluster;
 use super::http::{self, HttpState, MAX_BODY_BYTES};
-use super::memory;
 use super::metrics::Metrics;
 use super::ws::SessionRegistry;
 use super::ws::session::{SessionEnv, WsSettings};
@@ -84,7 +83,6 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
             }
         })
     };
-    let trimmer = memory::spawn_trimmer(state.sessions.metrics.clone(), memory::TRIM_EVERY);
     // HTTP connections (sessions are tracked in `state.tracker`).
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
@@ -126,7 +124,6 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
     }
     drop(listener);
     sweeper.abort();
-    trimmer.abort();
     info!("shutting down: closing sessions");
     stop.cancel();
     state.sessions.registry.shut_down();
