@@ -46,14 +46,16 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
     let stop = CancellationToken::new();
     // A small read buffer: every session keeps its own for life (a larger
     // frame grows it), most sessions are idle, and memory per session is
-    // what decides how many one machine holds. Requests are a few hundred
-    // bytes, so one read still takes in a whole request or more.
+    // what decides how many one machine holds. It is also the most one read
+    // takes, but those reads are copies from what the session's socket
+    // already gave (`ws::socket::ReadAhead`), not system calls: a request of
+    // a few hundred bytes costs a few of them.
     // Frames are written out only on flush, so a burst of events leaves in
     // one write.
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_BODY_BYTES))
         .max_frame_size(Some(MAX_BODY_BYTES))
-        .read_buffer_size(512)
+        .read_buffer_size(64)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(MAX_BODY_BYTES * 4);
     let state = Arc::new(HttpState {

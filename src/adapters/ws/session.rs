@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
+use std::io;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,10 +19,13 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use hyper::body::Bytes;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
-use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hyper_tungstenite::tungstenite::protocol::frame::Frame as RawFrame;
+use hyper_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use hyper_tungstenite::tungstenite::{Error as WsError, Message as Frame, Utf8Bytes};
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
@@ -144,6 +148,10 @@ fn connect<'a>(
             ),
         };
         let mut out = Outgoing::default();
+        if let Err(e) = write_first(&mut ws, session.handle, &mut out).await {
+            debug!(session = %caller.session, error = %e, "write failed");
+            session.handle.close(DROP);
+        }
         session.serve(&mut ws, &mut out, pending.expires_at).await;
         // From here on, the session's own fields rather than locals: each
         // local used after an await takes room in the task for its life.
@@ -154,7 +162,7 @@ fn connect<'a>(
                 .inc();
         }
         // The peer went away, or we asked to close: either way, say goodbye.
-        session.handle.close(NORMAL, "");
+        session.handle.close(NORMAL);
         session.close(&mut ws, &mut out).await;
         info!(
             user = %session.caller.user.id,
@@ -163,6 +171,30 @@ fn connect<'a>(
             "session closed"
         );
     }
+}
+
+/// Writes the text frames queued before the upgrade (the welcome, and any
+/// event since) straight to the socket, and leaves the rest to `out`.
+///
+/// tungstenite keeps its write buffer's capacity for the session's life,
+/// and the welcome alone grows it to 224 bytes; written past it, a session
+/// that never gets anything else (most of them) never has that buffer.
+/// tungstenite's buffer is empty at this point, so nothing goes out of order.
+async fn write_first(ws: &mut WsStream, mailbox: &Mailbox, out: &mut Outgoing) -> io::Result<()> {
+    let mut frames = mailbox.take();
+    let mut bytes = Vec::new();
+    let mut written = 0;
+    while let Some(Frame::Text(text)) = frames.front() {
+        RawFrame::message(Bytes::from(text.clone()), OpCode::Data(Data::Text), true)
+            .format(&mut bytes)
+            .map_err(io::Error::other)?;
+        frames.pop_front();
+        written += 1;
+    }
+    out.batch = frames;
+    ws.get_mut().write_all(&bytes).await?;
+    mailbox.sent(written);
+    Ok(())
 }
 
 /// A request's reply, and the event its own session gets right after it.
@@ -412,10 +444,10 @@ impl Session<'_> {
                     Wake::Timer => {
                         let now = Instant::now();
                         if now >= expiry {
-                            self.handle.close(TOKEN_EXPIRED, "token expired");
+                            self.handle.close(TOKEN_EXPIRED);
                         } else if unanswered_pings >= 2 {
                             debug!(session = %self.caller.session, "two pings unanswered");
-                            self.handle.close(DROP, "");
+                            self.handle.close(DROP);
                         } else {
                             unanswered_pings += 1;
                             self.handle.push(Frame::Ping(Default::default()));
@@ -437,9 +469,7 @@ impl Session<'_> {
                             // Pongs only prove liveness; pings are answered by
                             // tungstenite; a close is answered and then the stream ends.
                             Ok(_) => {}
-                            Err(WsError::Capacity(_)) => {
-                                self.handle.close(TOO_LARGE, "frame too large")
-                            }
+                            Err(WsError::Capacity(_)) => self.handle.close(TOO_LARGE),
                             Err(e) => {
                                 debug!(session = %self.caller.session, error = %e, "read failed");
                                 return;

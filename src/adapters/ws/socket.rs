@@ -1,5 +1,6 @@
 //! The session's socket: the WebSocket handshake answer, the upgrade to a
-//! plain `TcpStream`, and reads that take what the socket holds at once.
+//! plain `TcpStream`, reads that take what the socket holds at once, and
+//! the WebSocket protocol (tungstenite's) over it.
 //!
 //! hyper-tungstenite's stream is a `TcpStream` behind hyper's `Upgraded`, a
 //! boxed trait object with a buffer of its own; taken back out of it, the
@@ -8,29 +9,27 @@
 //! tungstenite's read buffer (see [`ReadAhead`]).
 
 use std::future::Future;
-use std::io;
+use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use futures::{Sink, Stream};
 use http_body_util::Full;
 use hyper::body::{Buf, Bytes};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, header};
 use hyper_tungstenite::tungstenite::error::ProtocolError;
 use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
-use hyper_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use hyper_tungstenite::tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+use hyper_tungstenite::tungstenite::{Error as WsError, Message};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-
-/// A session's WebSocket.
-pub type WsStream = WebSocketStream<ReadAhead>;
 
 /// Bytes taken from the socket in one read. tungstenite reads at most its
-/// read buffer (512 bytes, kept small since every session keeps it for
+/// read buffer (64 bytes, kept small since every session keeps it for
 /// life), so a client that sends a burst of requests would otherwise cost
-/// a `recvfrom` per 512 bytes: 1.6 per message in a closed-loop benchmark.
+/// a `recvfrom` per 64 bytes.
 const READ_AHEAD: usize = 4096;
 
 thread_local! {
@@ -90,14 +89,7 @@ impl Future for Upgrade {
             .downcast::<TokioIo<TcpStream>>()
             .map_err(|_| UpgradeError::NotTcp)?;
         let io = ReadAhead::new(parts.io.into_inner(), &parts.read_buf);
-        let stream = WebSocketStream::from_raw_socket(io, Role::Server, self.config.take());
-        // `from_raw_socket` builds the stream at once; it is a future only
-        // for the sake of its signature.
-        let mut stream = std::pin::pin!(stream);
-        match stream.as_mut().poll(cx) {
-            Poll::Ready(ws) => Poll::Ready(Ok(ws)),
-            Poll::Pending => Poll::Ready(Err(UpgradeError::NotReady)),
-        }
+        Poll::Ready(Ok(WsStream::new(io, Role::Server, self.config.take())))
     }
 }
 
@@ -110,9 +102,173 @@ pub enum UpgradeError {
     /// The connection was not the `TcpStream` the server serves HTTP on.
     #[error("the upgraded connection is not a TCP stream")]
     NotTcp,
-    /// tungstenite did not build the stream at once.
-    #[error("the WebSocket stream was not ready")]
-    NotReady,
+}
+
+/// A session's WebSocket: tungstenite's protocol state over the socket, as
+/// a `Stream` of the messages received and a `Sink` of those to send.
+///
+/// tokio-tungstenite's `WebSocketStream` does the same through two shared
+/// waker proxies, 128 bytes a session and four waker registrations a poll;
+/// here each poll hands the socket the caller's own context.
+pub struct WsStream {
+    io: ReadAhead,
+    protocol: WebSocketContext,
+    /// No message is left to read: the stream has ended or failed.
+    ended: bool,
+    /// The last write did not block: another frame may be queued.
+    ready: bool,
+    /// The close frame is queued; closing now only flushes.
+    closing: bool,
+}
+
+impl WsStream {
+    /// The WebSocket over `io`, past its handshake.
+    pub fn new(io: ReadAhead, role: Role, config: Option<WebSocketConfig>) -> Self {
+        Self {
+            io,
+            protocol: WebSocketContext::new(role, config),
+            ended: false,
+            ready: true,
+            closing: false,
+        }
+    }
+
+    /// The socket, for bytes written past the protocol.
+    pub fn get_mut(&mut self) -> &mut ReadAhead {
+        &mut self.io
+    }
+
+    /// Runs `op` on the protocol with the socket as `std::io` sees it:
+    /// `WouldBlock` is pending, and `cx` is woken when the socket is ready.
+    fn with_io<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(&mut WebSocketContext, &mut PolledIo<'_, '_>) -> Result<R, WsError>,
+    ) -> Poll<Result<R, WsError>> {
+        let mut io = PolledIo {
+            io: &mut self.io,
+            cx,
+        };
+        match op(&mut self.protocol, &mut io) {
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+            other => Poll::Ready(other),
+        }
+    }
+}
+
+impl Stream for WsStream {
+    type Item = Result<Message, WsError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        // Once it has ended or failed, the stream stays ended.
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match ready!(this.with_io(cx, |ws, io| ws.read(io))) {
+            Ok(message) => Poll::Ready(Some(Ok(message))),
+            Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                this.ended = true;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+}
+
+impl Sink<Message> for WsStream {
+    type Error = WsError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let this = self.get_mut();
+        if this.ready {
+            return Poll::Ready(Ok(()));
+        }
+        // The last frame is queued but could not all be written: flush first.
+        let flushed = ready!(this.with_io(cx, |ws, io| ws.flush(io)));
+        this.ready = true;
+        Poll::Ready(flushed)
+    }
+
+    fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), WsError> {
+        let this = self.get_mut();
+        // No context here: a write that would block leaves the frame queued,
+        // and `poll_ready` flushes it with the caller's context.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match this.with_io(&mut cx, |ws, io| ws.write(io, message)) {
+            Poll::Pending => {
+                this.ready = false;
+                Ok(())
+            }
+            Poll::Ready(written) => {
+                this.ready = true;
+                written
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let this = self.get_mut();
+        let flushed = ready!(this.with_io(cx, |ws, io| ws.flush(io)));
+        this.ready = true;
+        // The close handshake's last frame went out: done, not a failure.
+        Poll::Ready(match flushed {
+            Err(WsError::ConnectionClosed) => Ok(()),
+            other => other,
+        })
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let this = self.get_mut();
+        this.ready = true;
+        let queued = std::mem::replace(&mut this.closing, true);
+        let closed = ready!(this.with_io(cx, |ws, io| if queued {
+            ws.flush(io)
+        } else {
+            ws.close(io, None)
+        }));
+        Poll::Ready(match closed {
+            Err(WsError::ConnectionClosed) => Ok(()),
+            other => other,
+        })
+    }
+}
+
+/// The socket during one poll, as the `std::io` that tungstenite reads and
+/// writes: `WouldBlock` when it is not ready.
+struct PolledIo<'a, 'b> {
+    io: &'a mut ReadAhead,
+    cx: &'a mut Context<'b>,
+}
+
+impl Read for PolledIo<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut buf = ReadBuf::new(buf);
+        match Pin::new(&mut *self.io).poll_read(self.cx, &mut buf) {
+            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl Write for PolledIo<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match Pin::new(&mut *self.io).poll_write(self.cx, buf) {
+            Poll::Ready(written) => written,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match Pin::new(&mut *self.io).poll_flush(self.cx) {
+            Poll::Ready(flushed) => flushed,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
 }
 
 /// A `TcpStream` whose reads take up to [`READ_AHEAD`] bytes from the socket
@@ -284,6 +440,83 @@ mod tests {
         let mut buf = [0; 5];
         client.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"hello");
+    }
+
+    /// A WebSocket pair over loopback: the client's (tokio-tungstenite's)
+    /// and the server's.
+    async fn ws_pair() -> (tokio_tungstenite::WebSocketStream<TcpStream>, WsStream) {
+        let (client, server) = pair(b"").await;
+        let client =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        (client, WsStream::new(server, Role::Server, None))
+    }
+
+    #[tokio::test]
+    async fn messages_go_both_ways_and_a_ping_is_answered() {
+        use futures::{SinkExt, StreamExt};
+        let (mut client, mut server) = ws_pair().await;
+        client.send(Message::text("from the client")).await.unwrap();
+        assert_eq!(
+            server.next().await.unwrap().unwrap(),
+            Message::text("from the client")
+        );
+        server.send(Message::text("from the server")).await.unwrap();
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Message::text("from the server")
+        );
+        client
+            .send(Message::Ping(Bytes::from_static(b"hi")))
+            .await
+            .unwrap();
+        assert!(matches!(server.next().await, Some(Ok(Message::Ping(_)))));
+        server.flush().await.unwrap();
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Message::Pong(Bytes::from_static(b"hi"))
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_queued_while_the_socket_is_full_all_arrive_in_order() {
+        use futures::{SinkExt, StreamExt};
+        let (mut client, mut server) = ws_pair().await;
+        // Far more than the socket buffers hold while nobody reads: sends
+        // block, and must resume when the client drains the socket.
+        let frames = 300;
+        let writer = tokio::spawn(async move {
+            for i in 0..frames {
+                let body = format!("{i:06}").repeat(10_000);
+                server.feed(Message::text(body)).await.unwrap();
+            }
+            server.flush().await.unwrap();
+            server
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        for i in 0..frames {
+            let Message::Text(text) = client.next().await.unwrap().unwrap() else {
+                panic!("not a text frame");
+            };
+            assert_eq!(text.len(), 60_000);
+            assert_eq!(&text[..6], format!("{i:06}"));
+        }
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_close_from_the_peer_is_answered_and_ends_the_stream() {
+        use futures::{SinkExt, StreamExt};
+        let (mut client, mut server) = ws_pair().await;
+        client.close(None).await.unwrap();
+        assert!(matches!(server.next().await, Some(Ok(Message::Close(_)))));
+        assert!(server.next().await.is_none(), "the stream ends");
+        assert!(server.next().await.is_none(), "and stays ended");
+        // tungstenite answered the close; the client sees its stream end.
+        assert!(matches!(
+            client.next().await,
+            Some(Ok(Message::Close(_))) | None
+        ));
+        assert!(server.send(Message::text("late")).await.is_err());
     }
 
     #[test]
