@@ -21,6 +21,14 @@ macro_rules! id_type {
             }
         }
 
+        // Hashes and compares as its text (the derives above go through
+        // `Arc<str>` to `str`), so maps keyed by ids are searched by `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(&self.0)

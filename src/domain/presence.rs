@@ -6,9 +6,11 @@
 
 use std::collections::HashMap;
 
+use smallvec::{SmallVec, smallvec};
+
 use super::ids::{SessionId, UserId};
 use super::time::Timestamp;
-use super::user::User;
+use super::user::{User, Username};
 
 /// The status a user can choose while connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +72,10 @@ pub struct TooManySessions {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    user: User,
-    sessions: Vec<SessionId>,
+    /// The name; the id is the entry's key.
+    username: Username,
+    /// Most users have one session: it is kept inline, not allocated.
+    sessions: SmallVec<[SessionId; 1]>,
     live: LiveStatus,
 }
 
@@ -111,8 +115,8 @@ impl PresenceBook {
                 self.users.insert(
                     user.id.clone(),
                     Entry {
-                        user: user.clone(),
-                        sessions: vec![session],
+                        username: user.username.clone(),
+                        sessions: smallvec![session],
                         live,
                     },
                 );
@@ -173,9 +177,12 @@ impl PresenceBook {
     /// Up to `limit` connected users, in no particular order.
     pub fn online_users(&self, limit: usize) -> Vec<User> {
         self.users
-            .values()
+            .iter()
             .take(limit)
-            .map(|e| e.user.clone())
+            .map(|(id, e)| User {
+                id: id.clone(),
+                username: e.username.clone(),
+            })
             .collect()
     }
 
@@ -188,7 +195,6 @@ impl PresenceBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::user::Username;
 
     fn user(name: &str) -> User {
         User {

@@ -8,8 +8,11 @@ pub const USERNAME_RULE: &str = "username must be 3 to 32 characters of A-Z a-z 
 pub const PASSWORD_RULE: &str = "password must be 8 to 1024 bytes";
 
 /// A username that follows the contract: 3 to 32 of `A-Z a-z 0-9 _ . -`.
+// Shared, like ids: a user is cloned into each of its sessions, the
+// presence book and the store's cache, and a connected user's copies should
+// not each be an allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Username(String);
+pub struct Username(std::sync::Arc<str>);
 
 /// Why a username was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,7 +30,7 @@ impl Username {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
         if ok_len && ok_chars {
-            Ok(Self(raw.to_owned()))
+            Ok(Self(raw.into()))
         } else {
             Err(InvalidUsername)
         }

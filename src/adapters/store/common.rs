@@ -2,7 +2,9 @@
 //! error translation, the caches of immutable rows, and the row shapes with
 //! their mapping into domain types. Nothing here depends on the backend.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::RwLock;
 
 use anyhow::anyhow;
@@ -44,7 +46,11 @@ impl From<DieselError> for AppendError {
 /// Entries a cache holds before it starts over; bounds its memory.
 pub(super) const CACHE_LIMIT: usize = 100_000;
 
-pub(super) fn cached<V: Clone>(cache: &RwLock<HashMap<String, V>>, key: &str) -> Option<V> {
+pub(super) fn cached<K, V>(cache: &RwLock<HashMap<K, V>>, key: &str) -> Option<V>
+where
+    K: Borrow<str> + Hash + Eq,
+    V: Clone,
+{
     cache
         .read()
         .unwrap_or_else(|e| e.into_inner())
@@ -52,7 +58,18 @@ pub(super) fn cached<V: Clone>(cache: &RwLock<HashMap<String, V>>, key: &str) ->
         .cloned()
 }
 
-pub(super) fn remember<V>(cache: &RwLock<HashMap<String, V>>, key: String, value: V) {
+/// A cached user, made around the cache's own copy of its id, which the
+/// user's sessions and presence entry then share.
+pub(super) fn cached_user(cache: &RwLock<HashMap<UserId, Username>>, id: &str) -> Option<User> {
+    let map = cache.read().unwrap_or_else(|e| e.into_inner());
+    let (id, username) = map.get_key_value(id)?;
+    Some(User {
+        id: id.clone(),
+        username: username.clone(),
+    })
+}
+
+pub(super) fn remember<K: Hash + Eq, V>(cache: &RwLock<HashMap<K, V>>, key: K, value: V) {
     let mut map = cache.write().unwrap_or_else(|e| e.into_inner());
     if map.len() >= CACHE_LIMIT {
         map.clear();

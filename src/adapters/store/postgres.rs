@@ -22,7 +22,7 @@ use diesel::result::Error as DieselError;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tokio::sync::Semaphore;
 
-use super::common::{all_failed, cached, remember, seq, to_db_seq};
+use super::common::{all_failed, cached, cached_user, remember, seq, to_db_seq};
 use super::schema::{conversations, members, messages};
 use crate::adapters::cluster::{Position, SeqIndex};
 use crate::domain::conversation::{direct_key, name_key};
@@ -70,7 +70,8 @@ struct Inner {
     permits: Arc<Semaphore>,
     // Users and direct conversations never change once created, so a copy
     // here cannot go stale even with other processes writing.
-    users: RwLock<HashMap<String, User>>,
+    /// Names by id: a user's id is the key, not kept twice.
+    users: RwLock<HashMap<UserId, Username>>,
     directs: RwLock<HashMap<String, ConversationId>>,
 }
 
@@ -463,14 +464,13 @@ impl UserStore for PgStore {
     }
 
     async fn user(&self, id: &UserId) -> Result<Option<User>, PortError> {
-        if let Some(user) = cached(&self.inner.users, id.as_str()) {
+        if let Some(user) = cached_user(&self.inner.users, id.as_str()) {
             return Ok(Some(user));
         }
         let id = text(id.as_str());
-        let key = id.clone();
         let found = self.read(move |conn| queries::user(conn, &id)).await?;
         if let Some(user) = &found {
-            remember(&self.inner.users, key, user.clone());
+            remember(&self.inner.users, user.id.clone(), user.username.clone());
         }
         Ok(found)
     }
