@@ -93,10 +93,11 @@ pub struct PendingSession {
 /// moved into its body (rust-lang/rust#62958); a block keeps what it
 /// captures once. The upgrade is boxed for the same reason: its future is
 /// awaited once, and what the block captures stays in it for good.
-/// tokio allocates a task in steps of 128 bytes: this one is 1,024 bytes
-/// (`-Zprint-type-sizes` on a release build, docs/performance.md), 16
-/// bytes short of the next step, which more than that kept across an
-/// await in this file (or in the stream, `socket::ReadAhead`) would take.
+/// tokio allocates a task in steps of 128 bytes: this one is 1,024 bytes,
+/// for a future of 880 (`size_of_val` where it is spawned, on a release
+/// build; docs/performance.md). 33 bytes more kept across an await in this
+/// file or in the stream (`socket::WsStream`) would take the next step; 96
+/// fewer would save one.
 pub fn run(
     env: Arc<SessionEnv>,
     websocket: Upgrade,
