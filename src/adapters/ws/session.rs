@@ -15,10 +15,13 @@ use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant as StdInstant};
 
 use futures::{SinkExt, StreamExt};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::MonotonicClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use hyper::body::Bytes;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::protocol::frame::Frame as RawFrame;
@@ -93,11 +96,11 @@ pub struct PendingSession {
 /// moved into its body (rust-lang/rust#62958); a block keeps what it
 /// captures once. The upgrade is boxed for the same reason: its future is
 /// awaited once, and what the block captures stays in it for good.
-/// tokio allocates a task in steps of 128 bytes: this one is 1,024 bytes,
-/// for a future of 880 (`size_of_val` where it is spawned, on a release
-/// build; docs/performance.md). 33 bytes more kept across an await in this
-/// file or in the stream (`socket::WsStream`) would take the next step; 96
-/// fewer would save one.
+/// tokio allocates a task in steps of 128 bytes: this one is 896 bytes, for
+/// a future of 776 (`size_of_val` where it is spawned, on a release build;
+/// docs/performance.md), 8 short of the next step: 16 bytes more kept
+/// across an await in this file or in the stream (`socket::WsStream`)
+/// would make it 1,024, 128 bytes more for every session.
 pub fn run(
     env: Arc<SessionEnv>,
     websocket: Upgrade,
@@ -142,33 +145,34 @@ fn connect<'a>(
         env.metrics.sessions_opened.inc();
         let session = Session {
             env,
-            caller,
-            handle: &pending.handle,
-            limiter: RateLimiter::direct(
+            pending,
+            limiter: RateLimiter::direct_with_clock(
                 Quota::per_second(env.settings.rate_per_sec).allow_burst(env.settings.rate_burst),
+                MonotonicClock,
             ),
         };
         let mut out = Outgoing::default();
-        if let Err(e) = write_first(&mut ws, session.handle, &mut out).await {
+        if let Err(e) = write_first(&mut ws, session.handle(), &mut out).await {
             debug!(session = %caller.session, error = %e, "write failed");
-            session.handle.close(DROP);
+            session.handle().close(DROP);
         }
-        session.serve(&mut ws, &mut out, pending.expires_at).await;
+        session.serve(&mut ws, &mut out).await;
         // From here on, the session's own fields rather than locals: each
         // local used after an await takes room in the task for its life.
-        if let Some((code, _)) = session.handle.reason() {
+        if let Some((code, _)) = session.handle().reason() {
             env.metrics
                 .sessions_closed
                 .get_or_create(&CloseLabel { code })
                 .inc();
         }
         // The peer went away, or we asked to close: either way, say goodbye.
-        session.handle.close(NORMAL);
-        session.close(&mut ws, &mut out).await;
+        session.handle().close(NORMAL);
+        // Boxed: it holds two timers, and runs once, at the end.
+        Box::pin(session.close(&mut ws, &mut out)).await;
         info!(
-            user = %session.caller.user.id,
-            session = %session.caller.session,
-            code = session.handle.reason().map_or(NORMAL, |r| r.0),
+            user = %session.caller().user.id,
+            session = %session.caller().session,
+            code = session.handle().reason().map_or(NORMAL, |r| r.0),
             "session closed"
         );
     }
@@ -308,72 +312,107 @@ impl Pace {
     }
 }
 
+/// What the session loop keeps between wake-ups, besides its timer.
+struct Loop<'s> {
+    /// Pings sent since the client was last heard from.
+    unanswered_pings: u8,
+    /// Requests being answered, as one run.
+    answering: Option<Answering<'s>>,
+    /// A frame read behind a run of text frames, handled after that run;
+    /// boxed, as it is seldom there and the task holds this slot for life.
+    held: Option<Box<Option<Result<Frame, WsError>>>>,
+    /// The socket cannot be written.
+    broken: bool,
+    pace: Pace,
+    /// Replies are queued: write now, whatever the pace.
+    urgent: bool,
+    /// Wakes the session when events wait for the pace; allocated only
+    /// then, as most sessions never wait.
+    pace_timer: Option<Pin<Box<Sleep>>>,
+    /// Set at shutdown: reading on until SHUTDOWN_DRAIN has passed.
+    draining: bool,
+}
+
 struct Session<'a> {
     env: &'a SessionEnv,
-    caller: &'a Caller,
-    handle: &'a Mailbox,
-    limiter: DefaultDirectRateLimiter,
+    /// Who, their mailbox, and when their token expires: one reference
+    /// rather than one to each, kept in the task for the session's life.
+    pending: &'a PendingSession,
+    /// On the standard library's clock rather than governor's default
+    /// (quanta's, 40 bytes of calibration kept in every session).
+    limiter: RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<StdInstant>>,
 }
 
 impl Session<'_> {
+    fn caller(&self) -> &Caller {
+        &self.pending.caller
+    }
+
+    fn handle(&self) -> &Mailbox {
+        &self.pending.handle
+    }
+
     /// Serves the session until it is asked to close or the peer goes away;
     /// a request in flight is always answered first.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep its arguments twice in the session task"
+    )]
     fn serve<'s>(
         &'s self,
         ws: &'s mut WsStream,
         out: &'s mut Outgoing,
-        expires_at: Timestamp,
     ) -> impl Future<Output = ()> + Send + 's {
-        let left_ms = expires_at.millis() - self.env.service.now().millis();
-        let expiry = Instant::now() + Duration::from_millis(left_ms.max(0) as u64);
         // A block, not an async fn: see `run`. The heartbeat period and the
         // handle are read through `self` where used, not kept in locals.
         async move {
-            let mut next_ping = Instant::now() + self.env.settings.heartbeat;
-            let timer = tokio::time::sleep_until(next_ping.min(expiry));
+            let timer = sleep_until({
+                let now = Instant::now();
+                self.next_wake(now, self.expiry(now))
+            });
             tokio::pin!(timer);
-            let mut unanswered_pings = 0u32;
-            let mut answering: Option<Answering<'_>> = None;
-            // A frame read behind a run of text frames, handled after that run;
-            // boxed, as it is seldom there and the task holds this slot for life.
-            let mut held: Option<Box<Option<Result<Frame, WsError>>>> = None;
-            let mut broken = false;
-            let mut pace = Pace::new(Instant::now());
-            // Replies are queued: write now, whatever the pace.
-            let mut urgent = false;
-            // Wakes the session when events wait for the pace; allocated only
-            // then, as most sessions never wait.
-            let mut pace_timer: Option<Pin<Box<Sleep>>> = None;
-            // Set at shutdown: reading on until SHUTDOWN_DRAIN has passed.
-            let mut draining = false;
+            let mut state = Loop {
+                unanswered_pings: 0,
+                answering: None,
+                held: None,
+                broken: false,
+                pace: Pace::new(Instant::now()),
+                urgent: false,
+                pace_timer: None,
+                draining: false,
+            };
             loop {
-                let wake = poll_fn(|cx| {
-                    self.handle.register(cx.waker());
-                    let writing = !matches!(self.handle.reason(), Some((SLOW_CONSUMER | DROP, _)));
-                    if writing && !broken {
+                // A `move` closure over references: it holds one pointer to
+                // each of these, where a borrowing closure would hold one to
+                // each field and variable it uses, for the session's life.
+                let (st, ws, out, mut wait) = (&mut state, &mut *ws, &mut *out, timer.as_mut());
+                let wake = poll_fn(move |cx| {
+                    self.handle().register(cx.waker());
+                    let writing = !matches!(self.handle().reason(), Some((SLOW_CONSUMER | DROP, _)));
+                    if writing && !st.broken {
                         let now = Instant::now();
-                        let at = pace.next_write();
-                        if urgent || now >= at || self.handle.crowded() {
-                            if pace_timer.take().is_some() {
-                                self.handle.set_paced(false);
+                        let at = st.pace.next_write();
+                        if st.urgent || now >= at || self.handle().crowded() {
+                            if st.pace_timer.take().is_some() {
+                                self.handle().set_paced(false);
                             }
-                            if let Poll::Ready(Err(e)) = out.poll_send(ws, self.handle, cx) {
-                                debug!(session = %self.caller.session, error = %e, "write failed");
-                                broken = true;
+                            if let Poll::Ready(Err(e)) = out.poll_send(ws, self.handle(), cx) {
+                                debug!(session = %self.caller().session, error = %e, "write failed");
+                                st.broken = true;
                             }
                             if std::mem::take(&mut out.flushed) {
-                                pace.spend(now);
-                                urgent = false;
+                                st.pace.spend(now);
+                                st.urgent = false;
                             }
                         } else {
-                            let wait = pace_timer.get_or_insert_with(|| {
-                                self.handle.set_paced(true);
+                            let paced = st.pace_timer.get_or_insert_with(|| {
+                                self.handle().set_paced(true);
                                 Box::pin(sleep_until(at))
                             });
-                            if wait.deadline() != at {
-                                wait.as_mut().reset(at);
+                            if paced.deadline() != at {
+                                paced.as_mut().reset(at);
                             }
-                            if wait.as_mut().poll(cx).is_ready() {
+                            if paced.as_mut().poll(cx).is_ready() {
                                 // Due already: poll again, and write.
                                 cx.waker().wake_by_ref();
                             }
@@ -381,10 +420,10 @@ impl Session<'_> {
                     }
                     // The answer is awaited before anything else is read: replies
                     // keep request order, and the client waits for its answer.
-                    if let Some(answer) = answering.as_mut() {
+                    if let Some(answer) = st.answering.as_mut() {
                         return answer.as_mut().poll(cx).map(Wake::Answered);
                     }
-                    if broken {
+                    if st.broken {
                         return Poll::Ready(Wake::Broken);
                     }
                     // At shutdown, requests the client sent before the close
@@ -392,20 +431,20 @@ impl Session<'_> {
                     // message someone sent is acknowledged or refused, never
                     // left unanswered. (Bytes already in the socket may not be
                     // readable yet: the reactor has to see them first.)
-                    let going_away = match self.handle.reason() {
+                    let going_away = match self.handle().reason() {
                         Some((GOING_AWAY, _)) => true,
                         Some(_) => return Poll::Ready(Wake::Close),
                         None => false,
                     };
-                    if going_away && !draining {
-                        draining = true;
-                        timer.as_mut().reset(Instant::now() + SHUTDOWN_DRAIN);
+                    if going_away && !st.draining {
+                        st.draining = true;
+                        wait.as_mut().reset(Instant::now() + SHUTDOWN_DRAIN);
                     }
-                    if let Some(frame) = held.take() {
+                    if let Some(frame) = st.held.take() {
                         return Poll::Ready(Wake::Frame(*frame));
                     }
-                    if timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(if draining { Wake::Close } else { Wake::Timer });
+                    if wait.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(if st.draining { Wake::Close } else { Wake::Timer });
                     }
                     let mut texts = Vec::new();
                     while texts.len() < MAX_RUN {
@@ -415,7 +454,7 @@ impl Session<'_> {
                                 return Poll::Ready(Wake::Frame(other));
                             }
                             Poll::Ready(other) => {
-                                held = Some(Box::new(other));
+                                st.held = Some(Box::new(other));
                                 break;
                             }
                             Poll::Pending if texts.is_empty() => return Poll::Pending,
@@ -427,52 +466,52 @@ impl Session<'_> {
                 .await;
                 match wake {
                     Wake::Answered(answers) => {
-                        answering = None;
-                        urgent = true;
+                        state.answering = None;
+                        state.urgent = true;
                         for (reply, then) in answers {
-                            self.handle.push(Frame::Text(reply));
+                            self.handle().push(Frame::Text(reply));
                             if let Some(event) = then {
-                                self.handle.push(Frame::Text(wire::encode_event(&event)));
+                                self.handle().push(Frame::Text(wire::encode_event(&event)));
                             }
                         }
                     }
                     Wake::Texts(texts) => {
-                        unanswered_pings = 0;
+                        state.unanswered_pings = 0;
                         // Boxed: it is large, and in flight only now and then.
-                        answering = Some(Box::pin(self.answer_all(texts)));
+                        state.answering = Some(Box::pin(self.answer_all(texts)));
                     }
                     Wake::Close | Wake::Broken => return,
                     Wake::Timer => {
                         let now = Instant::now();
-                        if now >= expiry {
-                            self.handle.close(TOKEN_EXPIRED);
-                        } else if unanswered_pings >= 2 {
-                            debug!(session = %self.caller.session, "two pings unanswered");
-                            self.handle.close(DROP);
+                        let expiry = self.expiry(now);
+                        if expiry.is_none() {
+                            self.handle().close(TOKEN_EXPIRED);
+                        } else if state.unanswered_pings >= 2 {
+                            debug!(session = %self.caller().session, "two pings unanswered");
+                            self.handle().close(DROP);
                         } else {
-                            unanswered_pings += 1;
-                            self.handle.push(Frame::Ping(Default::default()));
-                            next_ping = now + self.env.settings.heartbeat;
-                            timer.as_mut().reset(next_ping.min(expiry));
+                            state.unanswered_pings += 1;
+                            self.handle().push(Frame::Ping(Default::default()));
+                            timer.as_mut().reset(self.next_wake(now, expiry));
                         }
                     }
                     Wake::Frame(frame) => {
                         let Some(frame) = frame else { return };
-                        unanswered_pings = 0;
+                        state.unanswered_pings = 0;
                         match frame {
                             Ok(Frame::Text(text)) => {
-                                answering = Some(Box::pin(self.answer_all(vec![text])));
+                                state.answering = Some(Box::pin(self.answer_all(vec![text])));
                             }
                             Ok(Frame::Binary(_)) => {
                                 let reply = self.refuse(None, "binary frames are not supported");
-                                self.handle.push(Frame::Text(reply));
+                                self.handle().push(Frame::Text(reply));
                             }
                             // Pongs only prove liveness; pings are answered by
                             // tungstenite; a close is answered and then the stream ends.
                             Ok(_) => {}
-                            Err(WsError::Capacity(_)) => self.handle.close(TOO_LARGE),
+                            Err(WsError::Capacity(_)) => self.handle().close(TOO_LARGE),
                             Err(e) => {
-                                debug!(session = %self.caller.session, error = %e, "read failed");
+                                debug!(session = %self.caller().session, error = %e, "read failed");
                                 return;
                             }
                         }
@@ -482,17 +521,31 @@ impl Session<'_> {
         }
     }
 
+    /// When the token that opened the session expires, on the timer's clock
+    /// from `now`; `None` once it has. Worked out when needed rather than
+    /// kept: the session task holds what it keeps for its whole life.
+    fn expiry(&self, now: Instant) -> Option<Instant> {
+        let left_ms = self.pending.expires_at.millis() - self.env.service.now().millis();
+        (left_ms > 0).then(|| now + Duration::from_millis(left_ms as u64))
+    }
+
+    /// The next heartbeat from `now`, or the token's expiry if sooner.
+    fn next_wake(&self, now: Instant, expiry: Option<Instant>) -> Instant {
+        let ping = now + self.env.settings.heartbeat;
+        expiry.map_or(now, |expiry| ping.min(expiry))
+    }
+
     /// Ends the connection: what is still queued goes out first (unless the
     /// session is closed for not reading it), then the close frame, then a
     /// moment for the peer's reply, for a clean close handshake.
     async fn close(&self, ws: &mut WsStream, out: &mut Outgoing) {
-        let (code, reason) = self.handle.reason().unwrap_or((NORMAL, ""));
+        let (code, reason) = self.handle().reason().unwrap_or((NORMAL, ""));
         if code == DROP {
             return;
         }
         let _ = tokio::time::timeout(self.env.settings.close_timeout, async {
             if code != SLOW_CONSUMER {
-                poll_fn(|cx| out.poll_send(ws, self.handle, cx)).await?;
+                poll_fn(|cx| out.poll_send(ws, self.handle(), cx)).await?;
             }
             let frame = CloseFrame {
                 code: CloseCode::from(code),
@@ -531,7 +584,7 @@ impl Session<'_> {
                 }
             };
             if !std::mem::replace(&mut touched, true)
-                && let Err(e) = self.env.service.touch(self.caller).await
+                && let Err(e) = self.env.service.touch(self.caller()).await
             {
                 debug!(error = ?e, "presence not refreshed");
             }
@@ -587,7 +640,7 @@ impl Session<'_> {
             .drain(..)
             .map(|(at, id, draft)| ((at, id), draft))
             .unzip();
-        let results = self.env.service.send_all(self.caller, drafts).await;
+        let results = self.env.service.send_all(self.caller(), drafts).await;
         for ((at, id), result) in asked.into_iter().zip(results) {
             let id = id.as_deref();
             answers[at] = Some(match result {
@@ -601,7 +654,7 @@ impl Session<'_> {
     fn failed(&self, id: Option<&str>, e: &ChatError) -> Utf8Bytes {
         let (code, message) = wire::error_code(e);
         if let ChatError::Internal(cause) = e {
-            error!(session = %self.caller.session, error = ?cause, "request failed");
+            error!(session = %self.caller().session, error = ?cause, "request failed");
         }
         self.env.metrics.error(code);
         wire::error(id, code, &message)
@@ -609,7 +662,7 @@ impl Session<'_> {
 
     async fn dispatch(&self, id: Option<&str>, request: Request) -> Result<Answer, ChatError> {
         let service = &self.env.service;
-        let caller = self.caller;
+        let caller = self.caller();
         // Set by the requests whose own session hears of them after the ack.
         let mut then = None;
         let conversation_ack = |summary: &ConversationSummary| {
