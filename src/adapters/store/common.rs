@@ -2,7 +2,6 @@
 //! error translation, the caches of immutable rows, and the row shapes with
 //! their mapping into domain types. Nothing here depends on the backend.
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::RwLock;
@@ -46,11 +45,7 @@ impl From<DieselError> for AppendError {
 /// Entries a cache holds before it starts over; bounds its memory.
 pub(super) const CACHE_LIMIT: usize = 100_000;
 
-pub(super) fn cached<K, V>(cache: &RwLock<HashMap<K, V>>, key: &str) -> Option<V>
-where
-    K: Borrow<str> + Hash + Eq,
-    V: Clone,
-{
+pub(super) fn cached<V: Clone>(cache: &RwLock<HashMap<String, V>>, key: &str) -> Option<V> {
     cache
         .read()
         .unwrap_or_else(|e| e.into_inner())
