@@ -3,7 +3,9 @@
 //! adapters (HTTP and WebSocket) speak through this module only.
 
 use hyper_tungstenite::tungstenite::Utf8Bytes;
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::domain::conversation::MAX_ROOM_NAME_CHARS;
@@ -426,6 +428,12 @@ pub struct BadFrame {
 /// # Errors
 /// [`BadFrame`] for anything the contract calls a `bad_request`.
 pub fn parse_frame(text: &str) -> Result<(Option<String>, Inbound), BadFrame> {
+    parse_send(text).map_or_else(|| parse_any(text), Ok)
+}
+
+/// Reads any frame through the generic JSON tree, with an error that says
+/// what is wrong.
+fn parse_any(text: &str) -> Result<(Option<String>, Inbound), BadFrame> {
     let bad = |id: Option<String>, message: String| BadFrame { id, message };
     let value: Value =
         serde_json::from_str(text).map_err(|_| bad(None, "frame is not valid JSON".into()))?;
@@ -455,6 +463,60 @@ pub fn parse_frame(text: &str) -> Result<(Option<String>, Inbound), BadFrame> {
         Ok(request) => Ok((id, request)),
         Err(message) => Err(bad(id, message)),
     }
+}
+
+/// A send as most arrive: read straight into its fields, without the
+/// generic JSON tree that every other frame goes through (which was most
+/// of what reading a send cost). Anything else, and any send this cannot
+/// take as it stands (a wrong type, a duplicate key, a value out of
+/// bounds), is `None` and goes the general way, which gives the error.
+fn parse_send(text: &str) -> Option<(Option<String>, Inbound)> {
+    #[derive(Deserialize)]
+    struct Frame<'a> {
+        #[serde(borrow, default)]
+        id: Option<Cow<'a, str>>,
+        #[serde(borrow, rename = "type")]
+        kind: Cow<'a, str>,
+        #[serde(borrow)]
+        content: Content<'a>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Content<'a> {
+        #[serde(borrow, default)]
+        to: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        conversation_id: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        body: Cow<'a, str>,
+        #[serde(borrow, default)]
+        client_msg_id: Option<Cow<'a, str>>,
+    }
+    let id_ok = |s: &str| !s.is_empty() && s.len() <= MAX_ID_CHARS;
+    let frame: Frame<'_> = serde_json::from_str(text).ok()?;
+    let c = frame.content;
+    let to = match &*frame.kind {
+        "sendPrivateMessage" => {
+            Recipient::User(UserId::new(c.to.filter(|s| id_ok(s))?.into_owned()))
+        }
+        "sendMessage" => Recipient::Conversation(ConversationId::new(
+            c.conversation_id.filter(|s| id_ok(s))?.into_owned(),
+        )),
+        _ => return None,
+    };
+    let id = match frame.id {
+        Some(id) if id.chars().count() > MAX_REQUEST_ID_CHARS => return None,
+        id => id.map(Cow::into_owned),
+    };
+    let draft = Draft {
+        to,
+        body: MessageBody::parse(&c.body).ok()?,
+        client_msg_id: match c.client_msg_id {
+            Some(k) => Some(ClientMsgId::parse(&k).ok()?),
+            None => None,
+        },
+    };
+    Some((id, Inbound::Send(draft)))
 }
 
 impl Inbound {
@@ -654,6 +716,53 @@ mod tests {
                 client_msg_id: Some(ClientMsgId::parse("c1").unwrap()),
             })
         );
+    }
+
+    /// Sends are read by a fast path first; whatever it takes, the general
+    /// path reads the same, and whatever it cannot take (every error case
+    /// here) is left to the general path and its error.
+    #[test]
+    fn the_fast_path_for_sends_agrees_with_the_general_one() {
+        let long_id = "x".repeat(65);
+        let long_to = "u".repeat(129);
+        let long_body = "b".repeat(4001);
+        let taken = [
+            r#"{"type":"sendMessage","id":"r1","content":{"conversationId":"c1","body":"hi","clientMsgId":"k1"}}"#.to_owned(),
+            r#"{"content":{"body":"h\u00e9 \"q\"","to":"u2"},"type":"sendPrivateMessage"}"#.to_owned(),
+            r#"{"type":"sendMessage","id":null,"extra":1,"content":{"conversationId":"c1","body":"x","clientMsgId":null,"to":"u9","more":[1]}}"#.to_owned(),
+            r#"{"type":"sendPrivateMessage","id":"\u0072\u0031","content":{"to":"u\u0032","body":"hi"}}"#.to_owned(),
+        ];
+        let left = [
+            r#"{"type":"sendMessage","content":{"body":"hi"}}"#.to_owned(),
+            r#"{"type":"sendPrivateMessage","content":{"conversationId":"c1","body":"hi"}}"#.to_owned(),
+            r#"{"type":"sendMessage","content":{"conversationId":"","body":"hi"}}"#.to_owned(),
+            r#"{"type":"sendMessage","content":{"conversationId":7,"body":"hi"}}"#.to_owned(),
+            r#"{"type":"sendMessage","content":{"conversationId":"c1","body":""}}"#.to_owned(),
+            r#"{"type":"sendMessage","content":{"conversationId":"c1","body":5}}"#.to_owned(),
+            r#"{"type":"sendMessage","content":{"conversationId":"c1","body":"hi","clientMsgId":""}}"#.to_owned(),
+            r#"{"type":"sendMessage","content":{"conversationId":"c1","body":"hi","clientMsgId":3}}"#.to_owned(),
+            r#"{"type":"sendMessage","id":5,"content":{"conversationId":"c1","body":"hi"}}"#.to_owned(),
+            r#"{"type":"sendMessage","id":"a","id":"b","content":{"conversationId":"c1","body":"hi"}}"#.to_owned(),
+            r#"{"type":"sendMessage","content":{"conversationId":"c1","body":"a","body":"b"}}"#.to_owned(),
+            r#"{"type":"sendMessage","content":null}"#.to_owned(),
+            r#"{"type":"sendMessage"}"#.to_owned(),
+            r#"{"type":"ping","content":{"conversationId":"c1","body":"hi"}}"#.to_owned(),
+            r#"{"type":"sendMessage","content":{"conversationId":"c1","body":"hi"}} x"#.to_owned(),
+            format!(r#"{{"type":"sendMessage","id":"{long_id}","content":{{"conversationId":"c1","body":"hi"}}}}"#),
+            format!(r#"{{"type":"sendPrivateMessage","content":{{"to":"{long_to}","body":"hi"}}}}"#),
+            format!(r#"{{"type":"sendMessage","content":{{"conversationId":"c1","body":"{long_body}"}}}}"#),
+        ];
+        for text in &taken {
+            let fast = parse_send(text).unwrap_or_else(|| panic!("not taken: {text}"));
+            assert_eq!(Ok(fast), parse_any(text), "{text}");
+        }
+        for text in &left {
+            assert_eq!(parse_send(text), None, "{text}");
+            assert_eq!(parse(text), parse_any(text), "{text}");
+        }
+        // The duplicate key goes the general way, which keeps the last one.
+        let (id, _) = parse(&left[9]).unwrap();
+        assert_eq!(id.as_deref(), Some("b"));
     }
 
     #[test]
