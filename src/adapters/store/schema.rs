@@ -1,4 +1,9 @@
 //! diesel's view of the tables in `migrations/`.
+//!
+//! On SQLite, `messages` is a view over `message_rows`, which holds the
+//! conversation and sender by the integer keys of `conversation_keys` and
+//! `user_keys` (tables PostgreSQL does not have): every shared query reads
+//! `messages`, and only SQLite's writer touches the other three.
 
 diesel::table! {
     users (id) {
@@ -50,9 +55,30 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    user_keys (key) {
+        key -> BigInt,
+        id -> Text,
+    }
+}
+
+diesel::table! {
+    conversation_keys (key) {
+        key -> BigInt,
+        id -> Text,
+    }
+}
+
 diesel::joinable!(members -> conversations (conversation_id));
 diesel::joinable!(members -> users (user_id));
 diesel::joinable!(messages -> conversations (conversation_id));
 diesel::joinable!(messages -> users (sender_id));
 
-diesel::allow_tables_to_appear_in_same_query!(users, conversations, members, messages);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    conversations,
+    members,
+    messages,
+    user_keys,
+    conversation_keys
+);

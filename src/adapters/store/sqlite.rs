@@ -23,7 +23,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use super::common::{CACHE_LIMIT, all_failed, cached, cached_user, remember, seq, to_db_seq};
 use super::group_commit::{Batch, GroupCommit, WriterState};
 use super::readers::Readers;
-use super::schema::{conversations, members};
+use super::schema::{conversation_keys, conversations, members, user_keys};
 use super::statements::{BumpSeq, InsertMessage};
 use crate::adapters::metrics::StoreMetrics;
 use crate::domain::conversation::{direct_key, name_key};
@@ -132,8 +132,12 @@ impl Checkpointer {
 /// A conversation as the writer knows it.
 struct Live {
     last_seq: i64,
+    /// The conversation's key in `message_rows`.
+    key: i64,
     /// Sorted, for a binary search on every append.
     members: Vec<UserId>,
+    /// Each member's key in `message_rows`, in the order of `members`.
+    member_keys: Vec<i64>,
 }
 
 impl Writer {
@@ -152,21 +156,37 @@ impl Writer {
     /// does not exist.
     fn live(&mut self, conversation: &str) -> QueryResult<Option<&mut Live>> {
         if !self.conversations.contains_key(conversation) {
-            let Some(last_seq) = conversations::table
-                .find(conversation)
-                .select(conversations::last_seq)
-                .first::<i64>(&mut self.conn)
+            let Some((last_seq, key)) = conversations::table
+                .inner_join(
+                    conversation_keys::table.on(conversation_keys::id.eq(conversations::id)),
+                )
+                .filter(conversations::id.eq(conversation))
+                .select((conversations::last_seq, conversation_keys::key))
+                .first::<(i64, i64)>(&mut self.conn)
                 .optional()?
             else {
                 return Ok(None);
             };
-            let mut members = queries::member_ids(&mut self.conn, conversation)?;
+            let mut members = members::table
+                .inner_join(user_keys::table.on(user_keys::id.eq(members::user_id)))
+                .filter(members::conversation_id.eq(conversation))
+                .select((members::user_id, user_keys::key))
+                .load::<(String, i64)>(&mut self.conn)?;
             members.sort_unstable();
+            let (members, member_keys) = members
+                .into_iter()
+                .map(|(id, key)| (UserId::new(id), key))
+                .unzip();
             if self.conversations.len() >= CACHE_LIMIT {
                 self.conversations.clear();
             }
-            self.conversations
-                .insert(conversation.to_owned(), Live { last_seq, members });
+            let live = Live {
+                last_seq,
+                key,
+                members,
+                member_keys,
+            };
+            self.conversations.insert(conversation.to_owned(), live);
         }
         Ok(self.conversations.get_mut(conversation))
     }
@@ -497,9 +517,10 @@ fn append(w: &mut Writer, new: NewMessage) -> Result<AppendOutcome, AppendError>
     let conv = new.conversation_id.as_str();
     let sender = new.sender.id.as_str();
     let live = w.live(conv)?.ok_or(AppendError::NoSuchConversation)?;
-    if live.members.binary_search(&new.sender.id).is_err() {
+    let Ok(member) = live.members.binary_search(&new.sender.id) else {
         return Err(AppendError::NotMember);
-    }
+    };
+    let (conversation, sender_key) = (live.key, live.member_keys[member]);
     let seq = live.last_seq + 1;
     let conn = &mut w.conn;
     let at = new.created_at.millis();
@@ -509,9 +530,9 @@ fn append(w: &mut Writer, new: NewMessage) -> Result<AppendOutcome, AppendError>
     // finds it while inserting, so the common case needs no lookup.
     let inserted = InsertMessage {
         id: &id,
-        conversation: conv,
+        conversation,
         seq,
-        sender,
+        sender: sender_key,
         body: new.body.as_str(),
         client_msg_id: cmid,
         at,

@@ -72,7 +72,7 @@ async fn a_database_error_in_a_batch_fails_all_of_it_and_seqs_stay_dense() {
     store
         .write_live(|w| {
             diesel::sql_query(
-                "CREATE TEMP TRIGGER refuse BEFORE INSERT ON messages \
+                "CREATE TEMP TRIGGER refuse BEFORE INSERT ON message_rows \
                  WHEN NEW.body = 'boom' BEGIN SELECT RAISE(ABORT, 'refused'); END",
             )
             .execute(&mut w.conn)?;
@@ -109,6 +109,119 @@ async fn a_database_error_in_a_batch_fails_all_of_it_and_seqs_stay_dense() {
         .unwrap();
     let bodies: Vec<&str> = page.messages.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies, ["after"]);
+}
+
+/// A database made before messages were keyed by integers keeps all it
+/// held: history, duplicates found by clientMsgId, edits, and new messages
+/// after the old ones, by users and conversations made before and after.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_stored_before_the_integer_keys_survive_the_migration() {
+    use super::super::contract::{direct, new_message, register, stored, ts};
+    use crate::domain::ports::AppendError;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    {
+        let mut conn = connection(&path);
+        conn.run_next_migration(MIGRATIONS).unwrap();
+        conn.batch_execute(
+            "INSERT INTO users (id, username, username_key, password_hash, created_at) VALUES \
+               ('u-a', 'alice', 'alice', 'x', 1), ('u-b', 'bob', 'bob', 'x', 2); \
+             INSERT INTO conversations (id, kind, direct_key, last_seq, member_count, created_by, \
+               created_at, last_activity) VALUES ('c-ab', 'direct', 'u-a|u-b', 2, 2, 'u-a', 3, 5); \
+             INSERT INTO members (conversation_id, user_id, joined_at) VALUES \
+               ('c-ab', 'u-a', 3), ('c-ab', 'u-b', 3); \
+             INSERT INTO messages (id, conversation_id, seq, sender_id, body, client_msg_id, \
+               created_at, edited_at) VALUES \
+               ('m-1', 'c-ab', 1, 'u-a', 'hello', 'k-1', 4, NULL), \
+               ('m-2', 'c-ab', 2, 'u-b', 'hi', NULL, 5, 6);",
+        )
+        .unwrap();
+    }
+    let store = open(&dir);
+    let ab = ConversationId::new("c-ab".to_owned());
+    let page = store
+        .history(&ab, HistoryQuery::new(None, None, Some(10)).unwrap())
+        .await
+        .unwrap();
+    let seen: Vec<_> = page
+        .messages
+        .iter()
+        .map(|m| {
+            (
+                m.id.as_str(),
+                m.seq,
+                m.sender_id.as_str(),
+                m.sender.as_str(),
+                m.body.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("m-1", 1, "u-a", "alice", "hello"),
+            ("m-2", 2, "u-b", "bob", "hi")
+        ]
+    );
+    assert!(page.messages[1].edited_at.is_some());
+
+    let alice = User {
+        id: UserId::new("u-a".to_owned()),
+        username: Username::parse("alice").unwrap(),
+    };
+    let resent = store
+        .append(new_message(&ab, &alice, "hello again", Some("k-1"), ts(7)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&resent, AppendOutcome::Duplicate(m) if m.id.as_str() == "m-1"),
+        "{resent:?}"
+    );
+    let next = stored(
+        store
+            .append(new_message(&ab, &alice, "third", Some("k-2"), ts(8)))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(next.0.seq, 3);
+    let edited = store
+        .update_message(
+            &ab,
+            &MessageId::new("m-1".to_owned()),
+            MessageChange::Edit {
+                body: crate::domain::MessageBody::parse("hello, edited").unwrap(),
+                at: ts(9),
+            },
+        )
+        .await;
+    assert!(matches!(edited, Ok(Some(_))), "{edited:?}");
+
+    // Users and conversations made after the migration get keys too.
+    let carol = register(&store, "carol").await;
+    let ac = direct(&store, &alice, &carol).await;
+    let first = stored(
+        store
+            .append(new_message(&ac, &carol, "hey", None, ts(10)))
+            .await
+            .unwrap(),
+    );
+    assert_eq!((first.0.seq, first.0.sender.as_str()), (1, "carol"));
+    let refused = store
+        .append(new_message(&ab, &carol, "not mine", None, ts(11)))
+        .await;
+    assert!(
+        matches!(refused, Err(AppendError::NotMember)),
+        "{refused:?}"
+    );
+
+    drop(store);
+    let store = open(&dir);
+    let page = store
+        .history(&ab, HistoryQuery::new(None, None, Some(10)).unwrap())
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = page.messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["hello, edited", "hi", "third"]);
 }
 
 /// A committed batch of `n` writes.

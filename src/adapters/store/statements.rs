@@ -62,16 +62,17 @@ impl QueryId for BumpSeq<'_> {
 
 impl RunQueryDsl<SqliteConnection> for BumpSeq<'_> {}
 
-/// Stores one new message.
+/// Stores one new message, under the integer keys of its conversation and
+/// sender (SQLite's `message_rows`, behind the `messages` view).
 pub struct InsertMessage<'a> {
     /// Its id.
     pub id: &'a str,
-    /// Its conversation.
-    pub conversation: &'a str,
+    /// Its conversation's key.
+    pub conversation: i64,
     /// Its seq there.
     pub seq: i64,
-    /// Who sent it.
-    pub sender: &'a str,
+    /// Its sender's key.
+    pub sender: i64,
     /// The text.
     pub body: &'a str,
     /// The sender's idempotency key.
@@ -83,16 +84,16 @@ pub struct InsertMessage<'a> {
 impl QueryFragment<Sqlite> for InsertMessage<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         out.push_sql(
-            "INSERT INTO messages \
-             (id, conversation_id, seq, sender_id, body, client_msg_id, created_at) VALUES (",
+            "INSERT INTO message_rows \
+             (id, conversation, seq, sender, body, client_msg_id, created_at) VALUES (",
         );
         out.push_bind_param::<Text, _>(self.id)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(self.conversation)?;
+        out.push_bind_param::<BigInt, _>(&self.conversation)?;
         out.push_sql(", ");
         out.push_bind_param::<BigInt, _>(&self.seq)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(self.sender)?;
+        out.push_bind_param::<BigInt, _>(&self.sender)?;
         out.push_sql(", ");
         out.push_bind_param::<Text, _>(self.body)?;
         out.push_sql(", ");
