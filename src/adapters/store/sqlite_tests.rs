@@ -297,7 +297,7 @@ fn a_long_wal_is_restarted_though_the_writer_never_stops_while_it_is_copied() {
 }
 
 #[test]
-fn the_writer_asks_for_a_checkpoint_after_enough_writes_or_long_enough() {
+fn the_writer_asks_for_a_checkpoint_after_enough_writes_and_commits_or_long_enough() {
     let dir = tempfile::tempdir().unwrap();
     let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
     let wal_long = Arc::new(AtomicBool::new(false));
@@ -308,20 +308,33 @@ fn the_writer_asks_for_a_checkpoint_after_enough_writes_or_long_enough() {
     );
     let asked = |nudges: &std::sync::mpsc::Receiver<()>| nudges.try_recv().is_ok();
 
-    writer.between_batches(writes(PASS_AFTER_WRITES - 1));
+    // Small commits: the writes decide.
+    for _ in 0..PASS_AFTER_WRITES - 1 {
+        writer.between_batches(writes(1));
+    }
     assert!(!asked(&nudges), "too few writes for a pass");
     writer.between_batches(writes(1));
     assert!(asked(&nudges), "enough writes: a pass");
     writer.between_batches(writes(1));
     assert!(!asked(&nudges), "the count starts over after a pass");
+    writer.checkpointer.asked = std::time::Instant::now();
+
+    // Large commits: the commits decide (the commit above counts).
+    for _ in 0..PASS_AFTER_COMMITS - 2 {
+        writer.between_batches(writes(PASS_AFTER_WRITES * 4));
+    }
+    assert!(!asked(&nudges), "too few commits for a pass");
+    writer.between_batches(writes(PASS_AFTER_WRITES * 4));
+    assert!(asked(&nudges), "enough commits: a pass");
 
     writer.checkpointer.asked -= PASS_AT_LEAST_EVERY;
     writer.between_batches(writes(1));
     assert!(asked(&nudges), "few writes, but the last pass is long ago");
 
     // A pass already asked for and not yet begun is not asked twice.
-    writer.between_batches(writes(PASS_AFTER_WRITES));
-    writer.between_batches(writes(PASS_AFTER_WRITES));
+    for _ in 0..PASS_AFTER_COMMITS * 2 {
+        writer.between_batches(writes(PASS_AFTER_WRITES));
+    }
     assert!(asked(&nudges));
     assert!(!asked(&nudges));
 }
