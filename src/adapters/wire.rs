@@ -162,11 +162,16 @@ struct Frame<'a, T: Serialize> {
     content: T,
 }
 
+/// Room for a typical message frame (about 350 bytes) from the start:
+/// `serde_json::to_string` starts at 128 and grew twice for every event.
+const FRAME_CAPACITY: usize = 512;
+
 fn to_text<T: Serialize>(frame: &Frame<'_, T>) -> Utf8Bytes {
-    // Serializing our own structs to a String cannot fail.
-    serde_json::to_string(frame)
-        .expect("wire DTOs serialize")
-        .into()
+    let mut text = Vec::with_capacity(FRAME_CAPACITY);
+    // Serializing our own structs into a Vec cannot fail, and serde_json
+    // writes UTF-8.
+    serde_json::to_writer(&mut text, frame).expect("wire DTOs serialize");
+    String::from_utf8(text).expect("JSON is UTF-8").into()
 }
 
 /// An `ack` frame answering request `id`.
