@@ -44,6 +44,13 @@ pub trait WriterState: Send + 'static {
     fn began(&mut self) -> Result<(), DieselError> {
         Ok(())
     }
+    /// Writes what unguarded writes left for later (see
+    /// [`GroupCommit::write_unguarded`]): runs before every guarded write,
+    /// so that it reads the database as those left it, and before the
+    /// commit. A failure spoils the batch.
+    fn settle(&mut self) -> Result<(), DieselError> {
+        Ok(())
+    }
     /// A write or a batch was undone: forget whatever was learned during it.
     fn rolled_back(&mut self);
     /// A batch has ended and its callers have heard: the moment for upkeep
@@ -96,14 +103,22 @@ impl<S: WriterState> GroupCommit<S> {
         E: From<DieselError> + From<PortError> + Send + 'static,
         F: FnOnce(&mut S) -> Result<T, E> + Send + 'static,
     {
-        self.submit(|state| (savepoint(state, work), None)).await
+        self.submit(|state| match state.settle() {
+            Ok(()) => (savepoint(state, work), None),
+            Err(e) => {
+                let why = e.to_string();
+                (Err(E::from(e)), Some(why))
+            }
+        })
+        .await
     }
 
     /// Like [`Self::write`], without the savepoint, which costs a copy of
     /// every page the batch has already changed and this write changes
     /// again: for hot writes whose refusals write nothing. An error for
     /// which `refused` says no may have left the write half-done, so it
-    /// undoes the whole transaction, and every write in it fails.
+    /// undoes the whole transaction, and every write in it fails. Such a
+    /// write may leave part of itself to [`WriterState::settle`].
     pub async fn write_unguarded<T, E, F>(&self, refused: fn(&E) -> bool, work: F) -> Result<T, E>
     where
         T: Send + 'static,
@@ -195,6 +210,10 @@ fn in_transaction<S: WriterState>(
     if let Some(why) = work(state) {
         let _ = Tm::rollback_transaction(state.conn());
         return Err(format!("rolled back: {why}"));
+    }
+    if let Err(e) = state.settle() {
+        let _ = Tm::rollback_transaction(state.conn());
+        return Err(format!("rolled back: {e}"));
     }
     let start = Instant::now();
     // On failure this also rolls back, so the next batch can begin.
@@ -378,5 +397,56 @@ mod tests {
         assert_eq!(count(&w).await, 2, "nothing of the spoiled batch is kept");
         unguarded(&w, 7, None).await.unwrap();
         assert_eq!(count(&w).await, 3);
+    }
+
+    /// A state that counts its `settle` calls, and fails them when told.
+    struct Settling {
+        conn: SqliteConnection,
+        settles: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        fail: bool,
+    }
+
+    impl WriterState for Settling {
+        fn conn(&mut self) -> &mut SqliteConnection {
+            &mut self.conn
+        }
+
+        fn settle(&mut self) -> Result<(), DieselError> {
+            self.settles
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.fail {
+                return Err(DieselError::QueryBuilderError("settling failed".into()));
+            }
+            Ok(())
+        }
+
+        fn rolled_back(&mut self) {}
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn settle_runs_before_each_guarded_write_and_the_commit_and_its_failure_fails_the_batch()
+    {
+        use std::sync::atomic::Ordering::SeqCst;
+        for fail in [false, true] {
+            let settles = std::sync::Arc::default();
+            let mut conn = SqliteConnection::establish(":memory:").unwrap();
+            conn.batch_execute("CREATE TABLE t (v INTEGER NOT NULL)")
+                .unwrap();
+            let w = GroupCommit::start(Settling {
+                conn,
+                settles: std::sync::Arc::clone(&settles),
+                fail,
+            })
+            .unwrap();
+            let insert = |s: &mut Settling| {
+                diesel::sql_query("INSERT INTO t (v) VALUES (1)").execute(&mut s.conn)?;
+                Ok::<_, PortError>(())
+            };
+            let unguarded = w.write_unguarded(|_: &PortError| false, insert).await;
+            assert_eq!(settles.load(SeqCst), 1, "before the commit only");
+            let guarded = w.write(insert).await;
+            assert_eq!(settles.load(SeqCst), if fail { 2 } else { 3 });
+            assert_eq!((unguarded.is_ok(), guarded.is_ok()), (!fail, !fail));
+        }
     }
 }

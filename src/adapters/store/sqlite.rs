@@ -78,6 +78,10 @@ struct Inner {
 struct Writer {
     conn: SqliteConnection,
     conversations: HashMap<String, Live>,
+    /// Each conversation's last seq and activity time that appends of this
+    /// batch moved and the table does not show yet: written once per
+    /// conversation by `settle`, not once per message.
+    unsaved: HashMap<String, (i64, i64)>,
     /// SQLite's count of commits by other connections, when last looked.
     data_version: i64,
     /// Dropped with the writer, which stops the checkpointer thread.
@@ -153,6 +157,7 @@ impl Writer {
         Self {
             conn,
             conversations: HashMap::new(),
+            unsaved: HashMap::new(),
             data_version: 0,
             checkpointer,
             metrics,
@@ -163,7 +168,7 @@ impl Writer {
     /// does not exist.
     fn live(&mut self, conversation: &str) -> QueryResult<Option<&mut Live>> {
         if !self.conversations.contains_key(conversation) {
-            let Some((last_seq, key)) = conversations::table
+            let Some((stored_seq, key)) = conversations::table
                 .inner_join(
                     conversation_keys::table.on(conversation_keys::id.eq(conversations::id)),
                 )
@@ -187,6 +192,11 @@ impl Writer {
             if self.conversations.len() >= CACHE_LIMIT {
                 self.conversations.clear();
             }
+            // Forgotten in the middle of a batch, it may be ahead of the table.
+            let last_seq = self
+                .unsaved
+                .get(conversation)
+                .map_or(stored_seq, |&(seq, _)| seq);
             let live = Live {
                 last_seq,
                 key,
@@ -228,8 +238,23 @@ impl WriterState for Writer {
         Ok(())
     }
 
+    fn settle(&mut self) -> QueryResult<()> {
+        for (conversation, (seq, at)) in self.unsaved.drain() {
+            BumpSeq {
+                conversation: &conversation,
+                seq,
+                at,
+            }
+            .execute(&mut self.conn)?;
+        }
+        Ok(())
+    }
+
     fn rolled_back(&mut self) {
         self.conversations.clear();
+        // A write's savepoint is undone after a `settle` (nothing is left
+        // then); a batch, with whatever its appends left.
+        self.unsaved.clear();
     }
 
     fn between_batches(&mut self, batch: Batch) {
@@ -567,12 +592,13 @@ fn append(w: &mut Writer, new: NewMessage) -> Result<AppendOutcome, AppendError>
         }
         (Err(e), _) => return Err(e.into()),
     }
-    BumpSeq {
-        conversation: conv,
-        seq,
-        at,
+    // The conversation's row once per batch, in `settle`.
+    match w.unsaved.get_mut(conv) {
+        Some(unsaved) => *unsaved = (seq, at),
+        None => {
+            w.unsaved.insert(conv.to_owned(), (seq, at));
+        }
     }
-    .execute(conn)?;
     // Only now, with every statement done: a failed append leaves the
     // remembered seq as it was.
     let live = w.live(conv)?.ok_or(AppendError::NoSuchConversation)?;

@@ -224,6 +224,65 @@ async fn messages_stored_before_the_integer_keys_survive_the_migration() {
     assert_eq!(bodies, ["hello, edited", "hi", "third"]);
 }
 
+/// Appends leave their conversation's row to `settle`, once per batch: the
+/// writer keeps counting from what it appended even when it forgets the
+/// conversation half-way, and the row holds the last seq once settled.
+#[tokio::test(flavor = "multi_thread")]
+async fn appends_settle_the_conversation_row_once_and_seqs_survive_a_forgotten_cache() {
+    use super::super::contract::{direct, new_message, register, ts};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let (alice, ab) = {
+        let store = open(&dir);
+        let alice = register(&store, "alice").await;
+        let bob = register(&store, "bob").await;
+        let ab = direct(&store, &alice, &bob).await;
+        (alice, ab)
+    };
+    let (nudge, _nudges) = std::sync::mpsc::sync_channel(1);
+    let checkpointer = Checkpointer::new(Arc::new(AtomicBool::new(false)), nudge);
+    let mut w = Writer::new(connection(&path), checkpointer, StoreMetrics::default());
+    let stored_seq = |w: &mut Writer| {
+        conversations::table
+            .find(ab.as_str())
+            .select(conversations::last_seq)
+            .first::<i64>(&mut w.conn)
+            .unwrap()
+    };
+    w.conn.batch_execute("BEGIN IMMEDIATE").unwrap();
+    let mut seqs = Vec::new();
+    for i in 0..3 {
+        if i == 2 {
+            // As when the cache is full, or another write forgot it.
+            w.conversations.clear();
+        }
+        let outcome = append(&mut w, new_message(&ab, &alice, "hi", None, ts(i))).unwrap();
+        let AppendOutcome::Stored { message, .. } = outcome else {
+            panic!("stored");
+        };
+        seqs.push(message.seq);
+    }
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(stored_seq(&mut w), 0, "not written per message");
+    w.settle().unwrap();
+    assert_eq!(stored_seq(&mut w), 3);
+    assert!(w.unsaved.is_empty());
+    w.conn.batch_execute("COMMIT").unwrap();
+
+    // A batch undone takes what it left unsettled with it.
+    w.conn.batch_execute("BEGIN IMMEDIATE").unwrap();
+    append(&mut w, new_message(&ab, &alice, "lost", None, ts(9))).unwrap();
+    w.conn.batch_execute("ROLLBACK").unwrap();
+    w.rolled_back();
+    assert!(w.unsaved.is_empty());
+    w.conn.batch_execute("BEGIN IMMEDIATE").unwrap();
+    let outcome = append(&mut w, new_message(&ab, &alice, "again", None, ts(10))).unwrap();
+    assert!(matches!(outcome, AppendOutcome::Stored { message, .. } if message.seq == 4));
+    w.settle().unwrap();
+    w.conn.batch_execute("COMMIT").unwrap();
+    assert_eq!(stored_seq(&mut w), 4);
+}
+
 /// A committed batch of `n` writes.
 fn writes(n: usize) -> Batch {
     Batch {
