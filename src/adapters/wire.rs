@@ -447,7 +447,7 @@ fn parse_any(text: &str) -> Result<(Option<String>, Inbound), BadFrame> {
     };
     let id = match frame.remove("id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.chars().count() <= MAX_REQUEST_ID_CHARS => Some(s),
+        Some(Value::String(s)) if request_id_fits(&s) => Some(s),
         Some(_) => {
             return Err(bad(
                 None,
@@ -468,6 +468,16 @@ fn parse_any(text: &str) -> Result<(Option<String>, Inbound), BadFrame> {
         Ok(request) => Ok((id, request)),
         Err(message) => Err(bad(id, message)),
     }
+}
+
+/// A request id within the contract's bound.
+fn request_id_fits(id: &str) -> bool {
+    id.chars().count() <= MAX_REQUEST_ID_CHARS
+}
+
+/// An id (user, conversation, message) that could name something.
+fn id_fits(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_CHARS
 }
 
 /// A send as most arrive: read straight into its fields, without the
@@ -497,29 +507,29 @@ fn parse_send(text: &str) -> Option<(Option<String>, Inbound)> {
         #[serde(borrow, default)]
         client_msg_id: Option<Cow<'a, str>>,
     }
-    let id_ok = |s: &str| !s.is_empty() && s.len() <= MAX_ID_CHARS;
     let frame: Frame<'_> = serde_json::from_str(text).ok()?;
     let c = frame.content;
     let to = match &*frame.kind {
         "sendPrivateMessage" => {
-            Recipient::User(UserId::new(c.to.filter(|s| id_ok(s))?.into_owned()))
+            Recipient::User(UserId::new(c.to.filter(|s| id_fits(s))?.into_owned()))
         }
         "sendMessage" => Recipient::Conversation(ConversationId::new(
-            c.conversation_id.filter(|s| id_ok(s))?.into_owned(),
+            c.conversation_id.filter(|s| id_fits(s))?.into_owned(),
         )),
         _ => return None,
     };
     let id = match frame.id {
-        Some(id) if id.chars().count() > MAX_REQUEST_ID_CHARS => return None,
+        Some(id) if !request_id_fits(&id) => return None,
         id => id.map(Cow::into_owned),
     };
     let draft = Draft {
         to,
         body: MessageBody::parse(&c.body).ok()?,
-        client_msg_id: match c.client_msg_id {
-            Some(k) => Some(ClientMsgId::parse(&k).ok()?),
-            None => None,
-        },
+        client_msg_id: c
+            .client_msg_id
+            .map(|k| ClientMsgId::parse(&k))
+            .transpose()
+            .ok()?,
     };
     Some((id, Inbound::Send(draft)))
 }
@@ -634,7 +644,7 @@ struct Fields<'a>(&'a Map<String, Value>);
 impl Fields<'_> {
     fn id(&self, name: &str) -> Result<String, String> {
         match self.0.get(name) {
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_CHARS => Ok(s.clone()),
+            Some(Value::String(s)) if id_fits(s) => Ok(s.clone()),
             Some(Value::String(s)) if !s.is_empty() => {
                 Err(format!("{name} must be at most {MAX_ID_CHARS} characters"))
             }
