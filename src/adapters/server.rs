@@ -20,6 +20,7 @@ use super::cluster::Cluster;
 use super::http::{self, HttpState, MAX_BODY_BYTES};
 use super::metrics::Metrics;
 use super::ws::SessionRegistry;
+use super::ws::alarms::Alarms;
 use super::ws::session::{SessionEnv, WsSettings};
 use crate::domain::service::ChatService;
 
@@ -58,6 +59,12 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
         .read_buffer_size(64)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(MAX_BODY_BYTES * 4);
+    // One timer rings every session's heartbeat, expiry and drain.
+    let alarms = Alarms::new();
+    let ringer = {
+        let alarms = alarms.clone();
+        tokio::spawn(async move { alarms.run().await })
+    };
     let state = Arc::new(HttpState {
         sessions: Arc::new(SessionEnv {
             service: wiring.service,
@@ -66,6 +73,7 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
             settings: wiring.ws,
             shutdown: stop.clone(),
             cluster: wiring.cluster,
+            alarms: alarms.clone(),
         }),
         tracker: TaskTracker::new(),
         ws_config,
@@ -139,5 +147,6 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
     if finished.is_err() {
         warn!("shutdown grace period over; dropping what is left");
     }
+    ringer.abort();
     info!("stopped");
 }

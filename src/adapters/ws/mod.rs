@@ -1,6 +1,7 @@
 //! The WebSocket adapter: the session registry (which is also the
 //! `Transport` port) and the per-connection session loop.
 
+pub mod alarms;
 pub mod registry;
 pub mod session;
 pub mod socket;

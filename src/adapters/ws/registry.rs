@@ -6,7 +6,7 @@
 //! store when it reconnects.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::Waker;
 
@@ -37,6 +37,11 @@ pub const DROP: u16 = 0;
 
 /// What [`Mailbox::close`] holds until a close is requested: no `u16` code.
 const OPEN: u32 = u32::MAX;
+
+/// What [`Mailbox::alarm`] holds while no alarm is set.
+const NO_ALARM: u64 = u64::MAX - 1;
+/// What [`Mailbox::alarm`] holds once its alarm rang, until the session sees it.
+const RANG: u64 = u64::MAX;
 
 /// The reason sent in the close frame with `code`.
 fn reason_for(code: u16) -> &'static str {
@@ -75,6 +80,9 @@ pub struct Mailbox {
     /// queue by itself, so a frame need not wake it (a wake-up per event
     /// was most of what a busy room's delivery cost).
     paced: AtomicBool,
+    /// The session's alarm (`super::alarms`): when it is due, in the
+    /// alarms' milliseconds, [`RANG`] once rung, or [`NO_ALARM`].
+    alarm: AtomicU64,
 }
 
 /// A handle on one session's [`Mailbox`], as the registry holds it.
@@ -91,6 +99,7 @@ impl Mailbox {
             close: AtomicU32::new(OPEN),
             waker: AtomicWaker::new(),
             paced: AtomicBool::new(false),
+            alarm: AtomicU64::new(NO_ALARM),
         })
     }
 
@@ -137,6 +146,29 @@ impl Mailbox {
     /// Records that `n` frames taken out went to the socket, making room.
     pub fn sent(&self, n: usize) {
         self.pending.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Notes the session's alarm as due at `ms`, in place of any other.
+    pub(super) fn set_alarm(&self, ms: u64) {
+        self.alarm.store(ms, Ordering::Release);
+    }
+
+    /// Rings the alarm due at `ms` and wakes the session, unless the
+    /// session has set another since.
+    pub(super) fn ring_alarm(&self, ms: u64) {
+        let current = self
+            .alarm
+            .compare_exchange(ms, RANG, Ordering::AcqRel, Ordering::Acquire);
+        if current.is_ok() {
+            self.waker.wake();
+        }
+    }
+
+    /// Whether the alarm rang since this was last asked; it is then unset.
+    pub fn take_alarm(&self) -> bool {
+        self.alarm
+            .compare_exchange(RANG, NO_ALARM, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// Requests the close with `code`; the first request wins.
@@ -269,7 +301,7 @@ impl Transport for SessionRegistry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::domain::{Presence, Status, User, Username};
 
@@ -374,7 +406,7 @@ mod tests {
         }
     }
 
-    struct Count(AtomicUsize);
+    pub(crate) struct Count(pub(crate) AtomicUsize);
 
     impl std::task::Wake for Count {
         fn wake(self: Arc<Self>) {
@@ -383,7 +415,7 @@ mod tests {
     }
 
     /// A waker that counts its wake-ups.
-    fn counting_waker() -> (Arc<Count>, Waker) {
+    pub(crate) fn counting_waker() -> (Arc<Count>, Waker) {
         let count = Arc::new(Count(AtomicUsize::new(0)));
         (count.clone(), Waker::from(count))
     }

@@ -3,8 +3,9 @@
 //!
 //! One task per connection drives the socket both ways: it drains the
 //! session's [`Mailbox`] into the socket, reads the next requests once the
-//! previous ones are answered (so replies keep request order), and keeps
-//! the heartbeat and the token expiry on one timer, and paces its writes.
+//! previous ones are answered (so replies keep request order), keeps the
+//! heartbeat and the token expiry on one alarm (`super::alarms`, shared by
+//! all sessions), and paces its writes.
 //! Idle, a session costs that task, its mailbox and the socket's buffers,
 //! and most sessions are idle.
 
@@ -33,6 +34,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
+use super::alarms::Alarms;
 use super::registry::{
     DROP, GOING_AWAY, Mailbox, NORMAL, SLOW_CONSUMER, SessionHandle, SessionRegistry,
     TOKEN_EXPIRED, TOO_LARGE,
@@ -75,6 +77,8 @@ pub struct SessionEnv {
     pub shutdown: CancellationToken,
     /// This node's cluster membership, in cluster mode.
     pub cluster: Option<Arc<Cluster>>,
+    /// Every session's heartbeat, expiry and drain timer.
+    pub alarms: Arc<Alarms>,
 }
 
 /// A session accepted at the handshake, waiting for its upgrade to finish.
@@ -96,11 +100,13 @@ pub struct PendingSession {
 /// moved into its body (rust-lang/rust#62958); a block keeps what it
 /// captures once. The upgrade is boxed for the same reason: its future is
 /// awaited once, and what the block captures stays in it for good.
-/// tokio allocates a task in steps of 128 bytes: this one is 896 bytes, for
-/// a future of 776 (`size_of_val` where it is spawned, on a release build;
-/// docs/performance.md), 8 short of the next step: 16 bytes more kept
-/// across an await in this file or in the stream (`socket::WsStream`)
-/// would make it 1,024, 128 bytes more for every session.
+/// tokio aligns a task's cell to 128 bytes: this one is 768 bytes, for a
+/// future of 656 (`size_of_val` where it is spawned, on a release build;
+/// `-Zprint-type-sizes` shows the cell; docs/performance.md), with no byte
+/// to spare: 8 bytes more kept across the largest await (the first write,
+/// `write_first`, beside the stream `socket::WsStream`) would make it 896,
+/// 128 bytes more for every session. Hence the shared alarms rather than
+/// a timer in each session.
 pub fn run(
     env: Arc<SessionEnv>,
     websocket: Upgrade,
@@ -312,7 +318,7 @@ impl Pace {
     }
 }
 
-/// What the session loop keeps between wake-ups, besides its timer.
+/// What the session loop keeps between wake-ups.
 struct Loop<'s> {
     /// Pings sent since the client was last heard from.
     unanswered_pings: u8,
@@ -366,11 +372,8 @@ impl Session<'_> {
         // A block, not an async fn: see `run`. The heartbeat period and the
         // handle are read through `self` where used, not kept in locals.
         async move {
-            let timer = sleep_until({
-                let now = Instant::now();
-                self.next_wake(now, self.expiry(now))
-            });
-            tokio::pin!(timer);
+            let now = Instant::now();
+            self.set_alarm(self.next_wake(now, self.expiry(now)));
             let mut state = Loop {
                 unanswered_pings: 0,
                 answering: None,
@@ -385,7 +388,7 @@ impl Session<'_> {
                 // A `move` closure over references: it holds one pointer to
                 // each of these, where a borrowing closure would hold one to
                 // each field and variable it uses, for the session's life.
-                let (st, ws, out, mut wait) = (&mut state, &mut *ws, &mut *out, timer.as_mut());
+                let (st, ws, out) = (&mut state, &mut *ws, &mut *out);
                 let wake = poll_fn(move |cx| {
                     self.handle().register(cx.waker());
                     let writing = !matches!(self.handle().reason(), Some((SLOW_CONSUMER | DROP, _)));
@@ -438,12 +441,12 @@ impl Session<'_> {
                     };
                     if going_away && !st.draining {
                         st.draining = true;
-                        wait.as_mut().reset(Instant::now() + SHUTDOWN_DRAIN);
+                        self.set_alarm(Instant::now() + SHUTDOWN_DRAIN);
                     }
                     if let Some(frame) = st.held.take() {
                         return Poll::Ready(Wake::Frame(*frame));
                     }
-                    if wait.as_mut().poll(cx).is_ready() {
+                    if self.handle().take_alarm() {
                         return Poll::Ready(if st.draining { Wake::Close } else { Wake::Timer });
                     }
                     let mut texts = Vec::new();
@@ -492,7 +495,7 @@ impl Session<'_> {
                         } else {
                             state.unanswered_pings += 1;
                             self.handle().push(Frame::Ping(Default::default()));
-                            timer.as_mut().reset(self.next_wake(now, expiry));
+                            self.set_alarm(self.next_wake(now, expiry));
                         }
                     }
                     Wake::Frame(frame) => {
@@ -519,6 +522,12 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// Wakes the session loop at `at` with [`Wake::Timer`] (or, draining,
+    /// [`Wake::Close`]), in place of the alarm it had.
+    fn set_alarm(&self, at: Instant) {
+        self.env.alarms.set(&self.pending.handle, at);
     }
 
     /// When the token that opened the session expires, on the timer's clock
