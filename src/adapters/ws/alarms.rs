@@ -11,6 +11,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -21,36 +22,40 @@ use super::registry::Mailbox;
 
 /// Every session's next alarm, and the task that rings them.
 pub struct Alarms {
-    /// Deadlines in milliseconds from `origin`, rounded up: an alarm rings
-    /// at its time or later, never before.
-    heap: Mutex<BinaryHeap<Reverse<(u64, Entry)>>>,
+    /// The earliest due first.
+    heap: Mutex<BinaryHeap<Reverse<Due>>>,
     /// Wakes the driver when an alarm earlier than all others is set.
     earlier: Notify,
     origin: Instant,
 }
 
-/// A session's mailbox, held weakly: a session that ended leaves its
-/// entry behind until it comes due, and only that.
-struct Entry(Weak<Mailbox>);
+/// One alarm, ordered by when it is due alone.
+struct Due {
+    /// In milliseconds from the origin, rounded up: an alarm rings at its
+    /// time or later, never before.
+    at: u64,
+    /// Held weakly: a session that ended leaves its entry behind until it
+    /// comes due, and only that.
+    mailbox: Weak<Mailbox>,
+}
 
-impl PartialEq for Entry {
-    fn eq(&self, _: &Self) -> bool {
-        true
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
     }
 }
 
-impl Eq for Entry {}
+impl Eq for Due {}
 
-impl PartialOrd for Entry {
+impl PartialOrd for Due {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Entry {
-    /// Entries are ordered by their deadline alone.
-    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
-        std::cmp::Ordering::Equal
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
     }
 }
 
@@ -70,8 +75,11 @@ impl Alarms {
         let ms = self.millis(at);
         mailbox.set_alarm(ms);
         let mut heap = self.lock();
-        let first = heap.peek().is_none_or(|Reverse((next, _))| ms < *next);
-        heap.push(Reverse((ms, Entry(Arc::downgrade(mailbox)))));
+        let first = heap.peek().is_none_or(|Reverse(next)| ms < next.at);
+        heap.push(Reverse(Due {
+            at: ms,
+            mailbox: Arc::downgrade(mailbox),
+        }));
         drop(heap);
         if first {
             self.earlier.notify_one();
@@ -103,22 +111,19 @@ impl Alarms {
         let mut due = Vec::new();
         let next = {
             let mut heap = self.lock();
-            while let Some(Reverse((ms, _))) = heap.peek() {
-                if *ms > now {
+            while let Some(first) = heap.peek_mut() {
+                if first.0.at > now {
                     break;
                 }
-                let Some(Reverse(entry)) = heap.pop() else {
-                    break;
-                };
-                due.push(entry);
+                due.push(PeekMut::pop(first).0);
             }
-            heap.peek().map(|Reverse((ms, _))| *ms)
+            heap.peek().map(|Reverse(next)| next.at)
         };
         // Rung outside the lock: a wake-up may run the session at once,
         // and it may set its next alarm.
-        for (ms, Entry(mailbox)) in due {
+        for Due { at, mailbox } in due {
             if let Some(mailbox) = mailbox.upgrade() {
-                mailbox.ring_alarm(ms);
+                mailbox.ring_alarm(at);
             }
         }
         next
@@ -135,7 +140,7 @@ impl Alarms {
         since.as_nanos().div_ceil(1_000_000) as u64
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BinaryHeap<Reverse<(u64, Entry)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BinaryHeap<Reverse<Due>>> {
         // A push or a pop cannot leave the heap half-changed.
         self.heap.lock().unwrap_or_else(|e| e.into_inner())
     }
