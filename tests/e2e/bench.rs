@@ -79,6 +79,7 @@ async fn bench_connect_holds_sessions_and_reports_memory() {
     .await;
     assert_eq!(v["scenario"], "connect");
     assert_eq!(v["params"]["clients"], 4);
+    assert_eq!(v["params"]["sched"], "batch", "{v}");
     assert_eq!(v["connected"], 4, "{v}");
     assert_eq!(v["failed"], 0, "{v}");
     assert_eq!(v["open_after_hold"], 4, "{v}");
@@ -99,9 +100,18 @@ async fn bench_connect_holds_sessions_and_reports_memory() {
     let v = bench(
         &s,
         &cache,
-        &["connect", "--clients", "4", "--hold-secs", "0"],
+        &[
+            "connect",
+            "--clients",
+            "4",
+            "--hold-secs",
+            "0",
+            "--sched",
+            "normal",
+        ],
     )
     .await;
+    assert_eq!(v["params"]["sched"], "normal", "{v}");
     assert_eq!(v["setup"]["cached"], 4, "{v}");
     assert_eq!(v["setup"]["registered"], 0, "{v}");
     assert_eq!(v["connected"], 4, "{v}");
