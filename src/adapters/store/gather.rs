@@ -431,7 +431,7 @@ unsafe extern "C" fn device_characteristics(file: *mut ffi::sqlite3_file) -> c_i
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use diesel::connection::SimpleConnection;
     use diesel::prelude::*;
@@ -444,6 +444,7 @@ mod tests {
     }
 
     fn connect(path: &std::path::Path) -> SqliteConnection {
+        crate::adapters::store::sqlite::configure_sqlite();
         install();
         let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
         conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
@@ -451,7 +452,8 @@ mod tests {
         conn
     }
 
-    fn rows(conn: &mut SqliteConnection) -> i64 {
+    /// The rows of table `t`.
+    pub(in crate::adapters::store) fn rows(conn: &mut SqliteConnection) -> i64 {
         diesel::sql_query("SELECT COUNT(*) AS n FROM t")
             .get_result::<Count>(conn)
             .unwrap()

@@ -325,6 +325,7 @@ mod tests {
     }
 
     fn writer() -> GroupCommit<SqliteConnection> {
+        crate::adapters::store::sqlite::configure_sqlite();
         let mut conn = SqliteConnection::establish(":memory:").unwrap();
         conn.batch_execute("CREATE TABLE t (v INTEGER NOT NULL UNIQUE)")
             .unwrap();
@@ -489,6 +490,7 @@ mod tests {
         use std::sync::atomic::Ordering::SeqCst;
         for fail in [false, true] {
             let settles = std::sync::Arc::default();
+            crate::adapters::store::sqlite::configure_sqlite();
             let mut conn = SqliteConnection::establish(":memory:").unwrap();
             conn.batch_execute("CREATE TABLE t (v INTEGER NOT NULL)")
                 .unwrap();

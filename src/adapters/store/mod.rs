@@ -7,6 +7,7 @@ mod common;
 mod contract;
 mod gather;
 pub mod group_commit;
+mod pcache;
 #[cfg(test)]
 mod pg_scratch;
 pub mod postgres;

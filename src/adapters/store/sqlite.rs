@@ -276,19 +276,22 @@ impl WriterState for Writer {
 /// not `Sync`), so the lock SQLite takes around every call on a connection
 /// guards nothing. No memory statistics: SQLite would otherwise take a
 /// process-wide lock on every one of its allocations to count it.
-/// Together, 4% of the writer thread's samples.
-fn configure_sqlite() {
+/// Together, 4% of the writer thread's samples. Page caches that skip
+/// the truncations that drop nothing (`super::pcache`). Tests that open
+/// SQLite connections of their own call this first.
+pub(super) fn configure_sqlite() {
     use libsqlite3_sys as ffi;
     use std::os::raw::c_int;
 
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // SAFETY: both options are documented to take these arguments, and
+        // SAFETY: the options are documented to take these arguments, and
         // are called before SQLite is initialized or refused with an error.
         let refused = unsafe {
             [
                 ffi::sqlite3_config(ffi::SQLITE_CONFIG_MULTITHREAD),
                 ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int),
+                super::pcache::install(),
             ]
         }
         .iter()
