@@ -49,6 +49,14 @@ fn assert_cpu_figures(v: &Value) {
     assert!(v["server"]["cpu_secs"].is_number(), "server cpu: {v}");
     assert!(v["server"]["rss_after_kib"].as_u64().unwrap() > 0, "{v}");
     assert!(v["tool"]["cpu_secs"].is_number(), "tool cpu: {v}");
+    // The server's threads by name (comm, 15 bytes): async workers and
+    // the SQLite writer at least.
+    for name in ["tokio-rt-worker", "confab-sqlite-w"] {
+        let t = &v["server_threads"][name];
+        assert!(t["cpu_cores"].is_number(), "{name}: {v}");
+        assert!(t["voluntary_switches_per_sec"].is_number(), "{name}: {v}");
+        assert!(t["involuntary_switches_per_sec"].is_number(), "{name}: {v}");
+    }
 }
 
 fn assert_clean_run(v: &Value, lost_key: &str) {

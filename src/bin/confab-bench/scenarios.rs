@@ -18,7 +18,7 @@ use crate::net::{ConnectError, Ctx, ReaderOut, Session, Target, open};
 use crate::placement::Placement;
 use crate::precise;
 use crate::report::Report;
-use crate::stats::{Kind, ProcSample, Stats, proc_sample, round, self_usage};
+use crate::stats::{Kind, ProcSample, Stats, ThreadTimes, proc_sample, round, self_usage};
 
 /// Settings every scenario shares.
 pub struct Common {
@@ -240,7 +240,7 @@ fn sample_pairs(from: &Mark, to: &Mark) -> Option<Vec<(ProcSample, ProcSample)>>
     from.server
         .iter()
         .zip(&to.server)
-        .map(|(a, b)| Some(((*a)?, (*b)?)))
+        .map(|(a, b)| Some((a.clone()?, b.clone()?)))
         .collect()
 }
 
@@ -274,6 +274,7 @@ fn usage(c: &Common, from: &Mark, to: &Mark, per: &[(&str, u64)], report: &mut R
             server.insert("rss_before_kib".into(), json!(rss_before));
             server.insert("rss_after_kib".into(), json!(rss_after));
             report.top("server", Value::Object(server));
+            report.top("server_threads", thread_figures(&pairs, wall, per));
             if pids.len() > 1 {
                 let each: Vec<Value> = pids
                     .iter()
@@ -320,6 +321,44 @@ fn usage(c: &Common, from: &Mark, to: &Mark, per: &[(&str, u64)], report: &mut R
             frac * 100.0
         ));
     }
+}
+
+/// CPU and context switches between two samples per thread name, summed
+/// over the pids: which thread (writer, async workers, checkpointer) a
+/// change moved, where the process's total mixes them. A thread that
+/// started meanwhile counts from zero; one that ended is left out.
+fn thread_figures(pairs: &[(ProcSample, ProcSample)], wall: f64, per: &[(&str, u64)]) -> Value {
+    let mut sums = BTreeMap::<&str, ThreadTimes>::new();
+    for (from, to) in pairs {
+        for (name, b) in &to.threads {
+            let a = from.threads.get(name).copied().unwrap_or_default();
+            let sum = sums.entry(name).or_default();
+            sum.cpu_secs += (b.cpu_secs - a.cpu_secs).max(0.0);
+            sum.voluntary_switches += b.voluntary_switches.saturating_sub(a.voluntary_switches);
+            sum.involuntary_switches += b
+                .involuntary_switches
+                .saturating_sub(a.involuntary_switches);
+        }
+    }
+    let each = sums.into_iter().map(|(name, t)| {
+        let mut m = serde_json::Map::new();
+        m.insert("cpu_cores".into(), json!(round(t.cpu_secs / wall, 3)));
+        for (unit, count) in per {
+            let v = (*count > 0).then(|| round(t.cpu_secs * 1e6 / *count as f64, 2));
+            m.insert(format!("cpu_us_per_{unit}"), json!(v));
+        }
+        let rate = |n: u64| round(n as f64 / wall, 0);
+        m.insert(
+            "voluntary_switches_per_sec".into(),
+            json!(rate(t.voluntary_switches)),
+        );
+        m.insert(
+            "involuntary_switches_per_sec".into(),
+            json!(rate(t.involuntary_switches)),
+        );
+        (name.to_owned(), Value::Object(m))
+    });
+    Value::Object(each.collect())
 }
 
 /// RSS growth of a server (or the sum of several) while `sessions` connected.

@@ -264,35 +264,83 @@ impl BitSet {
 }
 
 /// CPU time and memory of another process, from `/proc`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ProcSample {
     /// utime + stime, in seconds.
     pub cpu_secs: f64,
     /// Resident set size, in KiB.
     pub rss_kib: u64,
+    /// The process's threads, summed by name (a name is the kernel's
+    /// `comm`, cut to 15 bytes: `tokio-rt-worker`, `confab-sqlite-w`).
+    pub threads: BTreeMap<String, ThreadTimes>,
 }
 
-/// Reads `/proc/PID/stat` and `/proc/PID/status`; None when unreadable.
-pub fn proc_sample(pid: u32) -> Option<ProcSample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// CPU time and context switches of the threads of one name.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadTimes {
+    /// utime + stime, in seconds.
+    pub cpu_secs: f64,
+    /// Switches away from a thread that waited (for I/O, a lock, a timer).
+    pub voluntary_switches: u64,
+    /// Switches away from a thread that could have run on.
+    pub involuntary_switches: u64,
+}
+
+/// The clock ticks per second that `/proc`'s CPU times count in.
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if tick > 0 { tick as f64 } else { 100.0 }
+}
+
+/// utime + stime, in ticks, from the text of a `stat` file.
+fn stat_ticks(stat: &str) -> Option<u64> {
     // The command name is in parentheses and may hold spaces: count fields
     // from after the last ')'; field 3 (state) is the first one there.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let tick = if tick > 0 { tick as f64 } else { 100.0 };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib = status
+    Some(utime + stime)
+}
+
+/// The number after `key` in the text of a `status` file.
+fn status_field(status: &str, key: &str) -> Option<u64> {
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())?;
+        .and_then(|v| v.parse().ok())
+}
+
+/// Reads `/proc/PID/stat`, `/proc/PID/status` and its threads' own;
+/// None when the process's files are unreadable (a thread that ended
+/// while they were read is left out).
+pub fn proc_sample(pid: u32) -> Option<ProcSample> {
+    let tick = clock_ticks();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib = status_field(&status, "VmRSS")?;
+    let mut threads = BTreeMap::<String, ThreadTimes>::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let dir = task.path();
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+        let (Some(comm), Some(stat), Some(status)) = (read("comm"), read("stat"), read("status"))
+        else {
+            continue;
+        };
+        let t = threads.entry(comm.trim_end().to_owned()).or_default();
+        t.cpu_secs += stat_ticks(&stat).unwrap_or(0) as f64 / tick;
+        t.voluntary_switches += status_field(&status, "voluntary_ctxt_switches").unwrap_or(0);
+        t.involuntary_switches += status_field(&status, "nonvoluntary_ctxt_switches").unwrap_or(0);
+    }
     Some(ProcSample {
-        cpu_secs: (utime + stime) as f64 / tick,
+        cpu_secs: stat_ticks(&stat)? as f64 / tick,
         rss_kib,
+        threads,
     })
 }
 
@@ -317,6 +365,33 @@ pub fn round(x: f64, d: i32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_files_are_read_past_a_command_name_with_spaces_and_parens() {
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 1000";
+        assert_eq!(stat_ticks(stat), Some(325));
+        let status = "Name:\tx\nVmRSS:\t  1234 kB\nvoluntary_ctxt_switches:\t17\n\
+                      nonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(status_field(status, "VmRSS"), Some(1234));
+        assert_eq!(status_field(status, "voluntary_ctxt_switches"), Some(17));
+        assert_eq!(status_field(status, "nonvoluntary_ctxt_switches"), Some(3));
+        assert_eq!(status_field(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn this_process_is_sampled_with_its_threads_by_name() {
+        let name = "bench-sampled";
+        let (stop, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || rx.recv())
+            .unwrap();
+        let s = proc_sample(std::process::id()).expect("own /proc is readable");
+        assert!(s.rss_kib > 0);
+        assert!(s.threads.contains_key(name), "{:?}", s.threads.keys());
+        drop(stop);
+        t.join().unwrap().unwrap_err();
+    }
 
     #[test]
     fn slow_deliveries_are_counted_by_the_window_they_were_sent_in() {
