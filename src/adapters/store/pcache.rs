@@ -312,6 +312,15 @@ mod tests {
         integrity_check: String,
     }
 
+    /// SQLite configured as the store does it, the wrapper installed.
+    fn configured() {
+        crate::adapters::store::sqlite::configure_sqlite();
+        assert!(
+            installed(),
+            "SQLite was initialized before the store configured it"
+        );
+    }
+
     fn insert(conn: &mut SqliteConnection, rows: u32, bytes: u32) {
         conn.batch_execute(&format!(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
@@ -322,11 +331,7 @@ mod tests {
 
     #[test]
     fn commits_after_page_splits_skip_the_truncation_and_the_database_stays_whole() {
-        crate::adapters::store::sqlite::configure_sqlite();
-        assert!(
-            installed(),
-            "SQLite was initialized before the store configured it"
-        );
+        configured();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.db");
         let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
@@ -411,11 +416,7 @@ mod tests {
 
     #[test]
     fn the_wrapped_cache_drops_what_a_truncation_asks_for_and_keeps_the_rest() {
-        crate::adapters::store::sqlite::configure_sqlite();
-        assert!(
-            installed(),
-            "SQLite was initialized before the store configured it"
-        );
+        configured();
         // SAFETY: SQLite initialized, then one cache used by this thread
         // alone, each page fetched before it is unpinned or renumbered.
         unsafe {
