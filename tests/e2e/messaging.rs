@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestServer, on_each_backend};
+use crate::helpers::{Account, Backend, Client, TestServer, on_each_backend};
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -498,18 +498,51 @@ on_each_backend!(
     mark_read_moves_forward_only_clamps_and_sends_receipts_to_other_sessions,
 );
 
-/// A client may keep many requests in flight: replies keep request order,
-/// its messages keep their order, and a request behind sends sees them.
-#[tokio::test]
-async fn requests_in_flight_together_are_answered_in_order_and_see_the_sends_before_them() {
+/// A server whose send rate limit these tests never reach, with ann and
+/// bob each connected once.
+async fn ann_and_bob_without_rate_limit() -> (TestServer, (Account, Client), (Account, Client)) {
     let s = TestServer::start_with(&[
         ("CONFAB_RATE_PER_SEC", "10000"),
         ("CONFAB_RATE_BURST", "10000"),
     ])
     .await;
     let (a, b) = (s.register("ann").await, s.register("bob").await);
-    let mut ca = s.connect(&a).await;
-    let mut cb = s.connect(&b).await;
+    let (ca, cb) = (s.connect(&a).await, s.connect(&b).await);
+    (s, (a, ca), (b, cb))
+}
+
+/// A session that gets events faster than its write pace gets them a few
+/// to a write; once they stop, its pace timer finds nothing to write and
+/// it waits unpaced again: a lone event later goes out at once, not when
+/// something else (the heartbeat, 30 s away) next wakes the session.
+#[tokio::test]
+async fn after_a_paced_run_of_events_a_lone_event_still_goes_out_at_once() {
+    let (_s, (_, mut ca), (b, mut cb)) = ann_and_bob_without_rate_limit().await;
+    // One at a time, each after the last one's ack: events reach bob's
+    // session one by one, more often than its writes' burst allows.
+    for i in 1..=40 {
+        ca.ack(
+            "sendPrivateMessage",
+            json!({"to": b.id, "body": format!("m{i}")}),
+        )
+        .await;
+    }
+    for want in 1..=40 {
+        assert_eq!(cb.event("message").await["message"]["seq"], want);
+    }
+    // Long enough for the pace timer to ring on an empty mailbox.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ca.ack("sendPrivateMessage", json!({"to": b.id, "body": "lone"}))
+        .await;
+    let lone = cb.event("message").await;
+    assert_eq!(lone["message"]["body"], "lone");
+}
+
+/// A client may keep many requests in flight: replies keep request order,
+/// its messages keep their order, and a request behind sends sees them.
+#[tokio::test]
+async fn requests_in_flight_together_are_answered_in_order_and_see_the_sends_before_them() {
+    let (_s, (_, mut ca), (b, mut cb)) = ann_and_bob_without_rate_limit().await;
     let first = ca
         .ack("sendPrivateMessage", json!({"to": b.id, "body": "m0"}))
         .await;

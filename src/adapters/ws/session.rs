@@ -395,30 +395,48 @@ impl Session<'_> {
                     if writing && !st.broken {
                         let now = Instant::now();
                         let at = st.pace.next_write();
-                        if st.urgent || now >= at || self.handle().crowded() {
-                            if st.pace_timer.take().is_some() {
-                                self.handle().set_paced(false);
-                            }
-                            if let Poll::Ready(Err(e)) = out.poll_send(ws, self.handle(), cx) {
+                        let wait = if st.urgent || now >= at || self.handle().crowded() {
+                            // Unpaced before the queue is taken: a frame pushed
+                            // from now on wakes the session, one pushed before
+                            // is in what `poll_send` takes.
+                            self.handle().set_paced(false);
+                            let sent = out.poll_send(ws, self.handle(), cx);
+                            if let Poll::Ready(Err(e)) = &sent {
                                 debug!(session = %self.caller().session, error = %e, "write failed");
                                 st.broken = true;
                             }
-                            if std::mem::take(&mut out.flushed) {
+                            let wrote = std::mem::take(&mut out.flushed);
+                            if wrote {
                                 st.pace.spend(now);
                                 st.urgent = false;
                             }
+                            // A write that spent the budget: the next one waits
+                            // for the pace whatever comes, so the session waits
+                            // for it from now on, and the frames pushed meanwhile
+                            // need not wake it. A busy session is then woken once
+                            // a write, by its timer, rather than twice (by the
+                            // first frame after a write, to start waiting, and
+                            // by the timer); once idle, the timer finds nothing
+                            // to write, and the session waits unpaced again.
+                            let next = st.pace.next_write();
+                            (wrote && sent.is_ready() && !st.broken && next > now).then_some(next)
                         } else {
-                            let paced = st.pace_timer.get_or_insert_with(|| {
+                            Some(at)
+                        };
+                        match wait {
+                            Some(at) => {
+                                let paced =
+                                    st.pace_timer.get_or_insert_with(|| Box::pin(sleep_until(at)));
                                 self.handle().set_paced(true);
-                                Box::pin(sleep_until(at))
-                            });
-                            if paced.deadline() != at {
-                                paced.as_mut().reset(at);
+                                if paced.deadline() != at {
+                                    paced.as_mut().reset(at);
+                                }
+                                if paced.as_mut().poll(cx).is_ready() {
+                                    // Due already: poll again, and write.
+                                    cx.waker().wake_by_ref();
+                                }
                             }
-                            if paced.as_mut().poll(cx).is_ready() {
-                                // Due already: poll again, and write.
-                                cx.waker().wake_by_ref();
-                            }
+                            None => st.pace_timer = None,
                         }
                     }
                     // The answer is awaited before anything else is read: replies
