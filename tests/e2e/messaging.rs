@@ -499,8 +499,8 @@ on_each_backend!(
 );
 
 /// A server whose send rate limit these tests never reach, with ann and
-/// bob each connected once.
-async fn ann_and_bob_without_rate_limit() -> (TestServer, (Account, Client), (Account, Client)) {
+/// bob each connected once: ann's client, bob, and bob's client.
+async fn ann_and_bob_without_rate_limit() -> (TestServer, Client, Account, Client) {
     let s = TestServer::start_with(&[
         ("CONFAB_RATE_PER_SEC", "10000"),
         ("CONFAB_RATE_BURST", "10000"),
@@ -508,7 +508,7 @@ async fn ann_and_bob_without_rate_limit() -> (TestServer, (Account, Client), (Ac
     .await;
     let (a, b) = (s.register("ann").await, s.register("bob").await);
     let (ca, cb) = (s.connect(&a).await, s.connect(&b).await);
-    (s, (a, ca), (b, cb))
+    (s, ca, b, cb)
 }
 
 /// A session that gets events faster than its write pace gets them a few
@@ -517,7 +517,7 @@ async fn ann_and_bob_without_rate_limit() -> (TestServer, (Account, Client), (Ac
 /// something else (the heartbeat, 30 s away) next wakes the session.
 #[tokio::test]
 async fn after_a_paced_run_of_events_a_lone_event_still_goes_out_at_once() {
-    let (_s, (_, mut ca), (b, mut cb)) = ann_and_bob_without_rate_limit().await;
+    let (_s, mut ca, b, mut cb) = ann_and_bob_without_rate_limit().await;
     // One at a time, each after the last one's ack: events reach bob's
     // session one by one, more often than its writes' burst allows.
     for i in 1..=40 {
@@ -542,7 +542,7 @@ async fn after_a_paced_run_of_events_a_lone_event_still_goes_out_at_once() {
 /// its messages keep their order, and a request behind sends sees them.
 #[tokio::test]
 async fn requests_in_flight_together_are_answered_in_order_and_see_the_sends_before_them() {
-    let (_s, (_, mut ca), (b, mut cb)) = ann_and_bob_without_rate_limit().await;
+    let (_s, mut ca, b, mut cb) = ann_and_bob_without_rate_limit().await;
     let first = ca
         .ack("sendPrivateMessage", json!({"to": b.id, "body": "m0"}))
         .await;
