@@ -382,10 +382,16 @@ mod tests {
     fn this_process_is_sampled_with_its_threads_by_name() {
         let name = "bench-sampled";
         let (stop, rx) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        // The new thread names itself once it runs, so sample only after it has.
         let t = std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || rx.recv())
+            .spawn(move || {
+                started.send(()).unwrap();
+                rx.recv()
+            })
             .unwrap();
+        running.recv().unwrap();
         let s = proc_sample(std::process::id()).expect("own /proc is readable");
         assert!(s.rss_kib > 0);
         assert!(s.threads.contains_key(name), "{:?}", s.threads.keys());
