@@ -10,6 +10,12 @@ use serde::Deserialize;
 
 use crate::adapters::cluster::ClusterSettings;
 use crate::adapters::cluster::fault::Faults;
+use crate::adapters::wire::MAX_REPLY_BYTES;
+use crate::adapters::ws::MAX_QUEUE_FRAMES;
+
+/// The least `outbound_session_bytes` may be: room for the largest reply
+/// and the events around it.
+const MIN_SESSION_BYTES: usize = 4 * MAX_REPLY_BYTES;
 
 /// Every setting, with its key in `confab.toml`; the environment variable is
 /// `CONFAB_` and the key in capitals.
@@ -44,6 +50,14 @@ pub struct Settings {
     pub log: String,
     /// Frames a session's outbound queue holds before the session is closed as slow (4008).
     pub outbound_queue: usize,
+    /// Bytes waiting for one session before it is closed as slow (4008).
+    pub outbound_session_bytes: usize,
+    /// Bytes waiting across every session before those holding over 1 MiB
+    /// are closed as slow (4008).
+    pub outbound_total_bytes: usize,
+    /// Seconds a session's socket may take nothing while bytes wait for it
+    /// before it is closed as slow (4008).
+    pub slow_consumer_secs: u8,
     /// Seconds shutdown waits for sessions and requests to finish.
     pub shutdown_grace_secs: u64,
     /// argon2id memory cost in KiB (lower it only for tests and benchmarks).
@@ -96,7 +110,10 @@ impl Settings {
             .and_then(|b| b.set_default("heartbeat_secs", 30))
             .and_then(|b| b.set_default("max_sessions_per_user", 10))
             .and_then(|b| b.set_default("log", "info"))
-            .and_then(|b| b.set_default("outbound_queue", 1024))
+            .and_then(|b| b.set_default("outbound_queue", 4096))
+            .and_then(|b| b.set_default("outbound_session_bytes", 32 << 20))
+            .and_then(|b| b.set_default("outbound_total_bytes", 512 << 20))
+            .and_then(|b| b.set_default("slow_consumer_secs", 5))
             .and_then(|b| b.set_default("shutdown_grace_secs", 10))
             .and_then(|b| b.set_default("argon2_memory_kib", 19_456))
             .and_then(|b| b.set_default("argon2_iterations", 2))
@@ -132,6 +149,9 @@ impl Settings {
                 u64::from(self.max_sessions_per_user),
             ),
             ("outbound_queue", self.outbound_queue as u64),
+            ("outbound_session_bytes", self.outbound_session_bytes as u64),
+            ("outbound_total_bytes", self.outbound_total_bytes as u64),
+            ("slow_consumer_secs", u64::from(self.slow_consumer_secs)),
             ("argon2_iterations", u64::from(self.argon2_iterations)),
             ("cluster_reorder_ms", self.cluster_reorder_ms),
             ("cluster_resync_secs", self.cluster_resync_secs),
@@ -141,6 +161,16 @@ impl Settings {
             if value == 0 {
                 return Err(ConfigError(format!("{key} must be at least 1")));
             }
+        }
+        if self.outbound_queue > MAX_QUEUE_FRAMES {
+            return Err(ConfigError(format!(
+                "outbound_queue must be at most {MAX_QUEUE_FRAMES}"
+            )));
+        }
+        if self.outbound_session_bytes < MIN_SESSION_BYTES {
+            return Err(ConfigError(format!(
+                "outbound_session_bytes must be at least {MIN_SESSION_BYTES} (the largest reply and then some)"
+            )));
         }
         if self.argon2_memory_kib < 8 {
             return Err(ConfigError("argon2_memory_kib must be at least 8".into()));
@@ -367,6 +397,9 @@ mod tests {
             max_sessions_per_user: 1,
             log: "info".into(),
             outbound_queue: 1,
+            outbound_session_bytes: 1,
+            outbound_total_bytes: 1,
+            slow_consumer_secs: 1,
             shutdown_grace_secs: 1,
             argon2_memory_kib: 8,
             argon2_iterations: 1,

@@ -12,8 +12,8 @@ use confab::adapters::metrics::Metrics;
 use confab::adapters::presence::InMemoryPresence;
 use confab::adapters::server::{self, Wiring};
 use confab::adapters::store::{PgStore, SqliteStore};
-use confab::adapters::ws::SessionRegistry;
 use confab::adapters::ws::session::WsSettings;
+use confab::adapters::ws::{Outbound, SessionRegistry};
 use confab::config::{Database, Settings};
 use confab::domain::ports::{MessageStore, PresenceRegistry, Transport, UserStore};
 use confab::domain::service::{ChatService, Limits, Ports};
@@ -145,7 +145,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             heartbeat: settings.heartbeat(),
             rate_per_sec,
             rate_burst,
-            queue_capacity: settings.outbound_queue,
+            outbound: Arc::new(Outbound::new(
+                settings.outbound_queue,
+                settings.outbound_session_bytes,
+                settings.outbound_total_bytes,
+                settings.slow_consumer_secs,
+            )),
             close_timeout: std::time::Duration::from_secs(10),
         },
         grace: settings.shutdown_grace(),

@@ -364,7 +364,7 @@ async fn upgrade(
         .map_err(|_| ApiError::bad_request("invalid WebSocket handshake"))?;
     state.service().open_session(&caller).await?;
 
-    let handle = Mailbox::new(caller.session.clone(), env.settings.queue_capacity);
+    let handle = Mailbox::new(caller.session.clone(), env.settings.outbound.clone());
     // The welcome goes in first, so it precedes every event on this session.
     let welcome = wire::event_frame(
         "welcome",

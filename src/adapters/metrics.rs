@@ -193,6 +193,10 @@ pub struct Metrics {
     pub events_queued: Counter,
     /// HTTP requests served since start.
     pub http_requests: Counter,
+    /// WebSocket writes that failed (the peer gone, or a frame refused).
+    pub write_failures: Counter,
+    /// Bytes waiting to be written across every session (updated each second).
+    pub outbound_bytes: Gauge,
     /// Cluster delivery and presence.
     pub cluster: ClusterMetrics,
     /// The SQLite store's writer (empty on PostgreSQL).
@@ -212,6 +216,8 @@ impl Default for Metrics {
             messages_acked: Counter::default(),
             events_queued: Counter::default(),
             http_requests: Counter::default(),
+            write_failures: Counter::default(),
+            outbound_bytes: Gauge::default(),
             cluster: ClusterMetrics::default(),
             store: StoreMetrics::default(),
             registry: Registry::default(),
@@ -252,6 +258,16 @@ impl Default for Metrics {
             "http_requests",
             "HTTP requests served",
             m.http_requests.clone(),
+        );
+        registry.register(
+            "ws_write_failures",
+            "WebSocket writes that failed (the peer gone, or a frame refused)",
+            m.write_failures.clone(),
+        );
+        registry.register(
+            "outbound_queued_bytes",
+            "Bytes waiting to be written across every WebSocket session",
+            m.outbound_bytes.clone(),
         );
         m.cluster.register(&mut registry);
         m.store.register(&mut registry);

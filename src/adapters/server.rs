@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use super::cluster::Cluster;
 use super::http::{self, HttpState, MAX_BODY_BYTES};
 use super::metrics::Metrics;
+use super::wire::MAX_REPLY_BYTES;
 use super::ws::SessionRegistry;
 use super::ws::alarms::Alarms;
 use super::ws::session::{SessionEnv, WsSettings};
@@ -53,12 +54,18 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
     // a few hundred bytes costs a few of them.
     // Frames are written out only on flush, so a burst of events leaves in
     // one write.
+    // What waits to be written is bounded by `Outbound`, in frames and
+    // bytes, before it reaches tungstenite; its own buffer holds the write
+    // buffer and one frame at most, so its bound only has to let the
+    // largest frame through (a reply is at most `MAX_REPLY_BYTES`): a
+    // tighter one refused large replies and ended the session.
+    let write_buffer = 16 * 1024;
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_BODY_BYTES))
         .max_frame_size(Some(MAX_BODY_BYTES))
         .read_buffer_size(64)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(MAX_BODY_BYTES * 4);
+        .write_buffer_size(write_buffer)
+        .max_write_buffer_size(write_buffer + 4 * MAX_REPLY_BYTES);
     // One timer rings every session's heartbeat, expiry and drain.
     let alarms = Alarms::new();
     let ringer = {
@@ -81,6 +88,19 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
             governor::Quota::per_second(wiring.auth_rate.0).allow_burst(wiring.auth_rate.1),
         ),
     });
+    // Sessions whose sockets take nothing while bytes wait are cut off.
+    let stalls = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let sessions = &state.sessions;
+                sessions.registry.sweep(&sessions.settings.outbound);
+            }
+        })
+    };
     // Forget addresses that have been quiet, so the limiter stays small.
     let sweeper = {
         let state = state.clone();
@@ -134,6 +154,7 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
     }
     drop(listener);
     sweeper.abort();
+    stalls.abort();
     info!("shutting down: closing sessions");
     stop.cancel();
     state.sessions.registry.shut_down();

@@ -6,6 +6,7 @@ use hyper_tungstenite::tungstenite::Utf8Bytes;
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::domain::conversation::MAX_ROOM_NAME_CHARS;
@@ -174,6 +175,68 @@ fn to_text<T: Serialize>(frame: &Frame<'_, T>) -> Utf8Bytes {
     String::from_utf8(text).expect("JSON is UTF-8").into()
 }
 
+/// The most bytes of items one reply lists: `getHistory`, `listRooms` and
+/// `getConversations` list fewer items, with `hasMore`, rather than more.
+/// Far above any one item (a message of 4,000 escaped control characters
+/// is 24 KB, a conversation with 100 members and such a last message under
+/// 40 KB), so a reply always has room for its first.
+pub const MAX_REPLY_BYTES: usize = 256 * 1024;
+
+/// Items serialized in turn until they would pass `budget` bytes, the first
+/// always; and whether any was left out for it.
+pub fn fit<T: Serialize>(
+    items: impl ExactSizeIterator<Item = T>,
+    budget: usize,
+) -> (Vec<Box<RawValue>>, bool) {
+    let total = items.len();
+    let mut kept: Vec<Box<RawValue>> = Vec::with_capacity(total);
+    let mut used = 0;
+    for item in items {
+        // Our own DTOs always serialize.
+        let raw = serde_json::value::to_raw_value(&item).expect("wire DTOs serialize");
+        // One comma between items.
+        used += raw.get().len() + 1;
+        if used > budget && !kept.is_empty() {
+            break;
+        }
+        kept.push(raw);
+    }
+    let cut = kept.len() < total;
+    (kept, cut)
+}
+
+/// `getHistory`'s ack content.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryContent {
+    /// Oldest first.
+    pub messages: Vec<Box<RawValue>>,
+    /// More exist beyond this page, in the direction it was read.
+    pub has_more: bool,
+}
+
+/// `listRooms`' ack content.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomsContent {
+    /// By name.
+    pub rooms: Vec<Box<RawValue>>,
+    /// The reply was cut short by its size: more rooms match.
+    pub has_more: bool,
+}
+
+/// `getConversations`' ack content.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationsContent<'a> {
+    /// Most recently active first.
+    pub conversations: Vec<Box<RawValue>>,
+    /// More follow: ask again with `cursor: nextCursor`.
+    pub has_more: bool,
+    /// What to pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<&'a str>,
+}
+
 /// An `ack` frame answering request `id`.
 pub fn ack<T: Serialize>(id: Option<&str>, content: T) -> Utf8Bytes {
     to_text(&Frame {
@@ -338,7 +401,10 @@ pub enum Request {
         query: HistoryQuery,
     },
     /// `getConversations`.
-    GetConversations,
+    GetConversations {
+        /// Continue after the page that ended here (a `nextCursor`).
+        cursor: Option<ConversationId>,
+    },
     /// `markRead`.
     MarkRead {
         /// Where.
@@ -563,7 +629,9 @@ impl Request {
                 )
                 .map_err(|e| e.to_string())?,
             },
-            "getConversations" => Self::GetConversations,
+            "getConversations" => Self::GetConversations {
+                cursor: f.opt_id("cursor")?.map(ConversationId::new),
+            },
             "markRead" => Self::MarkRead {
                 conversation_id: f.conversation()?,
                 seq: f.opt_uint("seq")?.ok_or("seq is required")?,
@@ -649,6 +717,14 @@ impl Fields<'_> {
                 Err(format!("{name} must be at most {MAX_ID_CHARS} characters"))
             }
             _ => Err(format!("{name} is required and must be a non-empty string")),
+        }
+    }
+
+    /// An optional id: absent or null is `None`.
+    fn opt_id(&self, name: &str) -> Result<Option<String>, String> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => self.id(name).map(Some),
         }
     }
 

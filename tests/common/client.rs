@@ -63,6 +63,11 @@ impl Client {
         self.ws.send(frame).await.unwrap();
     }
 
+    /// Sends a text frame; false when the connection is gone.
+    pub async fn try_send_text(&mut self, text: &str) -> bool {
+        self.ws.send(Message::text(text)).await.is_ok()
+    }
+
     /// Sends a text frame.
     pub async fn send_text(&mut self, text: &str) {
         self.send(Message::text(text)).await;

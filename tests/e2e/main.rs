@@ -11,6 +11,7 @@ mod http_api;
 mod lifecycle;
 mod limits;
 mod messaging;
+mod outbound;
 mod postgres;
 mod presence;
 mod rooms;

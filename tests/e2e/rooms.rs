@@ -508,10 +508,11 @@ async fn one_message_in_a_2000_member_room_reaches_every_member_session_exactly_
     let started = std::time::Instant::now();
     let mut env = FAST.to_vec();
     // Connecting 2,000 contacts means ~2 million presence events; the owner
-    // reads them only at the end, so neither its queue nor its heartbeat
-    // may cut it off meanwhile.
+    // reads them only at the end, so neither its queue, nor its stall
+    // sweep, nor its heartbeat may cut it off meanwhile.
     env.extend([
-        ("CONFAB_OUTBOUND_QUEUE", "100000"),
+        ("CONFAB_OUTBOUND_QUEUE", "65535"),
+        ("CONFAB_SLOW_CONSUMER_SECS", "255"),
         ("CONFAB_HEARTBEAT_SECS", "3600"),
     ]);
     let s = TestServer::start_with(&env).await;

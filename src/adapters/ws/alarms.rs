@@ -152,7 +152,10 @@ mod tests {
     use crate::domain::SessionId;
 
     fn mailbox() -> Arc<Mailbox> {
-        Mailbox::new(SessionId::new("s"), 4)
+        Mailbox::new(
+            SessionId::new("s"),
+            Arc::new(super::super::Outbound::new(4, 1 << 20, 1 << 20, 5)),
+        )
     }
 
     fn driven() -> Arc<Alarms> {

@@ -6,4 +6,4 @@ pub mod registry;
 pub mod session;
 pub mod socket;
 
-pub use registry::{Mailbox, SessionHandle, SessionRegistry};
+pub use registry::{MAX_QUEUE_FRAMES, Mailbox, Outbound, SessionHandle, SessionRegistry};

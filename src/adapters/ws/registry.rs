@@ -1,12 +1,15 @@
 //! Sessions of this process, by user, and delivery of events to them.
 //!
-//! Each session has a bounded outbound queue. Delivery never waits: an event
-//! that does not fit closes that session with 4008 (slow consumer), so one
-//! stalled client cannot slow anybody else. The client catches up from the
-//! store when it reconnects.
+//! Each session has an outbound queue bounded in frames and in bytes, and
+//! all sessions together share a budget of bytes. Delivery never waits: an
+//! event that does not fit closes that session with 4008 (slow consumer),
+//! so one stalled client cannot slow anybody else, nor run the host out of
+//! memory. A session whose socket takes nothing for a few seconds while
+//! bytes wait for it is closed the same way ([`SessionRegistry::sweep`]).
+//! The client catches up from the store when it reconnects.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::Waker;
 
@@ -24,6 +27,10 @@ use crate::domain::{SessionId, UserId};
 
 /// Close code: server going away (shutdown).
 pub const GOING_AWAY: u16 = 1001;
+/// Close code: the peer broke the WebSocket protocol (RFC 6455, 7.4.1).
+pub const PROTOCOL_ERROR: u16 = 1002;
+/// Close code: a text frame that is not UTF-8 (RFC 6455, 7.4.1).
+pub const INVALID_DATA: u16 = 1007;
 /// Close code: frame too large.
 pub const TOO_LARGE: u16 = 1009;
 /// Close code: the session's token expired.
@@ -43,15 +50,86 @@ const NO_ALARM: u64 = u64::MAX - 1;
 /// What [`Mailbox::alarm`] holds once its alarm rang, until the session sees it.
 const RANG: u64 = u64::MAX;
 
+/// [`Mailbox::pending`] counts bytes in its low 48 bits and frames above
+/// them: one atomic for both, so a push checks both limits at once and the
+/// mailbox stays 128 bytes.
+const BYTE_BITS: u32 = 48;
+/// The byte count's bits of [`Mailbox::pending`].
+const BYTE_MASK: u64 = (1 << BYTE_BITS) - 1;
+/// One frame, as [`Mailbox::pending`] counts it.
+const ONE_FRAME: u64 = 1 << BYTE_BITS;
+/// The most frames a session's queue may be configured to hold.
+pub const MAX_QUEUE_FRAMES: usize = (1 << (64 - BYTE_BITS)) - 1;
+
+/// What a queued frame costs beyond its payload: its slot in the queue and
+/// its share of the bookkeeping. Counted so that many small frames are
+/// bounded as surely as a few large ones.
+const FRAME_OVERHEAD: usize = 64;
+
+/// Bytes waiting for a session beyond which its requests are not read
+/// until they drain (its replies cannot pile up), and beyond which it is
+/// closed when every session together is over the shared budget.
+pub const READ_PAUSE_BYTES: usize = 1 << 20;
+
+/// Bytes waiting for a session beyond which it is written at once,
+/// whatever its pace.
+const CROWDED_BYTES: usize = 256 << 10;
+
 /// The reason sent in the close frame with `code`.
 fn reason_for(code: u16) -> &'static str {
     match code {
         GOING_AWAY => "server going away",
+        PROTOCOL_ERROR => "protocol error",
+        INVALID_DATA => "invalid UTF-8",
         TOO_LARGE => "frame too large",
         TOKEN_EXPIRED => "token expired",
         SLOW_CONSUMER => "slow consumer",
         _ => "",
     }
+}
+
+/// How much may wait to be written: per session in frames and bytes, and
+/// across every session in bytes. One value shared by every mailbox, with
+/// the running total.
+#[derive(Debug)]
+pub struct Outbound {
+    /// Frames one session may have waiting.
+    frames: usize,
+    /// Bytes one session may have waiting.
+    session_bytes: usize,
+    /// Bytes every session together may have waiting before the sessions
+    /// holding more than [`READ_PAUSE_BYTES`] are closed.
+    total_bytes: usize,
+    /// Sweeps in a row (one a second) that a session may have bytes waiting
+    /// and its socket take none before it is closed.
+    stall_sweeps: u8,
+    /// Bytes waiting across every session. A frame shared by many sessions
+    /// (a room's event) counts once for each: what each must still be sent.
+    queued: AtomicUsize,
+}
+
+impl Outbound {
+    /// The limits: frames and bytes per session, bytes in all, and the
+    /// seconds (sweeps) a session may make no progress while data waits.
+    pub fn new(frames: usize, session_bytes: usize, total_bytes: usize, stall_secs: u8) -> Self {
+        Self {
+            frames: frames.min(MAX_QUEUE_FRAMES),
+            session_bytes,
+            total_bytes,
+            stall_sweeps: stall_secs.max(1),
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes waiting to be written across every session.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+/// What a frame counts for against the outbound limits.
+pub fn cost(frame: &Frame) -> usize {
+    FRAME_OVERHEAD + frame.len()
 }
 
 /// One session's mailbox, shared by the registry (which delivers into it)
@@ -64,12 +142,14 @@ fn reason_for(code: u16) -> &'static str {
 #[derive(Debug)]
 pub struct Mailbox {
     id: SessionId,
-    capacity: usize,
+    /// The limits, and the running total of every session.
+    outbound: Arc<Outbound>,
     queue: Mutex<VecDeque<Frame>>,
-    /// Frames queued and not yet handed to the socket, those the session
-    /// took out of `queue` included; counted apart from the lock so a full
-    /// mailbox is refused without taking it.
-    pending: AtomicUsize,
+    /// Frames and bytes queued and not yet handed to the socket, those the
+    /// session took out of `queue` included, packed as [`BYTE_BITS`] says;
+    /// counted apart from the lock so a full mailbox is refused without
+    /// taking it.
+    pending: AtomicU64,
     /// The close code asked for, [`OPEN`] until then. A code rather than
     /// a code and its text: the text follows from the code ([`reason_for`]),
     /// and the 28 bytes saved take the mailbox down to 128.
@@ -80,6 +160,10 @@ pub struct Mailbox {
     /// queue by itself, so a frame need not wake it (a wake-up per event
     /// was most of what a busy room's delivery cost).
     paced: AtomicBool,
+    /// The socket took bytes since the last sweep.
+    progress: AtomicBool,
+    /// Sweeps in a row that found bytes waiting and no progress.
+    stalls: AtomicU8,
     /// The session's alarm (`super::alarms`): when it is due, in the
     /// alarms' milliseconds, [`RANG`] once rung, or [`NO_ALARM`].
     alarm: AtomicU64,
@@ -89,16 +173,18 @@ pub struct Mailbox {
 pub type SessionHandle = Arc<Mailbox>;
 
 impl Mailbox {
-    /// An empty mailbox for `id` that holds up to `capacity` frames.
-    pub fn new(id: SessionId, capacity: usize) -> SessionHandle {
+    /// An empty mailbox for `id`, bounded by `outbound`.
+    pub fn new(id: SessionId, outbound: Arc<Outbound>) -> SessionHandle {
         Arc::new(Self {
             id,
-            capacity,
+            outbound,
             queue: Mutex::default(),
-            pending: AtomicUsize::new(0),
+            pending: AtomicU64::new(0),
             close: AtomicU32::new(OPEN),
             waker: AtomicWaker::new(),
             paced: AtomicBool::new(false),
+            progress: AtomicBool::new(false),
+            stalls: AtomicU8::new(0),
             alarm: AtomicU64::new(NO_ALARM),
         })
     }
@@ -108,10 +194,24 @@ impl Mailbox {
         &self.id
     }
 
-    /// Queues a frame without waiting; a full mailbox closes the session with 4008.
+    /// Queues a frame without waiting. A frame that does not fit the
+    /// session's limits, or that comes while every session together is
+    /// over budget and this one holds more than its share, closes the
+    /// session with 4008 instead.
     pub fn push(&self, frame: Frame) -> bool {
-        if self.pending.fetch_add(1, Ordering::AcqRel) >= self.capacity {
-            self.pending.fetch_sub(1, Ordering::AcqRel);
+        let cost = cost(&frame);
+        let added = ONE_FRAME | cost as u64;
+        let before = self.pending.fetch_add(added, Ordering::AcqRel);
+        let frames = (before >> BYTE_BITS) as usize + 1;
+        let bytes = (before & BYTE_MASK) as usize + cost;
+        let limits = &*self.outbound;
+        let total = limits.queued.fetch_add(cost, Ordering::AcqRel) + cost;
+        if frames > limits.frames
+            || bytes > limits.session_bytes
+            || (total > limits.total_bytes && bytes > READ_PAUSE_BYTES)
+        {
+            self.pending.fetch_sub(added, Ordering::AcqRel);
+            limits.queued.fetch_sub(cost, Ordering::AcqRel);
             self.close(SLOW_CONSUMER);
             return false;
         }
@@ -122,10 +222,18 @@ impl Mailbox {
         true
     }
 
-    /// Half full or more: write now, whatever the pace, so that only a
-    /// client that does not read is ever closed as a slow consumer.
+    /// Half full or more, in frames, or a quarter of [`READ_PAUSE_BYTES`]
+    /// waiting: write now, whatever the pace, so that only a client that
+    /// does not read is ever closed as a slow consumer.
     pub fn crowded(&self) -> bool {
-        self.pending.load(Ordering::Acquire) * 2 >= self.capacity
+        let pending = self.pending.load(Ordering::Acquire);
+        (pending >> BYTE_BITS) as usize * 2 >= self.outbound.frames
+            || (pending & BYTE_MASK) as usize >= CROWDED_BYTES
+    }
+
+    /// Bytes waiting to be written to this session.
+    pub fn pending_bytes(&self) -> usize {
+        (self.pending.load(Ordering::Acquire) & BYTE_MASK) as usize
     }
 
     /// Whether pushes wake the session: not while it waits for its pace.
@@ -143,9 +251,36 @@ impl Mailbox {
         std::mem::take(&mut *self.lock())
     }
 
-    /// Records that `n` frames taken out went to the socket, making room.
-    pub fn sent(&self, n: usize) {
-        self.pending.fetch_sub(n, Ordering::AcqRel);
+    /// Records that `frames` frames taken out, costing `bytes` ([`cost`]),
+    /// went to the socket, making room.
+    pub fn sent(&self, frames: usize, bytes: usize) {
+        self.pending.fetch_sub(
+            ((frames as u64) << BYTE_BITS) | bytes as u64,
+            Ordering::AcqRel,
+        );
+        self.outbound.queued.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Notes that the socket took bytes: the session is making progress.
+    pub fn progressed(&self) {
+        self.progress.store(true, Ordering::Release);
+    }
+
+    /// One sweep: a session with bytes waiting that has made no progress
+    /// for the configured number of sweeps in a row is closed with 4008.
+    /// Returns whether this sweep closed it.
+    fn sweep(&self) -> bool {
+        let waiting = self.pending_bytes() != 0;
+        if !waiting || self.progress.swap(false, Ordering::AcqRel) {
+            self.stalls.store(0, Ordering::Release);
+            return false;
+        }
+        let stalls = self.stalls.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+        if stalls >= self.outbound.stall_sweeps && self.reason().is_none() {
+            self.close(SLOW_CONSUMER);
+            return true;
+        }
+        false
     }
 
     /// Notes the session's alarm as due at `ms`, in place of any other.
@@ -191,6 +326,14 @@ impl Mailbox {
     fn lock(&self) -> MutexGuard<'_, VecDeque<Frame>> {
         // Pushing and taking cannot leave the queue half-changed.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Mailbox {
+    /// What was still waiting will never be written: it leaves the total.
+    fn drop(&mut self) {
+        let left = (*self.pending.get_mut() & BYTE_MASK) as usize;
+        self.outbound.queued.fetch_sub(left, Ordering::AcqRel);
     }
 }
 
@@ -260,6 +403,24 @@ impl SessionRegistry {
         }
     }
 
+    /// Closes with 4008 every session whose socket took nothing while bytes
+    /// waited for it, sweep after sweep; run once a second. Also brings the
+    /// outbound gauge up to date. Returns how many it closed.
+    pub fn sweep(&self, outbound: &Outbound) -> usize {
+        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        let closed = sessions
+            .by_user
+            .values()
+            .flatten()
+            .filter(|handle| handle.sweep())
+            .count();
+        drop(sessions);
+        self.metrics
+            .outbound_bytes
+            .set(i64::try_from(outbound.queued()).unwrap_or(i64::MAX));
+        closed
+    }
+
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Sessions> {
         // Every change to the map is a single insert or remove: a panic
         // elsewhere cannot leave it half-changed.
@@ -305,8 +466,17 @@ pub(super) mod tests {
     use super::*;
     use crate::domain::{Presence, Status, User, Username};
 
+    /// Limits of `frames` frames and ample bytes, as most tests want.
+    fn limits(frames: usize) -> Arc<Outbound> {
+        Arc::new(Outbound::new(frames, 1 << 30, 1 << 30, 3))
+    }
+
     fn handle(id: &str, capacity: usize) -> SessionHandle {
-        Mailbox::new(SessionId::new(id), capacity)
+        Mailbox::new(SessionId::new(id), limits(capacity))
+    }
+
+    fn text(len: usize) -> Frame {
+        Frame::Text("x".repeat(len).into())
     }
 
     fn taken(h: &Mailbox) -> Vec<Frame> {
@@ -378,8 +548,8 @@ pub(super) mod tests {
         let h = handle("h", 2);
         h.push(Frame::Ping(Default::default()));
         h.push(Frame::Ping(Default::default()));
-        taken(&h);
-        h.sent(2);
+        let frames = taken(&h);
+        h.sent(2, frames.iter().map(cost).sum());
         assert!(h.push(Frame::Ping(Default::default())));
         assert_eq!(h.reason(), None);
     }
@@ -459,5 +629,102 @@ pub(super) mod tests {
         h.close(SLOW_CONSUMER);
         h.close(GOING_AWAY);
         assert_eq!(h.reason(), Some((SLOW_CONSUMER, "slow consumer")));
+    }
+
+    #[test]
+    fn a_session_over_its_bytes_is_closed_with_4008_whatever_its_frames() {
+        let outbound = Arc::new(Outbound::new(100, 10_000, 1 << 30, 3));
+        let h = Mailbox::new(SessionId::new("h"), outbound.clone());
+        assert!(h.push(text(4_000)));
+        assert!(h.push(text(4_000)));
+        assert_eq!(h.pending_bytes(), 2 * (4_000 + FRAME_OVERHEAD));
+        assert!(!h.push(text(4_000)), "a third would pass 10,000 bytes");
+        assert_eq!(h.reason(), Some((SLOW_CONSUMER, "slow consumer")));
+        assert_eq!(
+            outbound.queued(),
+            h.pending_bytes(),
+            "the refused frame left no count"
+        );
+    }
+
+    #[test]
+    fn over_the_shared_budget_only_sessions_holding_more_than_their_share_are_closed() {
+        let outbound = Arc::new(Outbound::new(10_000, 1 << 30, 3 * READ_PAUSE_BYTES, 3));
+        let (big, small) = (
+            Mailbox::new(SessionId::new("big"), outbound.clone()),
+            Mailbox::new(SessionId::new("small"), outbound.clone()),
+        );
+        let chunk = 60_000;
+        // The large backlog grows past its share while the total is within budget.
+        while outbound.queued() + chunk < 3 * READ_PAUSE_BYTES {
+            assert!(big.push(text(chunk)));
+        }
+        assert!(big.pending_bytes() > READ_PAUSE_BYTES);
+        // Now over budget: the small one still gets its frames...
+        assert!(small.push(text(chunk)));
+        assert!(small.push(text(chunk)));
+        assert_eq!(small.reason(), None);
+        // ...and the large one is cut at its next.
+        assert!(!big.push(text(10)));
+        assert_eq!(big.reason(), Some((SLOW_CONSUMER, "slow consumer")));
+    }
+
+    #[test]
+    fn bytes_sent_or_never_sent_leave_the_shared_total() {
+        let outbound = limits(10);
+        let h = Mailbox::new(SessionId::new("h"), outbound.clone());
+        h.push(text(100));
+        h.push(text(200));
+        let frames = taken(&h);
+        h.sent(1, cost(&frames[0]));
+        assert_eq!(outbound.queued(), cost(&frames[1]));
+        assert_eq!(h.pending_bytes(), cost(&frames[1]));
+        h.push(text(300));
+        drop(h);
+        assert_eq!(
+            outbound.queued(),
+            0,
+            "a dropped mailbox gives back what waited"
+        );
+    }
+
+    #[test]
+    fn a_session_with_bytes_waiting_and_no_progress_is_closed_after_its_sweeps() {
+        let reg = SessionRegistry::new(Arc::default());
+        let outbound = limits(10);
+        let (stuck, moving, idle) = (
+            Mailbox::new(SessionId::new("stuck"), outbound.clone()),
+            Mailbox::new(SessionId::new("moving"), outbound.clone()),
+            Mailbox::new(SessionId::new("idle"), outbound.clone()),
+        );
+        for (user, h) in [("a", &stuck), ("b", &moving), ("c", &idle)] {
+            reg.register(&UserId::new(user), (*h).clone());
+        }
+        stuck.push(text(10));
+        moving.push(text(10));
+        for _ in 0..2 {
+            moving.progressed();
+            assert_eq!(reg.sweep(&outbound), 0);
+        }
+        moving.progressed();
+        assert_eq!(reg.sweep(&outbound), 1, "the third sweep without progress");
+        assert_eq!(stuck.reason(), Some((SLOW_CONSUMER, "slow consumer")));
+        assert_eq!(
+            moving.reason(),
+            None,
+            "progress every second keeps a session"
+        );
+        assert_eq!(idle.reason(), None, "nothing waiting is no stall");
+        assert_eq!(reg.sweep(&outbound), 0, "closed once");
+    }
+
+    #[test]
+    fn a_mailbox_stays_within_128_bytes() {
+        // Every session keeps one for life: its size is memory per session.
+        assert!(
+            std::mem::size_of::<Mailbox>() <= 128,
+            "{}",
+            std::mem::size_of::<Mailbox>()
+        );
     }
 }

@@ -24,6 +24,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use hyper::body::Bytes;
+use hyper_tungstenite::tungstenite::error::ProtocolError;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::protocol::frame::Frame as RawFrame;
 use hyper_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -32,18 +33,19 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::alarms::Alarms;
 use super::registry::{
-    DROP, GOING_AWAY, Mailbox, NORMAL, SLOW_CONSUMER, SessionHandle, SessionRegistry,
-    TOKEN_EXPIRED, TOO_LARGE,
+    DROP, GOING_AWAY, INVALID_DATA, Mailbox, NORMAL, Outbound, PROTOCOL_ERROR, READ_PAUSE_BYTES,
+    SLOW_CONSUMER, SessionHandle, SessionRegistry, TOKEN_EXPIRED, TOO_LARGE, cost,
 };
 use super::socket::{Upgrade, WsStream};
 use crate::adapters::cluster::Cluster;
 use crate::adapters::metrics::{CloseLabel, Metrics};
 use crate::adapters::wire::{
-    self, ConversationDto, Inbound, MessageContent, MessageDto, PresenceDto, Request, UserDto,
+    self, ConversationDto, ConversationsContent, HistoryContent, Inbound, MAX_REPLY_BYTES,
+    MessageContent, MessageDto, PresenceDto, Request, RoomsContent, UserDto,
 };
 use crate::domain::service::{Caller, ChatService, Draft};
 use crate::domain::{ChatError, ConversationSummary, Event, Message, Timestamp};
@@ -57,8 +59,8 @@ pub struct WsSettings {
     pub rate_per_sec: NonZeroU32,
     /// Requests allowed in a burst.
     pub rate_burst: NonZeroU32,
-    /// Frames a session's outbound queue holds before it counts as slow.
-    pub queue_capacity: usize,
+    /// What may wait to be written, per session and in all.
+    pub outbound: Arc<Outbound>,
     /// How long a close handshake may take before the socket is dropped.
     pub close_timeout: Duration,
 }
@@ -159,7 +161,7 @@ fn connect<'a>(
         };
         let mut out = Outgoing::default();
         if let Err(e) = write_first(&mut ws, session.handle(), &mut out).await {
-            debug!(session = %caller.session, error = %e, "write failed");
+            session.write_failed(&WsError::Io(e));
             session.handle().close(DROP);
         }
         session.serve(&mut ws, &mut out).await;
@@ -194,8 +196,9 @@ fn connect<'a>(
 async fn write_first(ws: &mut WsStream, mailbox: &Mailbox, out: &mut Outgoing) -> io::Result<()> {
     let mut frames = mailbox.take();
     let mut bytes = Vec::new();
-    let mut written = 0;
-    while let Some(Frame::Text(text)) = frames.front() {
+    let (mut written, mut counted) = (0, 0);
+    while let Some(frame @ Frame::Text(text)) = frames.front() {
+        counted += cost(frame);
         RawFrame::message(Bytes::from(text.clone()), OpCode::Data(Data::Text), true)
             .format(&mut bytes)
             .map_err(io::Error::other)?;
@@ -204,7 +207,8 @@ async fn write_first(ws: &mut WsStream, mailbox: &Mailbox, out: &mut Outgoing) -
     }
     out.batch = frames;
     ws.get_mut().write_all(&bytes).await?;
-    mailbox.sent(written);
+    mailbox.sent(written, counted);
+    mailbox.progressed();
     Ok(())
 }
 
@@ -274,8 +278,8 @@ impl Outgoing {
             while !self.batch.is_empty() {
                 ready!(ws.poll_ready_unpin(cx))?;
                 let frame = self.batch.pop_front().expect("not empty");
+                mailbox.sent(1, cost(&frame));
                 ws.start_send_unpin(frame)?;
-                mailbox.sent(1);
                 self.unflushed = true;
             }
         }
@@ -391,7 +395,8 @@ impl Session<'_> {
                 let (st, ws, out) = (&mut state, &mut *ws, &mut *out);
                 let wake = poll_fn(move |cx| {
                     self.handle().register(cx.waker());
-                    let writing = !matches!(self.handle().reason(), Some((SLOW_CONSUMER | DROP, _)));
+                    let writing =
+                        !matches!(self.handle().reason(), Some((SLOW_CONSUMER | DROP, _)));
                     if writing && !st.broken {
                         let now = Instant::now();
                         let at = st.pace.next_write();
@@ -401,8 +406,11 @@ impl Session<'_> {
                             // is in what `poll_send` takes.
                             self.handle().set_paced(false);
                             let sent = out.poll_send(ws, self.handle(), cx);
+                            if ws.take_wrote() {
+                                self.handle().progressed();
+                            }
                             if let Poll::Ready(Err(e)) = &sent {
-                                debug!(session = %self.caller().session, error = %e, "write failed");
+                                self.write_failed(e);
                                 st.broken = true;
                             }
                             let wrote = std::mem::take(&mut out.flushed);
@@ -425,8 +433,9 @@ impl Session<'_> {
                         };
                         match wait {
                             Some(at) => {
-                                let paced =
-                                    st.pace_timer.get_or_insert_with(|| Box::pin(sleep_until(at)));
+                                let paced = st
+                                    .pace_timer
+                                    .get_or_insert_with(|| Box::pin(sleep_until(at)));
                                 self.handle().set_paced(true);
                                 if paced.deadline() != at {
                                     paced.as_mut().reset(at);
@@ -465,7 +474,18 @@ impl Session<'_> {
                         return Poll::Ready(Wake::Frame(*frame));
                     }
                     if self.handle().take_alarm() {
-                        return Poll::Ready(if st.draining { Wake::Close } else { Wake::Timer });
+                        return Poll::Ready(if st.draining {
+                            Wake::Close
+                        } else {
+                            Wake::Timer
+                        });
+                    }
+                    // Replies (and events) piling up for a client that does
+                    // not read them: read nothing more from it until they
+                    // drain. The socket's readiness, or its stall sweep,
+                    // wakes the session.
+                    if self.handle().pending_bytes() > READ_PAUSE_BYTES {
+                        return Poll::Pending;
                     }
                     let mut texts = Vec::new();
                     while texts.len() < MAX_RUN {
@@ -531,6 +551,16 @@ impl Session<'_> {
                             // tungstenite; a close is answered and then the stream ends.
                             Ok(_) => {}
                             Err(WsError::Capacity(_)) => self.handle().close(TOO_LARGE),
+                            Err(WsError::Utf8(_)) => self.handle().close(INVALID_DATA),
+                            // The peer hung up without a close handshake:
+                            // nobody is left to tell.
+                            Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                                return;
+                            }
+                            Err(WsError::Protocol(e)) => {
+                                debug!(session = %self.caller().session, error = %e, "protocol error");
+                                self.handle().close(PROTOCOL_ERROR);
+                            }
                             Err(e) => {
                                 debug!(session = %self.caller().session, error = %e, "read failed");
                                 return;
@@ -585,6 +615,30 @@ impl Session<'_> {
             while ws.next().await.is_some() {}
         })
         .await;
+    }
+
+    /// Counts a write that failed, and logs it: at debug when the peer
+    /// went away (the common end of a session), at warn otherwise, since
+    /// then a reply or event was lost for a reason of the server's own.
+    fn write_failed(&self, e: &WsError) {
+        self.env.metrics.write_failures.inc();
+        let session = &self.caller().session;
+        match e {
+            WsError::Io(io)
+                if matches!(
+                    io.kind(),
+                    io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                debug!(%session, error = %e, "write failed: the peer went away");
+            }
+            WsError::ConnectionClosed | WsError::AlreadyClosed => {
+                debug!(%session, error = %e, "write failed: closed");
+            }
+            _ => warn!(%session, error = %e, "write failed"),
+        }
     }
 
     fn refuse(&self, id: Option<&str>, message: &str) -> Utf8Bytes {
@@ -722,17 +776,53 @@ impl Session<'_> {
                 conversation_id,
                 query,
             } => {
+                // A page cut short keeps the messages next to where it was
+                // asked from: the newest when it reads back from the end or
+                // `beforeSeq`, the oldest when it reads on from `afterSeq`,
+                // so that paging on from it misses nothing.
+                let backwards = query.after_seq.is_none();
                 let page = service.history(caller, &conversation_id, query).await?;
-                let messages: Vec<MessageDto> = page.messages.iter().map(Into::into).collect();
+                let dtos = page.messages.iter().map(MessageDto::from);
+                let (messages, cut) = if backwards {
+                    let (mut newest, cut) = wire::fit(dtos.rev(), MAX_REPLY_BYTES);
+                    newest.reverse();
+                    (newest, cut)
+                } else {
+                    wire::fit(dtos, MAX_REPLY_BYTES)
+                };
                 wire::ack(
                     id,
-                    json!({ "messages": messages, "hasMore": page.has_more }),
+                    HistoryContent {
+                        messages,
+                        has_more: page.has_more || cut,
+                    },
                 )
             }
-            Request::GetConversations => {
+            Request::GetConversations { cursor } => {
                 let list = service.conversations(caller).await?;
-                let conversations: Vec<ConversationDto> = list.iter().map(Into::into).collect();
-                wire::ack(id, json!({ "conversations": conversations }))
+                // The page after the cursor's conversation in the list as it
+                // stands now; from the start when the caller is no longer in
+                // it. Activity only moves a conversation to the front, so a
+                // walk misses none that was there when it began (one that
+                // became active meanwhile was announced by its event).
+                let start = cursor.map_or(0, |after| {
+                    list.iter()
+                        .position(|s| s.conversation.id == after)
+                        .map_or(0, |at| at + 1)
+                });
+                let page = &list[start..];
+                let (conversations, has_more) =
+                    wire::fit(page.iter().map(ConversationDto::from), MAX_REPLY_BYTES);
+                let next_cursor =
+                    has_more.then(|| page[conversations.len() - 1].conversation.id.as_str());
+                wire::ack(
+                    id,
+                    ConversationsContent {
+                        conversations,
+                        has_more,
+                        next_cursor,
+                    },
+                )
             }
             Request::MarkRead {
                 conversation_id,
@@ -775,8 +865,9 @@ impl Session<'_> {
             }
             Request::ListRooms { prefix, limit } => {
                 let rooms = service.list_rooms(caller, &prefix, limit).await?;
-                let rooms: Vec<ConversationDto> = rooms.iter().map(Into::into).collect();
-                wire::ack(id, json!({ "rooms": rooms }))
+                let (rooms, has_more) =
+                    wire::fit(rooms.iter().map(ConversationDto::from), MAX_REPLY_BYTES);
+                wire::ack(id, RoomsContent { rooms, has_more })
             }
             Request::GetConnectedUsers { limit } => {
                 let users = service.connected_users(limit).await?;

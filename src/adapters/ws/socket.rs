@@ -119,6 +119,8 @@ pub struct WsStream {
     ready: bool,
     /// The close frame is queued; closing now only flushes.
     closing: bool,
+    /// The socket took bytes since [`WsStream::take_wrote`] last asked.
+    wrote: bool,
 }
 
 impl WsStream {
@@ -130,7 +132,14 @@ impl WsStream {
             ended: false,
             ready: true,
             closing: false,
+            wrote: false,
         }
+    }
+
+    /// Whether the socket took any bytes since this was last asked: the
+    /// peer is reading, however slowly.
+    pub fn take_wrote(&mut self) -> bool {
+        std::mem::take(&mut self.wrote)
     }
 
     /// The socket, for bytes written past the protocol.
@@ -148,8 +157,11 @@ impl WsStream {
         let mut io = PolledIo {
             io: &mut self.io,
             cx,
+            wrote: false,
         };
-        match op(&mut self.protocol, &mut io) {
+        let result = op(&mut self.protocol, &mut io);
+        self.wrote |= io.wrote;
+        match result {
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
             other => Poll::Ready(other),
         }
@@ -242,6 +254,8 @@ impl Sink<Message> for WsStream {
 struct PolledIo<'a, 'b> {
     io: &'a mut ReadAhead,
     cx: &'a mut Context<'b>,
+    /// Some bytes were written.
+    wrote: bool,
 }
 
 impl Read for PolledIo<'_, '_> {
@@ -258,7 +272,10 @@ impl Read for PolledIo<'_, '_> {
 impl Write for PolledIo<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match Pin::new(&mut *self.io).poll_write(self.cx, buf) {
-            Poll::Ready(written) => written,
+            Poll::Ready(written) => {
+                self.wrote |= written.as_ref().is_ok_and(|n| *n > 0);
+                written
+            }
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
     }

@@ -235,8 +235,16 @@ function startApp(session) {
   }
 
   async function fetchConversations() {
-    const { conversations } = await conn.request('getConversations');
-    const dropped = state.setConversations(conversations);
+    // A long list comes in pages (docs/protocol.md); a conversation that
+    // moved meanwhile may come twice, and the first, newer copy wins.
+    const byId = new Map();
+    let cursor = null;
+    do {
+      const page = await conn.request('getConversations', cursor ? { cursor } : {});
+      for (const c of page.conversations) if (!byId.has(c.id)) byId.set(c.id, c);
+      cursor = page.hasMore ? page.nextCursor : null;
+    } while (cursor);
+    const dropped = state.setConversations([...byId.values()]);
     for (const id of dropped) {
       state.logs.delete(id);
       if (chat.isOpen(id)) chat.close();
