@@ -218,11 +218,13 @@ pub struct HistoryContent {
 /// `listRooms`' ack content.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RoomsContent {
+pub struct RoomsContent<'a> {
     /// By name.
     pub rooms: Vec<Box<RawValue>>,
-    /// The reply was cut short by its size: more rooms match.
+    /// More rooms match: ask again with `cursor: nextCursor`.
     pub has_more: bool,
+    /// What to pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<&'a str>,
 }
 
 /// `getConversations`' ack content.
@@ -464,6 +466,8 @@ pub enum Request {
     ListRooms {
         /// Name prefix, matched ignoring case.
         prefix: String,
+        /// Continue after the page that ended here (a `nextCursor`).
+        cursor: Option<ConversationId>,
         /// Page size.
         limit: Option<u64>,
     },
@@ -680,6 +684,7 @@ impl Request {
                 conversation_id: f.conversation()?,
             },
             "listRooms" => Self::ListRooms {
+                cursor: f.opt_id("cursor")?.map(ConversationId::new),
                 prefix: match c.get("prefix") {
                     None | Some(Value::Null) => String::new(),
                     Some(Value::String(s)) if s.chars().count() <= MAX_ROOM_NAME_CHARS => s.clone(),

@@ -91,6 +91,15 @@ pub struct Membership {
     pub last_read_seq: u64,
 }
 
+/// One page of `listRooms`, in name order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoomsPage {
+    /// The rooms.
+    pub rooms: Vec<ConversationSummary>,
+    /// More rooms match after the last one.
+    pub has_more: bool,
+}
+
 /// A conversation as one member sees it in `getConversations`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationSummary {

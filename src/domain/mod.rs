@@ -19,7 +19,8 @@ pub mod time;
 pub mod user;
 
 pub use conversation::{
-    Conversation, ConversationKind, ConversationSummary, Membership, RoomName, Visibility,
+    Conversation, ConversationKind, ConversationSummary, Membership, RoomName, RoomsPage,
+    Visibility,
 };
 pub use error::ChatError;
 pub use event::Event;

@@ -221,12 +221,15 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<Option<ConversationSummary>, PortError>;
 
     /// Up to `limit` rooms whose name starts with `prefix` ignoring case,
-    /// ordered by name: every public room, and the private rooms `viewer`
-    /// is in; each as `viewer` sees it.
+    /// ordered by name (its case-folded form, then id): every public room,
+    /// and the private rooms `viewer` is in; each as `viewer` sees it.
+    /// With `after`, only the rooms that come after that room in this
+    /// order; an `after` that names no room is ignored.
     async fn list_rooms(
         &self,
         viewer: &UserId,
         prefix: &str,
+        after: Option<ConversationId>,
         limit: u32,
     ) -> Result<Vec<ConversationSummary>, PortError>;
 

@@ -10,7 +10,8 @@ use async_lock::Mutex;
 use futures::channel::oneshot;
 
 use super::conversation::{
-    Conversation, ConversationSummary, Membership, RoomName, Visibility, next_read_marker,
+    Conversation, ConversationSummary, Membership, RoomName, RoomsPage, Visibility,
+    next_read_marker,
 };
 use super::error::ChatError;
 use super::event::{Event, MemberAction};
@@ -827,7 +828,8 @@ impl ChatService {
         })
     }
 
-    /// Rooms the caller may see whose name starts with `prefix`.
+    /// Rooms the caller may see whose name starts with `prefix`, after the
+    /// room `after` when given, and whether more follow.
     ///
     /// # Errors
     /// `BadRequest` for a limit of 0.
@@ -835,14 +837,19 @@ impl ChatService {
         &self,
         caller: &Caller,
         prefix: &str,
+        after: Option<&ConversationId>,
         limit: Option<u64>,
-    ) -> Result<Vec<ConversationSummary>, ChatError> {
-        let limit = page_limit(limit, ROOMS_PAGE.0, ROOMS_PAGE.1)? as u32;
-        Ok(self
+    ) -> Result<RoomsPage, ChatError> {
+        let limit = page_limit(limit, ROOMS_PAGE.0, ROOMS_PAGE.1)?;
+        // One more than asked for says whether more follow.
+        let mut rooms = self
             .ports
             .messages
-            .list_rooms(&caller.user.id, prefix, limit)
-            .await?)
+            .list_rooms(&caller.user.id, prefix, after.cloned(), limit as u32 + 1)
+            .await?;
+        let has_more = rooms.len() > limit;
+        rooms.truncate(limit);
+        Ok(RoomsPage { rooms, has_more })
     }
 
     /// Tells every member (and `also`, a member who just left) about a

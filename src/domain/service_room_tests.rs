@@ -894,50 +894,77 @@ async fn leaving_fails_internally_and_tells_nobody_when_the_member_cannot_be_rem
 
 // ------------------------------------------------------------ list_rooms
 
-/// `list_rooms(viewer, prefix, limit)` once, answering `rooms`.
+/// `list_rooms(viewer, prefix, after, limit)` once, answering `rooms`.
 fn expect_list(
     h: &mut Harness,
     viewer: &str,
     prefix: &'static str,
+    after: Option<&'static str>,
     limit: u32,
     rooms: Vec<ConversationSummary>,
 ) {
     let v = uid(viewer);
     h.messages
         .expect_list_rooms()
-        .withf(move |who, p, l| *who == v && p == prefix && *l == limit)
+        .withf(move |who, p, a, l| {
+            *who == v && p == prefix && a.as_ref().map(|a| a.as_str()) == after && *l == limit
+        })
         .times(1)
-        .return_once(move |_, _, _| Ok(rooms));
+        .return_once(move |_, _, _, _| Ok(rooms));
 }
 
+/// Asks for `asked` rooms: the store is asked for one more than the page.
 async fn list_with_limit(asked: Option<u64>, sent: u32) {
     let mut h = Harness::new();
-    expect_list(&mut h, "sam", "", sent, Vec::new());
+    expect_list(&mut h, "sam", "", None, sent, Vec::new());
     let got = h
         .build()
-        .list_rooms(&caller("sam", "sam-1"), "", asked)
+        .list_rooms(&caller("sam", "sam-1"), "", None, asked)
         .await
         .unwrap();
-    assert!(got.is_empty(), "{asked:?}");
+    assert!(got.rooms.is_empty() && !got.has_more, "{asked:?}");
 }
 
 #[tokio::test]
 async fn listing_rooms_asks_for_50_by_default() {
-    list_with_limit(None, 50).await;
+    list_with_limit(None, 51).await;
 }
 
 #[tokio::test]
 async fn listing_rooms_passes_a_limit_within_range_through() {
-    list_with_limit(Some(1), 1).await;
-    list_with_limit(Some(17), 17).await;
-    list_with_limit(Some(200), 200).await;
+    list_with_limit(Some(1), 2).await;
+    list_with_limit(Some(17), 18).await;
+    list_with_limit(Some(200), 201).await;
 }
 
 #[tokio::test]
 async fn listing_rooms_clamps_the_limit_to_200() {
-    list_with_limit(Some(201), 200).await;
-    list_with_limit(Some(u64::from(u32::MAX) + 1), 200).await;
-    list_with_limit(Some(u64::MAX), 200).await;
+    list_with_limit(Some(201), 201).await;
+    list_with_limit(Some(u64::from(u32::MAX) + 1), 201).await;
+    list_with_limit(Some(u64::MAX), 201).await;
+}
+
+#[tokio::test]
+async fn a_room_past_the_limit_says_more_follow_and_is_not_listed() {
+    let mut h = Harness::new();
+    let listed = vec![
+        summary(public_room("r1"), &MEMBERS, 0),
+        summary(public_room("r2"), &MEMBERS, 0),
+        summary(public_room("r3"), &MEMBERS, 0),
+    ];
+    expect_list(&mut h, "sam", "", Some("r0"), 3, listed.clone());
+    let got = h
+        .build()
+        .list_rooms(
+            &caller("sam", "sam-1"),
+            "",
+            Some(&ConversationId::new("r0")),
+            Some(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.rooms, listed[..2]);
+    assert!(got.has_more);
 }
 
 #[tokio::test]
@@ -946,7 +973,7 @@ async fn listing_rooms_with_a_limit_of_0_is_a_bad_request_and_asks_the_store_not
     h.messages.expect_list_rooms().never();
     let err = h
         .build()
-        .list_rooms(&caller("sam", "sam-1"), "gen", Some(0))
+        .list_rooms(&caller("sam", "sam-1"), "gen", None, Some(0))
         .await
         .unwrap_err();
     assert_bad_request(&err, "limit must be a positive integer");
@@ -959,13 +986,14 @@ async fn listing_rooms_passes_the_prefix_and_the_caller_through_and_returns_the_
         summary(public_room("r1"), &MEMBERS, 0),
         summary(private_room("r2"), &["sam"], 3),
     ];
-    expect_list(&mut h, "sam", "Ge", 10, listed.clone());
+    expect_list(&mut h, "sam", "Ge", None, 11, listed.clone());
     let got = h
         .build()
-        .list_rooms(&caller("sam", "sam-1"), "Ge", Some(10))
+        .list_rooms(&caller("sam", "sam-1"), "Ge", None, Some(10))
         .await
         .unwrap();
-    assert_eq!(got, listed, "in the store's order, unchanged");
+    assert_eq!(got.rooms, listed, "in the store's order, unchanged");
+    assert!(!got.has_more);
 }
 
 #[tokio::test]
@@ -974,10 +1002,10 @@ async fn listing_rooms_fails_internally_when_the_store_fails() {
     h.messages
         .expect_list_rooms()
         .times(1)
-        .returning(|_, _, _| Err(store_error()));
+        .returning(|_, _, _, _| Err(store_error()));
     let err = h
         .build()
-        .list_rooms(&caller("sam", "sam-1"), "", None)
+        .list_rooms(&caller("sam", "sam-1"), "", None, None)
         .await
         .unwrap_err();
     assert_internal(&err);

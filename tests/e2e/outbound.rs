@@ -159,8 +159,27 @@ async fn get_conversations_pages_by_cursor_when_one_reply_cannot_hold_them_all()
     );
 }
 
+/// The names of every room `listRooms` finds, walked page by page with its
+/// cursor; and how many pages that took.
+async fn walk_rooms(c: &mut Client, ask: Value) -> (Vec<String>, usize) {
+    let (mut names, mut pages) = (Vec::new(), 0);
+    let mut ask = ask;
+    loop {
+        let page = c.ack("listRooms", ask.clone()).await;
+        pages += 1;
+        let rooms = page["rooms"].as_array().unwrap();
+        assert!(!rooms.is_empty() || page["hasMore"] == false);
+        names.extend(rooms.iter().map(|r| r["name"].as_str().unwrap().to_owned()));
+        if page["hasMore"] == false {
+            assert_eq!(page["nextCursor"], Value::Null);
+            return (names, pages);
+        }
+        ask["cursor"] = page["nextCursor"].clone();
+    }
+}
+
 #[tokio::test]
-async fn list_rooms_too_large_for_one_reply_is_cut_short_with_has_more() {
+async fn list_rooms_too_large_for_one_reply_is_cut_short_and_pages_by_cursor() {
     let s = TestServer::start_with(&UNLIMITED).await;
     let a = s.register("ann").await;
     let mut c = s.connect(&a).await;
@@ -174,9 +193,21 @@ async fn list_rooms_too_large_for_one_reply_is_cut_short_with_has_more() {
     );
     assert_eq!(page["hasMore"], true);
     assert_eq!(listed[0]["name"], "room 00", "by name");
+    let expected: Vec<String> = (0..15).map(|i| format!("room {i:02}")).collect();
+    let (names, pages) = walk_rooms(&mut c, json!({"limit": 50})).await;
+    assert_eq!(names, expected, "cut by size, paged by cursor");
+    assert!(pages > 1);
+    // The limit pages too: 4 at a time, with a prefix.
+    let (names, pages) = walk_rooms(&mut c, json!({"limit": 4, "prefix": "ROOM 1"})).await;
+    assert_eq!(names, expected[10..]);
+    assert_eq!(pages, 2);
     let small = c.ack("listRooms", json!({"prefix": "room 03"})).await;
     assert_eq!(small["rooms"].as_array().unwrap().len(), 1);
     assert_eq!(small["hasMore"], false);
+    assert_eq!(
+        c.error_code("listRooms", json!({"cursor": ""})).await,
+        "bad_request"
+    );
 }
 
 /// The server's peak resident memory, in bytes.

@@ -141,6 +141,7 @@ macro_rules! store_contract_tests {
             listed_rooms_match_non_ascii_prefixes_ignoring_case,
             a_greek_prefix_ending_in_sigma_finds_the_room,
             rooms_are_listed_by_name_ignoring_case,
+            rooms_are_listed_on_after_a_room_in_name_then_id_order,
             rooms_with_the_same_name_are_all_listed,
             listing_rooms_honours_the_limit,
             the_limit_counts_only_rooms_the_viewer_may_see,
@@ -375,7 +376,7 @@ fn room_label(summary: &ConversationSummary) -> &str {
 /// The names of the rooms `viewer` finds with `prefix`, in listed order.
 async fn listed<S: Store>(store: &S, viewer: &User, prefix: &str, limit: u32) -> Vec<String> {
     store
-        .list_rooms(&viewer.id, prefix, limit)
+        .list_rooms(&viewer.id, prefix, None, limit)
         .await
         .expect("list_rooms answers")
         .iter()
@@ -2247,6 +2248,58 @@ pub(crate) async fn a_greek_prefix_ending_in_sigma_finds_the_room<F: Fixture>(f:
     assert_eq!(listed(&store, &alice, "ΚΟΣ", 50).await, ["ΚΟΣΜΟΣ"]);
 }
 
+pub(crate) async fn rooms_are_listed_on_after_a_room_in_name_then_id_order<F: Fixture>(f: F) {
+    let store = f.store().clone();
+    let alice = register(&store, "alice").await;
+    // Three rooms of one name: the id decides among them.
+    for (i, room) in ["Same", "same", "SAME", "alpha", "zulu"]
+        .into_iter()
+        .enumerate()
+    {
+        create_room(&store, room, Visibility::Public, &alice, ts(i as i64)).await;
+    }
+    let all = store.list_rooms(&alice.id, "", None, 50).await.unwrap();
+    assert_eq!(all.len(), 5);
+    // Walking two at a time from each page's last room gives the same list.
+    let mut walked = Vec::new();
+    let mut after: Option<ConversationId> = None;
+    loop {
+        let page = store
+            .list_rooms(&alice.id, "", after.clone(), 2)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = Some(page.last().unwrap().conversation.id.clone());
+        walked.extend(page);
+    }
+    assert_eq!(walked, all);
+    // With a prefix, and past the last room, nothing more.
+    let last = &all[4].conversation.id;
+    assert!(
+        store
+            .list_rooms(&alice.id, "", Some(last.clone()), 50)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let same = store
+        .list_rooms(&alice.id, "sa", Some(all[1].conversation.id.clone()), 50)
+        .await
+        .unwrap();
+    assert_eq!(same, all[2..4]);
+    // A cursor naming no room is ignored.
+    let unknown = ConversationId::new("no-such-room");
+    assert_eq!(
+        store
+            .list_rooms(&alice.id, "", Some(unknown), 50)
+            .await
+            .unwrap(),
+        all
+    );
+}
+
 pub(crate) async fn rooms_are_listed_by_name_ignoring_case<F: Fixture>(f: F) {
     let store = f.store().clone();
     let alice = register(&store, "alice").await;
@@ -2261,7 +2314,7 @@ pub(crate) async fn rooms_are_listed_by_name_ignoring_case<F: Fixture>(f: F) {
         ["Alpha", "ALPHA2", "bravo", "Bravo2", "charlie", "delta"]
     );
     // Recent activity does not change the order.
-    let rooms = store.list_rooms(&alice.id, "delta", 1).await.unwrap();
+    let rooms = store.list_rooms(&alice.id, "delta", None, 1).await.unwrap();
     send(&store, &rooms[0].conversation.id, &alice, "bump").await;
     assert_eq!(
         listed(&store, &alice, "", 50).await,
@@ -2276,7 +2329,7 @@ pub(crate) async fn rooms_with_the_same_name_are_all_listed<F: Fixture>(f: F) {
     let first = create_room(&store, "Lobby", Visibility::Public, &alice, ts(0)).await;
     let second = create_room(&store, "LOBBY", Visibility::Public, &bob, ts(1)).await;
     let found: HashSet<ConversationId> = store
-        .list_rooms(&alice.id, "lobby", 50)
+        .list_rooms(&alice.id, "lobby", None, 50)
         .await
         .unwrap()
         .into_iter()
@@ -2322,11 +2375,17 @@ pub(crate) async fn direct_conversations_are_never_listed_as_rooms<F: Fixture>(f
     let bob = register(&store, "bob").await;
     direct(&store, &alice, &bob).await;
     direct(&store, &alice, &alice).await;
-    assert_eq!(store.list_rooms(&alice.id, "", 50).await.unwrap(), vec![]);
-    assert_eq!(store.list_rooms(&bob.id, "", 50).await.unwrap(), vec![]);
+    assert_eq!(
+        store.list_rooms(&alice.id, "", None, 50).await.unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        store.list_rooms(&bob.id, "", None, 50).await.unwrap(),
+        vec![]
+    );
 
     let room = create_room(&store, "Lobby", Visibility::Public, &alice, ts(1)).await;
-    let rooms = store.list_rooms(&alice.id, "", 50).await.unwrap();
+    let rooms = store.list_rooms(&alice.id, "", None, 50).await.unwrap();
     assert_eq!(rooms.len(), 1);
     assert_eq!(rooms[0].conversation.id, room);
 }
@@ -2344,7 +2403,7 @@ pub(crate) async fn a_listed_room_is_as_the_viewer_sees_it<F: Fixture>(f: F) {
     let of = |viewer: &User| {
         let (store, id) = (store.clone(), viewer.id.clone());
         async move {
-            let mut rooms = store.list_rooms(&id, "lobby", 50).await.unwrap();
+            let mut rooms = store.list_rooms(&id, "lobby", None, 50).await.unwrap();
             assert_eq!(rooms.len(), 1, "{rooms:?}");
             rooms.remove(0)
         }
@@ -2934,7 +2993,7 @@ pub(crate) async fn text_with_nul_characters_is_stored_and_read_back_as_returned
     assert_eq!(store.message(&ab, &message.id).await.unwrap(), Some(edited));
 
     let room = create_room(&store, "nul\0room", Visibility::Public, &alice, ts(4)).await;
-    let rooms = store.list_rooms(&alice.id, "nul", 10).await.unwrap();
+    let rooms = store.list_rooms(&alice.id, "nul", None, 10).await.unwrap();
     assert_eq!(rooms.len(), 1);
     assert_eq!(rooms[0], summary_for(&store, &room, &alice).await);
 
@@ -2948,7 +3007,7 @@ pub(crate) async fn text_with_nul_characters_is_stored_and_read_back_as_returned
     assert_eq!(store.user(&ghost_user).await.unwrap(), None);
     assert_eq!(store.users_by_prefix("al\0", 10).await.unwrap(), vec![]);
     assert_eq!(
-        store.list_rooms(&alice.id, "x\0", 10).await.unwrap(),
+        store.list_rooms(&alice.id, "x\0", None, 10).await.unwrap(),
         vec![]
     );
     assert_eq!(

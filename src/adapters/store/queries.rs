@@ -290,15 +290,28 @@ pub(super) fn summary(
 }
 
 /// Up to `limit` rooms `viewer` may see whose case-folded name starts with
-/// `key_prefix`, ordered by it.
+/// `key_prefix`, ordered by it and then by id; with `after`, those past
+/// that room in this order.
 pub(super) fn list_rooms(
     conn: &mut Db,
     viewer: &str,
     key_prefix: &str,
+    after: Option<&str>,
     limit: u32,
 ) -> anyhow::Result<Vec<ConversationSummary>> {
     let (lo, hi) = prefix_range(key_prefix);
-    let rows = conversations::table
+    let after = match after {
+        Some(id) => conversations::table
+            .filter(conversations::id.eq(id))
+            .filter(conversations::kind.eq("room"))
+            .select(conversations::name_key)
+            .first::<Option<String>>(conn)
+            .optional()?
+            .flatten()
+            .map(|key| (key, id.to_owned())),
+        None => None,
+    };
+    let mut query = conversations::table
         .left_join(
             members::table.on(members::conversation_id
                 .eq(conversations::id)
@@ -312,6 +325,17 @@ pub(super) fn list_rooms(
         )
         .filter(conversations::name_key.ge(lo))
         .filter(conversations::name_key.lt(&hi))
+        .into_boxed();
+    if let Some((key, id)) = after {
+        query = query.filter(
+            conversations::name_key
+                .gt(key.clone())
+                .or(conversations::name_key
+                    .eq(key)
+                    .and(conversations::id.gt(id))),
+        );
+    }
+    let rows = query
         .order((conversations::name_key, conversations::id))
         .limit(i64::from(limit))
         .select(summary_columns!())

@@ -930,10 +930,12 @@ impl MessageStore for SqliteStore {
         &self,
         viewer: &UserId,
         prefix: &str,
+        after: Option<ConversationId>,
         limit: u32,
     ) -> Result<Vec<ConversationSummary>, PortError> {
+        let after = after.map(|a| a.as_str().to_owned());
         let (viewer, key) = (viewer.as_str().to_owned(), name_key(prefix));
-        self.read(move |conn| queries::list_rooms(conn, &viewer, &key, limit))
+        self.read(move |conn| queries::list_rooms(conn, &viewer, &key, after.as_deref(), limit))
             .await
     }
 

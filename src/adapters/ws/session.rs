@@ -863,11 +863,29 @@ impl Session<'_> {
                 then = service.leave_room(caller, &conversation_id).await?.then;
                 wire::ack(id, json!({}))
             }
-            Request::ListRooms { prefix, limit } => {
-                let rooms = service.list_rooms(caller, &prefix, limit).await?;
-                let (rooms, has_more) =
-                    wire::fit(rooms.iter().map(ConversationDto::from), MAX_REPLY_BYTES);
-                wire::ack(id, RoomsContent { rooms, has_more })
+            Request::ListRooms {
+                prefix,
+                cursor,
+                limit,
+            } => {
+                let page = service
+                    .list_rooms(caller, &prefix, cursor.as_ref(), limit)
+                    .await?;
+                let (rooms, cut) = wire::fit(
+                    page.rooms.iter().map(ConversationDto::from),
+                    MAX_REPLY_BYTES,
+                );
+                let has_more = page.has_more || cut;
+                let next_cursor =
+                    has_more.then(|| page.rooms[rooms.len() - 1].conversation.id.as_str());
+                wire::ack(
+                    id,
+                    RoomsContent {
+                        rooms,
+                        has_more,
+                        next_cursor,
+                    },
+                )
             }
             Request::GetConnectedUsers { limit } => {
                 let users = service.connected_users(limit).await?;
