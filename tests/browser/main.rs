@@ -12,10 +12,13 @@ mod common;
 mod ui;
 mod webdriver;
 
+mod dead_link;
 mod direct;
+mod reading;
 mod reconnect;
 mod rooms;
 mod screenshot;
+mod text;
 
 use std::io::Write;
 use std::sync::Once;

@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::common::TestServer;
+use crate::common::{Account, Client, TestServer};
 use crate::webdriver::{Browser, Driver, ENTER};
 
 /// The password every test person uses (the one `TestServer::register` sets).
@@ -20,6 +20,25 @@ pub const PHONE: (u32, u32) = (390, 800);
 /// The message bodies in the open conversation, oldest first.
 pub const BODIES: &str =
     "Array.from(document.querySelectorAll('#messages .message .body'), e => e.textContent)";
+
+/// Ann and Bob, who has written `bodies` to her over a connection of his
+/// own: their accounts, his connection and the id of their conversation.
+pub async fn bob_wrote_to_ann(
+    server: &TestServer,
+    bodies: &[&str],
+) -> (Account, Account, Client, Value) {
+    let ann = server.register("ann").await;
+    let bob = server.register("bob").await;
+    let mut from_bob = server.connect(&bob).await;
+    let mut conversation = Value::Null;
+    for body in bodies {
+        let sent = from_bob
+            .ack("sendPrivateMessage", json!({"to": ann.id, "body": body}))
+            .await;
+        conversation = sent["message"]["conversationId"].clone();
+    }
+    (ann, bob, from_bob, conversation)
+}
 
 /// One person's browser on the client.
 pub struct Page {

@@ -21,6 +21,14 @@ pub const ENTER: &str = "\u{E007}";
 pub const TAB: &str = "\u{E004}";
 /// The key WebDriver types for the up arrow.
 pub const ARROW_UP: &str = "\u{E013}";
+/// The key WebDriver types for Escape.
+pub const ESCAPE: &str = "\u{E00C}";
+/// The key WebDriver types for Backspace.
+pub const BACKSPACE: &str = "\u{E003}";
+/// Control: held, when typed into an element, until `RELEASE`.
+pub const CONTROL: &str = "\u{E009}";
+/// Releases the modifier keys held while typing into an element.
+pub const RELEASE: &str = "\u{E000}";
 
 /// The W3C name of an element reference in JSON.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -109,7 +117,20 @@ impl Driver {
     /// Opens a new browser (a profile of its own: its own storage, its own
     /// user) with a window of `width` x `height` CSS pixels.
     pub async fn browser(&self, width: u32, height: u32) -> Browser {
-        let caps = json!({
+        self.open(width, height, None).await
+    }
+
+    /// Opens a new browser as a phone's: a touch screen `width` x `height`
+    /// CSS pixels. (A headless window is never narrower than 500 pixels;
+    /// an emulated phone's screen is as narrow as asked.)
+    pub async fn phone(&self, width: u32, height: u32) -> Browser {
+        let metrics = json!({"width": width, "height": height, "pixelRatio": 1.0, "touch": true});
+        self.open(width, height, Some(json!({ "deviceMetrics": metrics })))
+            .await
+    }
+
+    async fn open(&self, width: u32, height: u32, mobile: Option<Value>) -> Browser {
+        let mut caps = json!({
             "capabilities": {
                 "alwaysMatch": {
                     "browserName": "chrome",
@@ -131,6 +152,9 @@ impl Driver {
                 },
             },
         });
+        if let Some(mobile) = mobile {
+            caps["capabilities"]["alwaysMatch"]["goog:chromeOptions"]["mobileEmulation"] = mobile;
+        }
         let res = answer(self.http.post(format!("{}/session", self.url)).json(&caps)).await;
         let id = res["value"]["sessionId"]
             .as_str()
@@ -214,9 +238,14 @@ impl Browser {
     /// Waits until the JavaScript expression `condition` is truthy and
     /// returns its value; fails the test, saying `what`, after `WAIT`.
     pub async fn wait_for(&self, what: &str, condition: &str) -> Value {
+        self.wait_for_within(what, condition, WAIT).await
+    }
+
+    /// `wait_for` with a time limit of its own.
+    pub async fn wait_for_within(&self, what: &str, condition: &str, limit: Duration) -> Value {
         let script =
             format!("try {{ return ({condition}) || null; }} catch (e) {{ return null; }}");
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + limit;
         loop {
             let value = self.eval(&script, json!([])).await;
             if !value.is_null() {
@@ -229,7 +258,7 @@ impl Browser {
                         json!([]),
                     )
                     .await;
-                panic!("waited {WAIT:?} for {what} ({condition}); the page shows:\n{page}");
+                panic!("waited {limit:?} for {what} ({condition}); the page shows:\n{page}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -86,3 +86,58 @@ async fn unknown_assets_are_404_and_other_methods_405_as_json() {
     assert_eq!(s.get("/nope", None).await.0, 404);
     assert_eq!(s.get("/api/v1/me", None).await.0, 401);
 }
+
+#[tokio::test]
+async fn assets_come_compressed_as_asked_and_decode_to_the_same_bytes() {
+    let s = TestServer::start().await;
+    let page = s.http().get(s.url("/")).send().await.unwrap();
+    assert!(page.headers().get("content-encoding").is_none());
+    let page = page.text().await.unwrap();
+    for path in [
+        "/".to_owned(),
+        asset_in(&page, "app.js"),
+        asset_in(&page, "style.css"),
+    ] {
+        let plain = s.http().get(s.url(&path)).send().await.unwrap();
+        assert_eq!(plain.headers()["vary"], "Accept-Encoding", "{path}");
+        let plain = plain.bytes().await.unwrap();
+        for (asked, coding) in [("gzip", "gzip"), ("br", "br"), ("gzip, deflate, br", "br")] {
+            let res = s
+                .http()
+                .get(s.url(&path))
+                .header("accept-encoding", asked)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let h = res.headers().clone();
+            assert_eq!(h["content-encoding"], coding, "{path} {asked}");
+            assert_eq!(h["vary"], "Accept-Encoding");
+            let sent = res.bytes().await.unwrap();
+            assert_eq!(h["content-length"], sent.len().to_string().as_str());
+            assert!(sent.len() < plain.len(), "{path} {asked}: not smaller");
+            let mut decoded = Vec::new();
+            if coding == "gzip" {
+                std::io::Read::read_to_end(
+                    &mut flate2::read::GzDecoder::new(&sent[..]),
+                    &mut decoded,
+                )
+                .unwrap();
+            } else {
+                brotli::BrotliDecompress(&mut &sent[..], &mut decoded).unwrap();
+            }
+            assert_eq!(decoded, plain, "{path} {asked}");
+
+            // Its own ETag revalidates it.
+            let res = s
+                .http()
+                .get(s.url(&path))
+                .header("accept-encoding", asked)
+                .header("if-none-match", h["etag"].clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 304, "{path} {asked}");
+        }
+    }
+}

@@ -192,7 +192,9 @@ function startApp(session) {
       }
       // The open conversation may never have loaded (the connection was
       // down when it was opened).
-      if (chat.target && chat.target.id && !state.logs.has(chat.target.id)) chat.show(chat.target.id);
+      if (chat.target && chat.target.id && !state.logs.has(chat.target.id)) {
+        chat.show(chat.target.id, { lookedAt: chat.target.lookedAt });
+      }
       // Edits and deletes made meanwhile have no seq of their own; the
       // newest page of the open conversation brings the ones in view.
       const open = chat.conversation();
@@ -269,10 +271,11 @@ function startApp(session) {
   }
 
   function pickInitial() {
-    // On a wide screen, start where the user most likely left off.
+    // On a wide screen, start where the user most likely left off; it is
+    // marked read once they look at it (Chat.show).
     if (PHONE.matches) return;
     const first = state.ordered()[0];
-    if (first) openConversation(first.id, { focus: false });
+    if (first) openConversation(first.id, { focus: false, lookedAt: false });
   }
 
   // ---------------------------------------------------------- events
@@ -366,7 +369,7 @@ function startApp(session) {
   // ---------------------------------------------------------- actions
 
   function markRead(c) {
-    if (!c || document.visibilityState !== 'visible' || !conn.isOpen) return;
+    if (!c || !chat.isLookedAt(c.id) || document.visibilityState !== 'visible' || !conn.isOpen) return;
     if (c.lastSeq <= c.lastReadSeq) return;
     const seq = c.lastSeq;
     conn
@@ -378,10 +381,10 @@ function startApp(session) {
       .catch(() => {});
   }
 
-  function openConversation(id, { focus = true } = {}) {
+  function openConversation(id, { focus = true, lookedAt = true } = {}) {
     if (!state.conversations.has(id)) return;
     closeSearch();
-    chat.show(id);
+    chat.show(id, { lookedAt });
     showChat();
     sidebar.render();
     if (!focus && !PHONE.matches) $('message-input').blur();

@@ -8,6 +8,11 @@ import { statusOf } from './sidebar.js';
 
 const PAGE = 50;
 const MAX_BODY_CHARS = 4000;
+// The length is shown from here on, before the limit is hit.
+const COUNT_FROM_CHARS = 3500;
+// What shows that the person looked at the open conversation: a press, a
+// key or the wheel in the conversation pane (see `show`).
+const LOOKING = ['pointerdown', 'keydown', 'wheel'];
 const TYPING_REPEAT_MS = 3000;
 const TYPING_IDLE_MS = 4000;
 // Near enough to the bottom to follow new messages down.
@@ -60,6 +65,9 @@ export class Chat {
     $('back').addEventListener('click', () => this.hooks.back());
     $('invite-button').addEventListener('click', () => this.hooks.invite(this.conversation()));
     $('leave-button').addEventListener('click', () => this.hooks.leave(this.conversation()));
+    for (const type of LOOKING) {
+      $('conversation').addEventListener(type, () => this.lookAt(), { capture: true, passive: true });
+    }
   }
 
   /** The open conversation, when it exists on the server. */
@@ -67,11 +75,17 @@ export class Chat {
     return this.target && this.target.id ? this.state.conversations.get(this.target.id) : null;
   }
 
-  /** Opens a conversation the user is in. */
-  async show(conversationId) {
+  /**
+   * Opens a conversation the user is in. `lookedAt: false` when the user
+   * did not ask for it (the one opened at login): it is not marked read
+   * until they press, type or scroll in it, since being on screen in an
+   * unattended tab is no proof that anyone read it.
+   */
+  async show(conversationId, { lookedAt = true } = {}) {
     this.leaveTarget();
-    this.target = { id: conversationId, key: conversationId };
+    this.target = { id: conversationId, key: conversationId, lookedAt };
     this.state.openId = conversationId;
+    this.state.openLookedAt = lookedAt;
     this.enter();
     const log = this.state.log(conversationId);
     if (!log.loaded && !log.loading) {
@@ -100,6 +114,7 @@ export class Chat {
     this.leaveTarget();
     this.target = { to: user.id, user, key: `to:${user.id}` };
     this.state.openId = null;
+    this.state.openLookedAt = true;
     this.enter();
     this.renderMessages();
   }
@@ -107,6 +122,19 @@ export class Chat {
   /** Whether `conversationId` is the one on screen. */
   isOpen(conversationId) {
     return this.target !== null && this.target.id === conversationId;
+  }
+
+  /** Whether `conversationId` is on screen and the user has looked at it (see `show`). */
+  isLookedAt(conversationId) {
+    return this.isOpen(conversationId) && this.target.lookedAt !== false;
+  }
+
+  /** The user acted in the conversation pane: what is open has been looked at. */
+  lookAt() {
+    if (!this.target || this.target.lookedAt !== false) return;
+    this.target.lookedAt = true;
+    this.state.openLookedAt = true;
+    this.hooks.markRead(this.conversation());
   }
 
   /** Closes the pane (after leaving a room, say). */
@@ -130,7 +158,7 @@ export class Chat {
     $('conversation').hidden = false;
     this.rendered.clear();
     this.list.replaceChildren();
-    this.input.value = this.drafts.get(this.target.key) || '';
+    this.setInput(this.drafts.get(this.target.key) || '');
     this.setError('');
     this.renderHeader();
     this.renderTyping();
@@ -213,7 +241,7 @@ export class Chat {
     if (continued) classes.push('continued');
     const body = m.deleted
       ? el('p', { class: 'body', text: 'This message was deleted.' })
-      : el('p', { class: 'body', text: m.body });
+      : el('p', { class: 'body', dir: 'auto', text: m.body });
     const actions = mine && !m.deleted
       ? el(
         'div',
@@ -344,6 +372,7 @@ export class Chat {
       }
     });
     this.input.addEventListener('input', () => {
+      this.renderCount();
       this.setError('');
       if (!this.editing) this.noteTyping();
     });
@@ -416,7 +445,7 @@ export class Chat {
       const ack = await this.conn.request(sending.type, sending.content);
       this.pending = null;
       if (this.target && this.target.key === sending.key) {
-        if (this.input.value === sending.body) this.input.value = '';
+        if (this.input.value === sending.body) this.setInput('');
         this.setError('');
       } else {
         this.drafts.delete(sending.key);
@@ -447,6 +476,22 @@ export class Chat {
     }
   }
 
+  /** Puts `text` in the message box. */
+  setInput(text) {
+    this.input.value = text;
+    this.renderCount();
+  }
+
+  /** Shows the length of the text near and over the limit, as the server counts it. */
+  renderCount() {
+    const count = $('char-count');
+    // Only a long text can be near the limit; most are counted no further.
+    const n = this.input.value.length < COUNT_FROM_CHARS ? 0 : [...this.input.value].length;
+    count.hidden = n < COUNT_FROM_CHARS;
+    count.classList.toggle('over', n > MAX_BODY_CHARS);
+    count.textContent = count.hidden ? '' : `${n} / ${MAX_BODY_CHARS}`;
+  }
+
   setError(text) {
     const box = $('send-error');
     box.textContent = text;
@@ -459,7 +504,7 @@ export class Chat {
     $('editing').hidden = false;
     $('composer').classList.add('is-editing');
     $('send-button').textContent = 'Save';
-    this.input.value = m.body;
+    this.setInput(m.body);
     this.setError('');
     this.input.focus();
   }
@@ -470,7 +515,7 @@ export class Chat {
     $('editing').hidden = true;
     $('composer').classList.remove('is-editing');
     $('send-button').textContent = 'Send';
-    this.input.value = this.drafts.get(`edit:${this.target.key}`) || '';
+    this.setInput(this.drafts.get(`edit:${this.target.key}`) || '');
     this.setError('');
   }
 

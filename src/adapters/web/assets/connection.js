@@ -5,9 +5,16 @@
 
 const CLOSE_TOKEN_EXPIRED = 4001;
 // A request unanswered this long means the connection is dead even if the
-// browser has not noticed (a laptop lid, a lost Wi-Fi).
+// browser has not noticed (a laptop lid, a lost Wi-Fi, a proxy that stopped
+// forwarding). So does a welcome that does not come this long after opening.
 const REPLY_TIMEOUT_MS = 15000;
+// The client's own ping, so that a dead connection is found while idle: every
+// 25 s, and a reply within 15 s, at the server's default heartbeat of 30 s.
+// A server with a shorter heartbeat (its welcome says) gets them sooner in
+// proportion: 5/6 and 1/2 of it. A connection that dies silently is thus
+// dropped at most 40 s later at the default.
 const KEEPALIVE_MS = 25000;
+const HEARTBEAT_DEFAULT_S = 30;
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 
@@ -41,6 +48,9 @@ export class Connection {
     this.stopped = false;
     this.retryTimer = null;
     this.keepalive = null;
+    // Ends the listening to the current socket's events.
+    this.detach = null;
+    this.welcomeTimer = null;
   }
 
   /** Opens the connection (and keeps it open until `stop`). */
@@ -54,6 +64,7 @@ export class Connection {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     clearInterval(this.keepalive);
+    clearTimeout(this.welcomeTimer);
     if (this.socket) this.socket.close(1000);
     this.failPending('disconnected', 'Not connected.');
   }
@@ -63,8 +74,12 @@ export class Connection {
     return this.socket !== null && this.socket.readyState === WebSocket.OPEN && this.welcomed;
   }
 
-  /** Sends a request; resolves with the ack's content, rejects with a RequestError. */
-  request(type, content = {}) {
+  /**
+   * Sends a request; resolves with the ack's content, rejects with a
+   * RequestError. Without a reply within `timeoutMs` the connection is
+   * taken for dead.
+   */
+  request(type, content = {}, timeoutMs = REPLY_TIMEOUT_MS) {
     if (!this.isOpen) {
       return Promise.reject(new RequestError('disconnected', 'Not connected.'));
     }
@@ -72,9 +87,8 @@ export class Connection {
     const id = `c${this.nextId}`;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        // No answer: assume the connection is gone and start over.
-        if (this.pending.has(id) && this.socket) this.socket.close(4000, 'no reply');
-      }, REPLY_TIMEOUT_MS);
+        if (this.pending.has(id)) this.drop('no reply');
+      }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer });
       this.socket.send(JSON.stringify({ type, id, content }));
     });
@@ -86,8 +100,26 @@ export class Connection {
     const socket = new WebSocket(url);
     this.socket = socket;
     this.welcomed = false;
-    socket.addEventListener('message', (e) => this.onFrame(e.data));
-    socket.addEventListener('close', (e) => this.onClose(socket, e.code));
+    const listening = new AbortController();
+    this.detach = () => listening.abort();
+    const { signal } = listening;
+    socket.addEventListener('message', (e) => this.onFrame(e.data), { signal });
+    socket.addEventListener('close', (e) => this.onClose(socket, e.code), { signal });
+    this.welcomeTimer = setTimeout(() => this.drop('no welcome'), REPLY_TIMEOUT_MS);
+  }
+
+  /**
+   * Gives up on the current socket at once, as when it closed. A dead link
+   * never completes the closing handshake, and the browser reports the
+   * close only when that handshake ends or times out (a minute or more in
+   * Chromium), so the socket is left to close on its own, unheard.
+   */
+  drop(reason) {
+    const socket = this.socket;
+    if (!socket) return;
+    this.detach();
+    socket.close(4000, reason);
+    this.onClose(socket, 4000, { timedOut: true });
   }
 
   onFrame(text) {
@@ -102,8 +134,12 @@ export class Connection {
       this.welcomed = true;
       this.everOpened = true;
       this.attempt = 0;
+      clearTimeout(this.welcomeTimer);
+      const heartbeat = frame.content.heartbeatSeconds > 0 ? frame.content.heartbeatSeconds : HEARTBEAT_DEFAULT_S;
+      const every = Math.min(KEEPALIVE_MS, (heartbeat * 1000 * 5) / 6);
+      const within = Math.min(REPLY_TIMEOUT_MS, (heartbeat * 1000) / 2);
       clearInterval(this.keepalive);
-      this.keepalive = setInterval(() => this.request('ping').catch(() => {}), KEEPALIVE_MS);
+      this.keepalive = setInterval(() => this.request('ping', {}, within).catch(() => {}), every);
       this.callbacks.onState('open');
       this.callbacks.onOpen(frame.content, isReconnect);
       return;
@@ -120,12 +156,14 @@ export class Connection {
     this.callbacks.onEvent(frame.type, frame.content || {});
   }
 
-  async onClose(socket, code) {
+  async onClose(socket, code, { timedOut = false } = {}) {
     if (socket !== this.socket) return;
     const wasWelcomed = this.welcomed;
     this.socket = null;
     this.welcomed = false;
+    this.detach();
     clearInterval(this.keepalive);
+    clearTimeout(this.welcomeTimer);
     this.failPending('disconnected', 'The connection was lost.');
     if (this.stopped) return;
     if (code === CLOSE_TOKEN_EXPIRED) {
@@ -135,13 +173,21 @@ export class Connection {
     }
     this.callbacks.onState('reconnecting');
     // A refused handshake looks like any other failure from here; ask the
-    // HTTP API whether the token is still good before trying again.
-    if (!wasWelcomed && !(await this.callbacks.checkToken())) {
+    // HTTP API whether the token is still good before trying again. (A
+    // connection that timed out was not refused: the network is at fault.)
+    if (!wasWelcomed && !timedOut && !(await this.callbacks.checkToken())) {
       this.stopped = true;
       this.callbacks.onExpired();
       return;
     }
     if (this.stopped) return;
+    if (wasWelcomed && timedOut) {
+      // Only this client found its link dead, so there is no crowd to
+      // spread out: try again at once.
+      this.attempt += 1;
+      this.open();
+      return;
+    }
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt);
     // Full jitter on the upper half, so a restarted server is not met by
     // every client in the same millisecond.

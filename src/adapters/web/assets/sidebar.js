@@ -26,12 +26,23 @@ function avatar(name, status, isRoom) {
   );
 }
 
+/**
+ * The line under a conversation's title. The message takes its direction
+ * from its own text (a right-to-left one is laid out so), apart from the
+ * sender's name before it.
+ */
 function preview(state, c) {
   const m = c.lastMessage;
-  if (!m) return c.kind === 'room' ? `${c.memberCount} member${c.memberCount === 1 ? '' : 's'}` : 'No messages yet';
+  if (!m) {
+    const text = c.kind === 'room' ? `${c.memberCount} member${c.memberCount === 1 ? '' : 's'}` : 'No messages yet';
+    return el('span', { class: 'conversation-last', text });
+  }
   const who = m.senderId === state.me.id ? 'You' : m.sender;
   const text = m.deleted ? 'message deleted' : m.body;
-  return c.kind === 'room' || m.senderId === state.me.id ? `${who}: ${text}` : text;
+  if (c.kind === 'room' || m.senderId === state.me.id) {
+    return el('span', { class: 'conversation-last' }, `${who}: `, el('bdi', { text }));
+  }
+  return el('span', { class: 'conversation-last', dir: 'auto', text });
 }
 
 /** Draws the conversation list and the search results. */
@@ -85,7 +96,8 @@ export class Sidebar {
     const title = state.title(c);
     const peer = state.peer(c);
     const open = c.id === state.openId;
-    const unread = open ? 0 : state.unread(c);
+    // The open conversation counts as read once the user has looked at it.
+    const unread = open && state.openLookedAt ? 0 : state.unread(c);
     button.className = `conversation${open ? ' active' : ''}${unread ? ' has-unread' : ''}`;
     if (open) button.setAttribute('aria-current', 'true');
     else button.removeAttribute('aria-current');
@@ -101,7 +113,7 @@ export class Sidebar {
           c.kind === 'room' && c.visibility === 'private'
             ? el('span', { class: 'tag', text: 'private' }) : null,
         ),
-        el('span', { class: 'conversation-last', text: preview(state, c) }),
+        preview(state, c),
       ),
       el(
         'span',

@@ -64,6 +64,8 @@ export class State {
     // conversationId -> highest seq another member has read.
     this.seenByOthers = new Map();
     this.openId = null;
+    // Whether the user has looked at the open conversation (Chat.show).
+    this.openLookedAt = true;
   }
 
   /** The message log of a conversation (created empty on first use). */
