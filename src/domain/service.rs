@@ -11,7 +11,8 @@ use futures::channel::oneshot;
 
 use super::blocking;
 use super::conversation::{
-    Conversation, ConversationSummary, Membership, RoomName, Visibility, next_read_marker,
+    Conversation, ConversationKind, ConversationSummary, Membership, RoomName, Visibility,
+    next_read_marker,
 };
 use super::error::ChatError;
 use super::event::{Event, MemberAction};
@@ -659,8 +660,15 @@ impl ChatService {
         conversation: &ConversationId,
         active: bool,
     ) -> Result<(), ChatError> {
-        self.allowed(caller, conversation, Action::Typing).await?;
-        let members = self.ports.messages.member_ids(conversation).await?;
+        let (conv, _) = self.allowed(caller, conversation, Action::Typing).await?;
+        let mut members = self.ports.messages.member_ids(conversation).await?;
+        let direct = matches!(conv.kind, ConversationKind::Direct);
+        if direct {
+            // Typing is closed where sending is: a blocker does not see the
+            // user they block typing to them.
+            let blockers = self.ports.blocks.blockers_of(&caller.user.id).await?;
+            members.retain(|m| blocking::may_send(direct, blockers.contains(m)));
+        }
         let delivery = routing::to_other_members(members, &caller.user.id);
         if !delivery.is_empty() {
             let event = Event::Typing {

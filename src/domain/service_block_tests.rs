@@ -221,6 +221,43 @@ async fn inviting_someone_who_blocks_the_caller_is_forbidden_and_adds_nobody() {
     assert_forbidden(&err, Denied::Blocked);
 }
 
+#[tokio::test]
+async fn a_blocker_does_not_see_the_blocked_user_typing_in_their_direct_conversation() {
+    let mut h = Harness::new();
+    h.expect_access("d1", "bob", member("d1", 3, 3));
+    h.expect_members("d1", &["ann", "bob"]);
+    expect_blockers_of(&mut h, "bob", &["ann"]);
+    h.expect_no_delivery();
+    h.build()
+        .typing(&caller("bob", "bob-1"), &conv_id("d1"), true)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn typing_in_a_room_reaches_a_member_who_blocks_the_typist() {
+    let mut h = Harness::new();
+    h.expect_access(
+        "r1",
+        "bob",
+        Access::Member(public_room("r1"), Membership { last_read_seq: 0 }),
+    );
+    h.expect_members("r1", &["ann", "bob"]);
+    h.blocks.expect_blockers_of().never();
+    h.expect_delivery(
+        to(&["ann"]),
+        Event::Typing {
+            conversation_id: conv_id("r1"),
+            user_id: uid("bob"),
+            active: true,
+        },
+    );
+    h.build()
+        .typing(&caller("bob", "bob-1"), &conv_id("r1"), true)
+        .await
+        .unwrap();
+}
+
 // ------------------------------------------------------------ presence
 
 #[tokio::test]

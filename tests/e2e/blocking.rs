@@ -129,7 +129,10 @@ async fn a_blocked_user_cannot_message_or_invite_the_blocker_until_unblocked(bac
         .await,
         "forbidden"
     );
-    ca.expect_none(QUIET, message_from(&bob)).await;
+    cb.ack("typing", json!({"conversationId": direct, "active": true}))
+        .await;
+    ca.expect_none(QUIET, |f| f["type"] == "message" || f["type"] == "typing")
+        .await;
     // The blocker still writes to the blocked user.
     dm(&mut ca, &bob, "I can still write").await;
     cb.wait_for(message_from(&ann)).await;
