@@ -397,7 +397,7 @@ mod tests {
             max_sessions_per_user: 1,
             log: "info".into(),
             outbound_queue: 1,
-            outbound_session_bytes: 1,
+            outbound_session_bytes: MIN_SESSION_BYTES,
             outbound_total_bytes: 1,
             slow_consumer_secs: 1,
             shutdown_grace_secs: 1,
@@ -457,6 +457,31 @@ mod tests {
         s.presence_ttl_secs = 12;
         s.faults = Some("drop_publish_every:x".into());
         assert!(s.validate().unwrap_err().to_string().contains("faults"));
+    }
+
+    #[test]
+    fn outbound_limits_are_checked() {
+        let mut s = with_url(None);
+        s.validate().unwrap();
+        s.outbound_session_bytes = MIN_SESSION_BYTES - 1;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("outbound_session_bytes"), "{err}");
+        s.outbound_session_bytes = MIN_SESSION_BYTES;
+        s.outbound_queue = MAX_QUEUE_FRAMES + 1;
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("outbound_queue")
+        );
+        s.outbound_queue = MAX_QUEUE_FRAMES;
+        s.slow_consumer_secs = 0;
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("slow_consumer_secs")
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use confab::adapters::store::{PgStore, SqliteStore};
 use confab::adapters::ws::session::WsSettings;
 use confab::adapters::ws::{Outbound, SessionRegistry};
 use confab::config::{Database, Settings};
-use confab::domain::ports::{MessageStore, PresenceRegistry, Transport, UserStore};
+use confab::domain::ports::{BlockStore, MessageStore, PresenceRegistry, Transport, UserStore};
 use confab::domain::service::{ChatService, Limits, Ports};
 use tokio::net::TcpListener;
 use tracing::{error, info};
@@ -71,7 +71,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     info!("database: {database}");
     let metrics = Arc::new(Metrics::default());
     let opened = metrics.clone();
-    let (users, messages, index) =
+    let (users, messages, blocks, index) =
         tokio::task::spawn_blocking(move || open_store(&database, &opened)).await??;
     let secret = match &settings.jwt_secret {
         Some(s) => s.clone().into_bytes(),
@@ -124,6 +124,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let ports = Ports {
         users,
         messages,
+        blocks,
         auth: Arc::new(auth),
         presence,
         transport,
@@ -170,6 +171,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 type Stores = (
     Arc<dyn UserStore>,
     Arc<dyn MessageStore>,
+    Arc<dyn BlockStore>,
     Option<Arc<dyn SeqIndex>>,
 );
 
@@ -178,13 +180,13 @@ fn open_store(database: &Database, metrics: &Metrics) -> anyhow::Result<Stores> 
     Ok(match database {
         Database::Sqlite(path) => {
             let store = Arc::new(SqliteStore::open(path, metrics.store.clone())?);
-            (store.clone(), store, None)
+            (store.clone(), store.clone(), store, None)
         }
         Database::Postgres(url) => {
             // libpq may quote the part of a URL it cannot parse, password included.
             let opened = PgStore::open(url).map_err(|e| anyhow!(database.scrub(&format!("{e:#}"))));
             let store = Arc::new(opened?);
-            (store.clone(), store.clone(), Some(store))
+            (store.clone(), store.clone(), store.clone(), Some(store))
         }
     })
 }

@@ -309,7 +309,7 @@ async fn credentials(req: Request<Incoming>) -> Result<(String, String), ApiErro
 }
 
 async fn users(state: &HttpState, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
-    state.service().authenticate(bearer(req)).await?;
+    let auth = state.service().authenticate(bearer(req)).await?;
     let prefix = query_param(req, "prefix").unwrap_or_default();
     let limit = match query_param(req, "limit") {
         None => None,
@@ -318,7 +318,10 @@ async fn users(state: &HttpState, req: &Request<Incoming>) -> Result<HttpRespons
                 .map_err(|_| ApiError::bad_request("limit must be a positive integer"))?,
         ),
     };
-    let found = state.service().find_users(&prefix, limit).await?;
+    let found = state
+        .service()
+        .find_users(&auth.user.id, &prefix, limit)
+        .await?;
     let users: Vec<Value> = found
         .iter()
         .map(|(u, online)| json!({ "id": u.id.as_str(), "username": u.username.as_str(), "online": online }))

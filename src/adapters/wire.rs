@@ -487,6 +487,18 @@ pub enum Request {
         /// Which message.
         message_id: MessageId,
     },
+    /// `blockUser`.
+    BlockUser {
+        /// Whom.
+        user_id: UserId,
+    },
+    /// `unblockUser`.
+    UnblockUser {
+        /// Whom.
+        user_id: UserId,
+    },
+    /// `getBlocked`.
+    GetBlocked,
 }
 
 /// A frame that could not be read as a request, with the id to answer to.
@@ -703,6 +715,13 @@ impl Request {
                 conversation_id: f.conversation()?,
                 message_id: MessageId::new(f.id("messageId")?),
             },
+            "blockUser" => Self::BlockUser {
+                user_id: UserId::new(f.id("userId")?),
+            },
+            "unblockUser" => Self::UnblockUser {
+                user_id: UserId::new(f.id("userId")?),
+            },
+            "getBlocked" => Self::GetBlocked,
             other => {
                 let shown: String = other.chars().take(64).collect();
                 return Err(format!("unknown type {shown:?}"));
@@ -1002,6 +1021,36 @@ mod tests {
             panic!()
         };
         assert_eq!(query.limit, 200);
+    }
+
+    #[test]
+    fn block_requests_are_read_and_need_a_user_id() {
+        let (id, req) =
+            parse(r#"{"type":"blockUser","id":"b1","content":{"userId":"u"}}"#).unwrap();
+        assert_eq!(id.as_deref(), Some("b1"));
+        assert_eq!(
+            req,
+            Inbound::Other(Request::BlockUser {
+                user_id: UserId::new("u")
+            })
+        );
+        let (_, req) = parse(r#"{"type":"unblockUser","content":{"userId":"u"}}"#).unwrap();
+        assert_eq!(
+            req,
+            Inbound::Other(Request::UnblockUser {
+                user_id: UserId::new("u")
+            })
+        );
+        let (_, req) = parse(r#"{"type":"getBlocked"}"#).unwrap();
+        assert_eq!(req, Inbound::Other(Request::GetBlocked));
+        for text in [
+            r#"{"type":"blockUser","content":{}}"#,
+            r#"{"type":"blockUser","content":{"userId":""}}"#,
+            r#"{"type":"unblockUser","content":{"userId":7}}"#,
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.message.contains("userId"), "{text}: {}", e.message);
+        }
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub enum Denied {
     NotARoom,
     /// Only the sender may edit or delete a message.
     NotSender,
+    /// The other user blocks the caller: no direct message, no invitation.
+    Blocked,
 }
 
 impl Denied {
@@ -66,6 +68,7 @@ impl Denied {
             Self::PrivateRoom => "this room is private; ask a member for an invitation",
             Self::NotARoom => "this is a direct conversation, not a room",
             Self::NotSender => "only the sender may change a message",
+            Self::Blocked => "this user does not accept this from you",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Nothing in here performs I/O or knows about JSON, SQL, HTTP or tokio: the
 //! adapters in `crate::adapters` do that and translate into these types.
 
+pub mod blocking;
 pub mod conversation;
 pub mod error;
 pub mod event;

@@ -41,6 +41,10 @@ pub enum AppendError {
     /// The sender is not a member of it.
     #[error("not a member of this conversation")]
     NotMember,
+    /// It is a direct conversation whose other member blocks the sender
+    /// ([`super::blocking::may_send`]).
+    #[error("the other member blocks the sender")]
+    Blocked,
     /// The store failed.
     #[error(transparent)]
     Unknown(#[from] PortError),
@@ -141,8 +145,10 @@ pub trait MessageStore: Send + Sync {
     /// conversation: it returns [`AppendOutcome::Duplicate`] with the original.
     ///
     /// # Errors
-    /// [`AppendError::NoSuchConversation`] or [`AppendError::NotMember`],
-    /// checked inside the same transaction.
+    /// [`AppendError::NoSuchConversation`], [`AppendError::NotMember`] or
+    /// [`AppendError::Blocked`] (as [`super::blocking::may_send`] decides,
+    /// from the blocks stored through [`BlockStore`]), checked inside the
+    /// same transaction.
     async fn append(&self, message: NewMessage) -> Result<AppendOutcome, AppendError>;
 
     /// Appends several messages in order, each exactly as [`Self::append`]
@@ -247,6 +253,33 @@ pub trait MessageStore: Send + Sync {
         id: &MessageId,
         change: MessageChange,
     ) -> Result<Option<Message>, PortError>;
+}
+
+/// Who blocks whom. A block is a pair (blocker, blocked) of existing users.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait BlockStore: Send + Sync {
+    /// Records that `blocker` blocks `blocked`. Returns true when it is new
+    /// and false when it was recorded already (nothing changes then). MUST
+    /// be durable when it returns, and from then on every
+    /// [`MessageStore::append`] on the same database, in any process, MUST
+    /// see it.
+    async fn block(
+        &self,
+        blocker: &UserId,
+        blocked: &UserId,
+        now: Timestamp,
+    ) -> Result<bool, PortError>;
+
+    /// Removes a block. Returns false (and changes nothing) when there was
+    /// none. Durable and seen by every later append, as [`Self::block`].
+    async fn unblock(&self, blocker: &UserId, blocked: &UserId) -> Result<bool, PortError>;
+
+    /// The users `blocker` blocks, the earliest blocked first.
+    async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<User>, PortError>;
+
+    /// The users who block `user`, each once, in no particular order.
+    async fn blockers_of(&self, user: &UserId) -> Result<Vec<UserId>, PortError>;
 }
 
 /// A token handed to a client at login.

@@ -52,9 +52,10 @@ pub fn to_all_members(members: Vec<UserId>) -> Delivery {
 }
 
 /// `presence`: the sessions of users who share a conversation with the user
-/// whose status changed, not that user's own sessions.
-pub fn to_contacts(mut contacts: Vec<UserId>, subject: &UserId) -> Delivery {
-    contacts.retain(|c| c != subject);
+/// whose status changed, not that user's own sessions, nor those of the
+/// users the subject blocks (`blocked`): to them the subject stays offline.
+pub fn to_contacts(mut contacts: Vec<UserId>, subject: &UserId, blocked: &[UserId]) -> Delivery {
+    contacts.retain(|c| c != subject && !blocked.contains(c));
     contacts.sort();
     contacts.dedup();
     Delivery {
@@ -103,8 +104,18 @@ mod tests {
 
     #[test]
     fn presence_reaches_contacts_once_each_and_never_the_subject() {
-        let d = to_contacts(ids(&["bob", "ann", "bob", "cid"]), &UserId::new("ann"));
+        let d = to_contacts(ids(&["bob", "ann", "bob", "cid"]), &UserId::new("ann"), &[]);
         assert_eq!(d.users, ids(&["bob", "cid"]));
         assert_eq!(d.except, None);
+    }
+
+    #[test]
+    fn presence_never_reaches_the_users_the_subject_blocks() {
+        let d = to_contacts(
+            ids(&["bob", "cid", "bob", "dan"]),
+            &UserId::new("ann"),
+            &ids(&["bob", "eve"]),
+        );
+        assert_eq!(d.users, ids(&["cid", "dan"]));
     }
 }

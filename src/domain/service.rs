@@ -9,21 +9,22 @@ use std::sync::Arc;
 use async_lock::Mutex;
 use futures::channel::oneshot;
 
+use super::blocking;
 use super::conversation::{
-    Conversation, ConversationSummary, Membership, RoomName, RoomsPage, Visibility,
-    next_read_marker,
+    Conversation, ConversationKind, ConversationSummary, Membership, RoomName, RoomsPage,
+    Visibility, next_read_marker,
 };
 use super::error::ChatError;
 use super::event::{Event, MemberAction};
 use super::ids::{ConversationId, MessageId, SessionId, UserId};
-use super::membership::{Action, Allowed, authorize};
+use super::membership::{Action, Allowed, Denied, authorize};
 use super::message::{
     AppendOutcome, ClientMsgId, HistoryPage, HistoryQuery, Message, MessageBody, MessageChange,
     NewMessage,
 };
 use super::ports::{
-    Access, AppendError, Authenticator, Clock, CreateUserError, IssuedToken, MessageStore,
-    OpenSessionError, PresenceRegistry, Transport, UserStore,
+    Access, AppendError, Authenticator, BlockStore, Clock, CreateUserError, IssuedToken,
+    MessageStore, OpenSessionError, PresenceRegistry, Transport, UserStore,
 };
 use super::presence::{ActiveStatus, LiveStatus, Presence, Status};
 use super::routing;
@@ -102,6 +103,8 @@ pub struct Ports {
     pub users: Arc<dyn UserStore>,
     /// Conversations and messages.
     pub messages: Arc<dyn MessageStore>,
+    /// Who blocks whom.
+    pub blocks: Arc<dyn BlockStore>,
     /// Passwords and tokens.
     pub auth: Arc<dyn Authenticator>,
     /// Who is online.
@@ -271,12 +274,14 @@ impl ChatService {
         })
     }
 
-    /// Users whose name starts with `prefix`, each with whether they are online.
+    /// Users whose name starts with `prefix`, each with whether they are
+    /// online as `viewer` may see it (never, for a user who blocks them).
     ///
     /// # Errors
     /// `BadRequest` for a limit of 0.
     pub async fn find_users(
         &self,
+        viewer: &UserId,
         prefix: &str,
         limit: Option<u64>,
     ) -> Result<Vec<(User, bool)>, ChatError> {
@@ -284,10 +289,11 @@ impl ChatService {
         let users = self.ports.users.users_by_prefix(prefix, limit).await?;
         let ids: Vec<UserId> = users.iter().map(|u| u.id.clone()).collect();
         let live = self.ports.presence.live(&ids).await?;
+        let blockers = self.ports.blocks.blockers_of(viewer).await?;
         Ok(users
             .into_iter()
             .map(|u| {
-                let online = live.contains_key(&u.id);
+                let online = blocking::shown_online(&u.id, live.contains_key(&u.id), &blockers);
                 (u, online)
             })
             .collect())
@@ -359,7 +365,8 @@ impl ChatService {
         last_seen: Option<Timestamp>,
     ) -> Result<(), ChatError> {
         let contacts = self.ports.messages.contacts(&user.id).await?;
-        let delivery = routing::to_contacts(contacts, &user.id);
+        let blocked = self.blocked_ids(&user.id).await?;
+        let delivery = routing::to_contacts(contacts, &user.id, &blocked);
         if !delivery.is_empty() {
             let presence = Presence {
                 user: user.clone(),
@@ -558,7 +565,8 @@ impl ChatService {
                 }
                 Ok(AppendOutcome::Duplicate(original)) => Ok(original),
                 Err(AppendError::NoSuchConversation) => Err(ChatError::NotFound(NO_CONVERSATION)),
-                Err(AppendError::NotMember) => Err(super::membership::Denied::NotMember.into()),
+                Err(AppendError::NotMember) => Err(Denied::NotMember.into()),
+                Err(AppendError::Blocked) => Err(Denied::Blocked.into()),
                 Err(AppendError::Unknown(e)) => Err(e.into()),
             };
             let _ = reply.send(result);
@@ -652,8 +660,15 @@ impl ChatService {
         conversation: &ConversationId,
         active: bool,
     ) -> Result<(), ChatError> {
-        self.allowed(caller, conversation, Action::Typing).await?;
-        let members = self.ports.messages.member_ids(conversation).await?;
+        let (conv, _) = self.allowed(caller, conversation, Action::Typing).await?;
+        let mut members = self.ports.messages.member_ids(conversation).await?;
+        let direct = matches!(conv.kind, ConversationKind::Direct);
+        if direct {
+            // Typing is closed where sending is: a blocker does not see the
+            // user they block typing to them.
+            let blockers = self.ports.blocks.blockers_of(&caller.user.id).await?;
+            members.retain(|m| blocking::may_send(direct, blockers.contains(m)));
+        }
         let delivery = routing::to_other_members(members, &caller.user.id);
         if !delivery.is_empty() {
             let event = Event::Typing {
@@ -767,6 +782,10 @@ impl ChatService {
         let _in_order = self.lane(conversation).turn.lock().await;
         self.allowed(caller, conversation, Action::Invite).await?;
         let invitee = self.existing_user(invitee).await?;
+        let blockers = self.ports.blocks.blockers_of(&caller.user.id).await?;
+        if !blocking::may_invite(&invitee.id, &blockers) {
+            return Err(Denied::Blocked.into());
+        }
         self.admit(caller, conversation, &invitee, MemberAction::Invited)
             .await
     }
@@ -966,26 +985,55 @@ impl ChatService {
 
     // ------------------------------------------------------------ presence
 
-    /// Up to `limit` users who have a session open.
+    /// Up to `limit` users who have a session open, as the caller may see
+    /// them: without those who block the caller.
     ///
     /// # Errors
     /// `BadRequest` for a limit of 0.
-    pub async fn connected_users(&self, limit: Option<u64>) -> Result<Vec<User>, ChatError> {
+    pub async fn connected_users(
+        &self,
+        caller: &Caller,
+        limit: Option<u64>,
+    ) -> Result<Vec<User>, ChatError> {
         let limit = page_limit(limit, CONNECTED_PAGE.0, CONNECTED_PAGE.1)?;
-        Ok(self.ports.presence.online_users(limit).await?)
+        let blockers = self.ports.blocks.blockers_of(&caller.user.id).await?;
+        // Asked for as many more as could be left out, so that a full page
+        // stays full.
+        let mut users = self
+            .ports
+            .presence
+            .online_users(limit.saturating_add(blockers.len()))
+            .await?;
+        users.retain(|u| blocking::shown_online(&u.id, true, &blockers));
+        users.truncate(limit);
+        Ok(users)
     }
 
     /// The presence of each existing user among `ids`, in the order asked,
-    /// each once; unknown ids are skipped.
+    /// each once, as the caller may see it ([`blocking::as_seen`]); unknown
+    /// ids are skipped.
     ///
     /// # Errors
     /// `BadRequest` for more than [`MAX_PRESENCE_IDS`] ids.
-    pub async fn presence_of(&self, ids: Vec<UserId>) -> Result<Vec<Presence>, ChatError> {
+    pub async fn presence_of(
+        &self,
+        caller: &Caller,
+        ids: Vec<UserId>,
+    ) -> Result<Vec<Presence>, ChatError> {
         if ids.len() > MAX_PRESENCE_IDS {
             return Err(ChatError::bad_request(format!(
                 "userIds must list at most {MAX_PRESENCE_IDS} ids"
             )));
         }
+        self.presence_seen_by(&caller.user.id, ids).await
+    }
+
+    /// The presence of each existing user among `ids` as `viewer` may see it.
+    async fn presence_seen_by(
+        &self,
+        viewer: &UserId,
+        ids: Vec<UserId>,
+    ) -> Result<Vec<Presence>, ChatError> {
         let mut ids = ids;
         let mut seen = std::collections::HashSet::new();
         ids.retain(|id| seen.insert(id.clone()));
@@ -1000,20 +1048,33 @@ impl ChatService {
             .into_iter()
             .map(|(u, seen)| (u.id.clone(), (u, seen)))
             .collect();
+        let blockers = self.ports.blocks.blockers_of(viewer).await?;
+        let contacts: std::collections::HashSet<UserId> = self
+            .ports
+            .messages
+            .contacts(viewer)
+            .await?
+            .into_iter()
+            .collect();
         Ok(ids
             .iter()
             .filter_map(|id| by_id.remove(id))
-            .map(|(user, last_seen)| match live.get(&user.id) {
-                Some(l) => Presence {
-                    user,
-                    status: l.status.into(),
-                    last_seen: Some(l.last_active),
-                },
-                None => Presence {
-                    user,
-                    status: Status::Offline,
-                    last_seen,
-                },
+            .map(|(user, last_seen)| {
+                let blocks_viewer = blockers.contains(&user.id);
+                let shares = user.id == *viewer || contacts.contains(&user.id);
+                let presence = match live.get(&user.id) {
+                    Some(l) => Presence {
+                        user,
+                        status: l.status.into(),
+                        last_seen: Some(l.last_active),
+                    },
+                    None => Presence {
+                        user,
+                        status: Status::Offline,
+                        last_seen,
+                    },
+                };
+                blocking::as_seen(presence, blocks_viewer, shares)
             })
             .collect())
     }
@@ -1069,6 +1130,9 @@ fn page_limit(limit: Option<u64>, default: usize, max: usize) -> Result<usize, C
         Some(n) => Ok(usize::try_from(n).unwrap_or(max).min(max)),
     }
 }
+
+#[path = "service_blocks.rs"]
+mod blocks;
 
 #[cfg(test)]
 #[path = "service_tests.rs"]

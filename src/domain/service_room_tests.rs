@@ -86,7 +86,7 @@ fn room(id: &str, visibility: Visibility) -> Conversation {
     }
 }
 
-fn public_room(id: &str) -> Conversation {
+pub(super) fn public_room(id: &str) -> Conversation {
     room(id, Visibility::Public)
 }
 
@@ -130,7 +130,7 @@ fn all_but(names: &[&str], actor: &SessionId) -> Delivery {
 }
 
 #[track_caller]
-fn assert_forbidden(err: &ChatError, why: Denied) {
+pub(super) fn assert_forbidden(err: &ChatError, why: Denied) {
     assert!(
         matches!(err, ChatError::Forbidden(r) if *r == why.reason()),
         "expected Forbidden({why:?}), got {err:?}"
@@ -138,7 +138,7 @@ fn assert_forbidden(err: &ChatError, why: Denied) {
 }
 
 #[track_caller]
-fn assert_not_found(err: &ChatError, what: &str) {
+pub(super) fn assert_not_found(err: &ChatError, what: &str) {
     assert!(
         matches!(err, ChatError::NotFound(m) if *m == what),
         "expected NotFound({what:?}), got {err:?}"
@@ -146,7 +146,7 @@ fn assert_not_found(err: &ChatError, what: &str) {
 }
 
 #[track_caller]
-fn assert_bad_request(err: &ChatError, why: &str) {
+pub(super) fn assert_bad_request(err: &ChatError, why: &str) {
     assert!(
         matches!(err, ChatError::BadRequest(m) if m == why),
         "expected BadRequest({why:?}), got {err:?}"
@@ -154,7 +154,7 @@ fn assert_bad_request(err: &ChatError, why: &str) {
 }
 
 const NO_CONVERSATION: &str = "conversation not found";
-const NO_USER: &str = "user not found";
+pub(super) const NO_USER: &str = "user not found";
 const NO_MESSAGE: &str = "message not found";
 
 // ------------------------------------------------------------ expectations
@@ -225,7 +225,7 @@ fn expect_delivery_in(h: &mut Harness, seq: &mut Sequence, delivery: Delivery, e
 }
 
 /// Nothing about membership changes, and nobody hears anything.
-fn expect_no_membership_change(h: &mut Harness) {
+pub(super) fn expect_no_membership_change(h: &mut Harness) {
     h.messages.expect_add_member().never();
     h.messages.expect_remove_member().never();
     h.messages.expect_member_ids().never();
@@ -233,7 +233,7 @@ fn expect_no_membership_change(h: &mut Harness) {
 }
 
 /// `user(id)` once, answering the user when `exists`.
-fn expect_user_lookup(h: &mut Harness, name: &str, exists: bool) {
+pub(super) fn expect_user_lookup(h: &mut Harness, name: &str, exists: bool) {
     let id = uid(name);
     let found = exists.then(|| user(name));
     h.users

@@ -17,8 +17,8 @@ use crate::domain::conversation::ConversationKind;
 use crate::domain::error::PortError;
 use crate::domain::ids::MessageId;
 use crate::domain::ports::{
-    InvalidToken, MockAuthenticator, MockClock, MockMessageStore, MockPresenceRegistry,
-    MockTransport, MockUserStore, TokenClaims,
+    InvalidToken, MockAuthenticator, MockBlockStore, MockClock, MockMessageStore,
+    MockPresenceRegistry, MockTransport, MockUserStore, TokenClaims,
 };
 use crate::domain::presence::TooManySessions;
 use crate::domain::routing::Delivery;
@@ -165,6 +165,9 @@ fn assert_internal(e: &ChatError) {
 struct Harness {
     users: MockUserStore,
     messages: MockMessageStore,
+    /// Answers that nobody blocks anybody unless a test expects otherwise
+    /// (its expectations come first, and mockall takes the first match).
+    blocks: MockBlockStore,
     auth: MockAuthenticator,
     presence: MockPresenceRegistry,
     transport: MockTransport,
@@ -179,6 +182,7 @@ impl Harness {
         Self {
             users: MockUserStore::new(),
             messages: MockMessageStore::new(),
+            blocks: MockBlockStore::new(),
             auth: MockAuthenticator::new(),
             presence: MockPresenceRegistry::new(),
             transport: MockTransport::new(),
@@ -195,11 +199,18 @@ impl Harness {
     }
 
     /// Builds with a hand-written transport instead of the mock.
-    fn build_with_transport(self, transport: Arc<dyn Transport>) -> ChatService {
+    fn build_with_transport(mut self, transport: Arc<dyn Transport>) -> ChatService {
+        self.blocks
+            .expect_blocked_by()
+            .returning(|_| Ok(Vec::new()));
+        self.blocks
+            .expect_blockers_of()
+            .returning(|_| Ok(Vec::new()));
         ChatService::new(
             Ports {
                 users: Arc::new(self.users),
                 messages: Arc::new(self.messages),
+                blocks: Arc::new(self.blocks),
                 auth: Arc::new(self.auth),
                 presence: Arc::new(self.presence),
                 transport,
@@ -744,7 +755,13 @@ fn expect_user_search(h: &mut Harness, limit: u32) {
 async fn find_users_asks_for_20_users_by_default() {
     let mut h = Harness::new();
     expect_user_search(&mut h, 20);
-    assert!(h.build().find_users("al", None).await.unwrap().is_empty());
+    assert!(
+        h.build()
+            .find_users(&uid("viewer"), "al", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -753,7 +770,7 @@ async fn find_users_passes_a_limit_within_range_through() {
         let mut h = Harness::new();
         expect_user_search(&mut h, limit);
         h.build()
-            .find_users("al", Some(u64::from(limit)))
+            .find_users(&uid("viewer"), "al", Some(u64::from(limit)))
             .await
             .unwrap();
     }
@@ -764,7 +781,10 @@ async fn find_users_clamps_the_limit_to_100() {
     for asked in [101, 5000, u64::from(u32::MAX) + 1, u64::MAX] {
         let mut h = Harness::new();
         expect_user_search(&mut h, 100);
-        h.build().find_users("al", Some(asked)).await.unwrap();
+        h.build()
+            .find_users(&uid("viewer"), "al", Some(asked))
+            .await
+            .unwrap();
     }
 }
 
@@ -773,7 +793,11 @@ async fn find_users_refuses_a_limit_of_0_without_asking_the_store() {
     let mut h = Harness::new();
     h.users.expect_users_by_prefix().never();
     h.presence.expect_live().never();
-    let err = h.build().find_users("al", Some(0)).await.unwrap_err();
+    let err = h
+        .build()
+        .find_users(&uid("viewer"), "al", Some(0))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ChatError::BadRequest(m) if m == "limit must be a positive integer"),
         "{err:?}"
@@ -798,7 +822,11 @@ async fn find_users_marks_online_exactly_the_users_the_registry_knows_in_store_o
             };
             Ok(HashMap::from([(uid("alice"), live)]))
         });
-    let found = h.build().find_users("al", None).await.unwrap();
+    let found = h
+        .build()
+        .find_users(&uid("viewer"), "al", None)
+        .await
+        .unwrap();
     assert_eq!(
         found,
         vec![
@@ -817,7 +845,11 @@ async fn find_users_fails_internally_when_the_store_fails() {
         .times(1)
         .returning(|_, _| Err(store_error()));
     h.presence.expect_live().never();
-    let err = h.build().find_users("al", None).await.unwrap_err();
+    let err = h
+        .build()
+        .find_users(&uid("viewer"), "al", None)
+        .await
+        .unwrap_err();
     assert_internal(&err);
 }
 
@@ -832,7 +864,11 @@ async fn find_users_fails_internally_when_the_registry_fails() {
         .expect_live()
         .times(1)
         .returning(|_| Err(store_error()));
-    let err = h.build().find_users("al", None).await.unwrap_err();
+    let err = h
+        .build()
+        .find_users(&uid("viewer"), "al", None)
+        .await
+        .unwrap_err();
     assert_internal(&err);
 }
 
@@ -1901,7 +1937,11 @@ fn expect_online_users(h: &mut Harness, limit: usize) {
 async fn connected_users_lists_100_by_default() {
     let mut h = Harness::new();
     expect_online_users(&mut h, 100);
-    let users = h.build().connected_users(None).await.unwrap();
+    let users = h
+        .build()
+        .connected_users(&caller("viewer", "v-1"), None)
+        .await
+        .unwrap();
     assert_eq!(users, vec![user("ann"), user("bob")]);
 }
 
@@ -1910,7 +1950,10 @@ async fn connected_users_passes_a_limit_within_range_through() {
     for limit in [1, 250, 1000] {
         let mut h = Harness::new();
         expect_online_users(&mut h, limit);
-        h.build().connected_users(Some(limit as u64)).await.unwrap();
+        h.build()
+            .connected_users(&caller("viewer", "v-1"), Some(limit as u64))
+            .await
+            .unwrap();
     }
 }
 
@@ -1919,7 +1962,10 @@ async fn connected_users_clamps_the_limit_to_1000() {
     for asked in [1001, u64::MAX] {
         let mut h = Harness::new();
         expect_online_users(&mut h, 1000);
-        h.build().connected_users(Some(asked)).await.unwrap();
+        h.build()
+            .connected_users(&caller("viewer", "v-1"), Some(asked))
+            .await
+            .unwrap();
     }
 }
 
@@ -1927,7 +1973,11 @@ async fn connected_users_clamps_the_limit_to_1000() {
 async fn connected_users_refuses_a_limit_of_0() {
     let mut h = Harness::new();
     h.presence.expect_online_users().never();
-    let err = h.build().connected_users(Some(0)).await.unwrap_err();
+    let err = h
+        .build()
+        .connected_users(&caller("viewer", "v-1"), Some(0))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ChatError::BadRequest(m) if m == "limit must be a positive integer"),
         "{err:?}"
@@ -1941,7 +1991,11 @@ async fn connected_users_fails_internally_when_the_registry_fails() {
         .expect_online_users()
         .times(1)
         .returning(|_| Err(store_error()));
-    let err = h.build().connected_users(None).await.unwrap_err();
+    let err = h
+        .build()
+        .connected_users(&caller("viewer", "v-1"), None)
+        .await
+        .unwrap_err();
     assert_internal(&err);
 }
 
@@ -1960,11 +2014,18 @@ fn expect_presence_lookup(
         .withf(move |ids| ids == asked.as_slice())
         .times(1)
         .return_once(move |_| Ok(known));
+    let contacts = also_asked.clone();
     h.presence
         .expect_live()
         .withf(move |ids| ids == also_asked.as_slice())
         .times(1)
         .return_once(move |_| Ok(live));
+    // The viewer shares a conversation with everyone asked about.
+    h.messages
+        .expect_contacts()
+        .withf(|u| *u == uid("viewer"))
+        .times(1)
+        .return_once(move |_| Ok(contacts));
 }
 
 #[tokio::test]
@@ -1973,7 +2034,11 @@ async fn presence_of_more_than_1000_ids_is_a_bad_request_and_reads_nothing() {
     h.users.expect_users_last_seen().never();
     h.presence.expect_live().never();
     let ids = (0..1001).map(|i| uid(&format!("u{i}"))).collect();
-    let err = h.build().presence_of(ids).await.unwrap_err();
+    let err = h
+        .build()
+        .presence_of(&caller("viewer", "v-1"), ids)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ChatError::BadRequest(m) if m == "userIds must list at most 1000 ids"),
         "{err:?}"
@@ -1985,7 +2050,13 @@ async fn presence_of_exactly_1000_ids_is_answered() {
     let mut h = Harness::new();
     let ids: Vec<UserId> = (0..1000).map(|i| uid(&format!("u{i}"))).collect();
     expect_presence_lookup(&mut h, ids.clone(), vec![], HashMap::new());
-    assert!(h.build().presence_of(ids).await.unwrap().is_empty());
+    assert!(
+        h.build()
+            .presence_of(&caller("viewer", "v-1"), ids)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -2003,7 +2074,10 @@ async fn presence_of_asks_about_each_id_once_and_answers_each_once() {
     );
     let got = h
         .build()
-        .presence_of(uids(&["bob", "ann", "bob", "cid", "ann"]))
+        .presence_of(
+            &caller("viewer", "v-1"),
+            uids(&["bob", "ann", "bob", "cid", "ann"]),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -2031,7 +2105,11 @@ async fn presence_of_skips_unknown_ids_and_keeps_the_order_asked() {
         ],
         HashMap::new(),
     );
-    let got = h.build().presence_of(asked).await.unwrap();
+    let got = h
+        .build()
+        .presence_of(&caller("viewer", "v-1"), asked)
+        .await
+        .unwrap();
     let names: Vec<&str> = got.iter().map(|p| p.user.username.as_str()).collect();
     assert_eq!(names, ["cid", "ann", "bob"]);
 }
@@ -2061,7 +2139,11 @@ async fn an_online_user_shows_the_live_status_and_last_activity() {
         vec![(user("ann"), Some(t(1_000))), (user("bob"), None)],
         live,
     );
-    let got = h.build().presence_of(uids(&["ann", "bob"])).await.unwrap();
+    let got = h
+        .build()
+        .presence_of(&caller("viewer", "v-1"), uids(&["ann", "bob"]))
+        .await
+        .unwrap();
     assert_eq!(
         got,
         vec![
@@ -2080,7 +2162,11 @@ async fn an_offline_user_shows_offline_and_the_stored_last_seen() {
         vec![(user("ann"), Some(t(2_000))), (user("bob"), None)],
         HashMap::new(),
     );
-    let got = h.build().presence_of(uids(&["ann", "bob"])).await.unwrap();
+    let got = h
+        .build()
+        .presence_of(&caller("viewer", "v-1"), uids(&["ann", "bob"]))
+        .await
+        .unwrap();
     assert_eq!(
         got,
         vec![
@@ -2101,7 +2187,11 @@ async fn presence_of_fails_internally_when_the_store_or_the_registry_fails() {
         .expect_live()
         .times(0..=1)
         .returning(|_| Ok(HashMap::new()));
-    let err = h.build().presence_of(uids(&["ann"])).await.unwrap_err();
+    let err = h
+        .build()
+        .presence_of(&caller("viewer", "v-1"), uids(&["ann"]))
+        .await
+        .unwrap_err();
     assert_internal(&err);
 
     let mut h = Harness::new();
@@ -2113,7 +2203,11 @@ async fn presence_of_fails_internally_when_the_store_or_the_registry_fails() {
         .expect_live()
         .times(1)
         .returning(|_| Err(store_error()));
-    let err = h.build().presence_of(uids(&["ann"])).await.unwrap_err();
+    let err = h
+        .build()
+        .presence_of(&caller("viewer", "v-1"), uids(&["ann"]))
+        .await
+        .unwrap_err();
     assert_internal(&err);
 }
 
@@ -2515,3 +2609,6 @@ async fn each_send_given_together_gets_its_own_answer() {
 
 #[path = "service_room_tests.rs"]
 mod rooms;
+
+#[path = "service_block_tests.rs"]
+mod blocks;

@@ -12,6 +12,7 @@ mod common;
 mod ui;
 mod webdriver;
 
+mod blocking;
 mod dead_link;
 mod direct;
 mod reading;

@@ -118,6 +118,56 @@ async fn a_node_stopped_with_sigterm_takes_its_users_offline_at_once() {
     );
 }
 
+#[tokio::test]
+async fn a_blocker_on_another_node_stays_offline_to_the_blocked_user() {
+    let settings = [FAST, &[("CONFAB_PRESENCE_TTL_SECS", "60")]].concat();
+    let Some(mut cluster) = Cluster::start_with(2, &settings, &[]).await else {
+        return;
+    };
+    let (ann, bob, cid) = (
+        cluster.register("ann").await,
+        cluster.register("bob").await,
+        cluster.register("cid").await,
+    );
+    let mut on_a = cluster.nodes[0].connect(&ann).await;
+    let mut bob_b = cluster.nodes[1].connect(&bob).await;
+    let mut cid_b = cluster.nodes[1].connect(&cid).await;
+    for to in [&bob, &cid] {
+        on_a.ack("sendPrivateMessage", json!({"to": to.id, "body": "hi"}))
+            .await;
+    }
+    bob_b.event("message").await;
+    cid_b.event("message").await;
+
+    on_a.ack("blockUser", json!({"userId": bob.id})).await;
+    bob_b.wait_for(presence_is(&ann, "offline")).await;
+    assert_eq!(statuses(&mut bob_b, &[&ann]).await, ["offline"]);
+    let listed = bob_b.ack("getConnectedUsers", json!({})).await;
+    assert!(!lists(&listed, &ann), "{listed}");
+    assert_eq!(
+        online_in_search(&cluster.nodes[1], &bob, "ann").await,
+        Some(false)
+    );
+    assert_eq!(
+        online_in_search(&cluster.nodes[1], &cid, "ann").await,
+        Some(true)
+    );
+
+    // Events cross nodes to cid, never to bob: a status change, then the
+    // offline of a node shut down.
+    on_a.ack("setStatus", json!({"status": "away"})).await;
+    cid_b.wait_for(presence_is(&ann, "away")).await;
+    let status = cluster.nodes[0].terminate();
+    assert!(status.success(), "n1 exits 0 on SIGTERM: {status:?}");
+    cid_b.wait_for(presence_is(&ann, "offline")).await;
+    let from_ann = |f: &Value| {
+        f["type"] == "presence" && f["content"]["presence"]["userId"] == ann.id.as_str()
+    };
+    bob_b
+        .expect_none(Duration::from_millis(500), from_ann)
+        .await;
+}
+
 /// Whether a `getConnectedUsers` ack lists `user`.
 fn lists(ack: &Value, user: &Account) -> bool {
     ack["users"]

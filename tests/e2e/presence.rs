@@ -92,7 +92,11 @@ async fn get_presence_reports_online_and_offline_users_and_skips_unknown_ids(bac
         s.register("cid").await,
     );
     let mut ca = s.connect(&a).await;
-    s.connect(&c).await.close().await;
+    // cid shares a conversation with ann: only then does ann see when cid
+    // was last seen (docs/protocol.md, "Blocking").
+    let mut cc = s.connect(&c).await;
+    introduce(&mut cc, &a).await;
+    cc.close().await;
     let ask = json!({"userIds": [b.id, "nope", a.id, c.id, a.id]});
     // The server notices the close a moment after the client finished it.
     let mut ack = ca.ack("getPresence", ask.clone()).await;

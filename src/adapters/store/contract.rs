@@ -21,7 +21,9 @@ use tokio::sync::Barrier;
 
 use crate::domain::conversation::MEMBERS_LISTED;
 use crate::domain::message::{AppendOutcome, MessageChange, NewMessage};
-use crate::domain::ports::{Access, AppendError, CreateUserError, MessageStore, UserStore};
+use crate::domain::ports::{
+    Access, AppendError, BlockStore, CreateUserError, MessageStore, UserStore,
+};
 use crate::domain::user::PasswordHash;
 use crate::domain::{
     ClientMsgId, Conversation, ConversationId, ConversationKind, ConversationSummary, HistoryPage,
@@ -29,10 +31,10 @@ use crate::domain::{
     Username, Visibility,
 };
 
-/// Both ports, as one adapter provides them.
-pub(crate) trait Store: UserStore + MessageStore + Clone + 'static {}
+/// The storage ports, as one adapter provides them.
+pub(crate) trait Store: UserStore + MessageStore + BlockStore + Clone + 'static {}
 
-impl<T: UserStore + MessageStore + Clone + 'static> Store for T {}
+impl<T: UserStore + MessageStore + BlockStore + Clone + 'static> Store for T {}
 
 /// What the suite needs from an adapter's tests.
 pub(crate) trait Fixture: Sized {
@@ -163,6 +165,12 @@ macro_rules! store_contract_tests {
             batches_spanning_conversations_in_opposite_orders_from_two_stores_all_commit,
             text_with_nul_characters_is_stored_and_read_back_as_returned,
             editing_a_deleted_message_leaves_it_deleted_and_blank,
+            a_block_is_recorded_once_and_listed_earliest_first,
+            unblocking_removes_the_block_once,
+            blockers_of_lists_everyone_who_blocks_a_user,
+            a_blocked_sender_cannot_append_to_the_direct_conversation_until_unblocked,
+            a_block_leaves_rooms_open_to_the_blocked_user,
+            a_block_by_another_store_on_one_database_closes_the_direct_conversation,
         );
     };
     (@each $fixture:ty; $($test:ident,)*) => {
@@ -3036,4 +3044,129 @@ pub(crate) async fn editing_a_deleted_message_leaves_it_deleted_and_blank<F: Fix
         .unwrap();
     assert_eq!(after, deleted);
     assert_eq!(f.raw_message(&message.id).await, (String::new(), true));
+}
+
+// ---------------------------------------------------------------- blocks
+
+async fn blocked_names<S: Store>(store: &S, blocker: &User) -> Vec<String> {
+    store
+        .blocked_by(&blocker.id)
+        .await
+        .expect("blocked_by answers")
+        .into_iter()
+        .map(|u| u.username.as_str().to_owned())
+        .collect()
+}
+
+async fn append_err<S: Store>(
+    store: &S,
+    conversation: &ConversationId,
+    sender: &User,
+) -> AppendError {
+    store
+        .append(new_message(conversation, sender, "hi", None, ts(2)))
+        .await
+        .expect_err("the append is refused")
+}
+
+pub(crate) async fn a_block_is_recorded_once_and_listed_earliest_first<F: Fixture>(f: F) {
+    let store = f.store().clone();
+    let ann = register(&store, "ann").await;
+    let bob = register(&store, "bob").await;
+    let zed = register(&store, "zed").await;
+    // In one millisecond, and against the order of the ids.
+    assert!(store.block(&ann.id, &zed.id, ts(1)).await.unwrap());
+    assert!(store.block(&ann.id, &bob.id, ts(1)).await.unwrap());
+    assert!(
+        !store.block(&ann.id, &zed.id, ts(3)).await.unwrap(),
+        "blocking again changes nothing"
+    );
+    assert_eq!(blocked_names(&store, &ann).await, ["zed", "bob"]);
+    assert!(blocked_names(&store, &zed).await.is_empty(), "one-way");
+}
+
+pub(crate) async fn unblocking_removes_the_block_once<F: Fixture>(f: F) {
+    let store = f.store().clone();
+    let ann = register(&store, "ann").await;
+    let bob = register(&store, "bob").await;
+    assert!(!store.unblock(&ann.id, &bob.id).await.unwrap(), "none yet");
+    store.block(&ann.id, &bob.id, ts(1)).await.unwrap();
+    assert!(!store.unblock(&bob.id, &ann.id).await.unwrap(), "one-way");
+    assert!(store.unblock(&ann.id, &bob.id).await.unwrap());
+    assert!(!store.unblock(&ann.id, &bob.id).await.unwrap());
+    assert!(blocked_names(&store, &ann).await.is_empty());
+}
+
+pub(crate) async fn blockers_of_lists_everyone_who_blocks_a_user<F: Fixture>(f: F) {
+    let store = f.store().clone();
+    let ann = register(&store, "ann").await;
+    let bob = register(&store, "bob").await;
+    let cid = register(&store, "cid").await;
+    store.block(&ann.id, &cid.id, ts(1)).await.unwrap();
+    store.block(&bob.id, &cid.id, ts(2)).await.unwrap();
+    store.block(&cid.id, &ann.id, ts(3)).await.unwrap();
+    let blockers = store.blockers_of(&cid.id).await.unwrap();
+    assert_eq!(sorted(blockers), ids(&[&ann, &bob]));
+    assert!(store.blockers_of(&bob.id).await.unwrap().is_empty());
+}
+
+pub(crate) async fn a_blocked_sender_cannot_append_to_the_direct_conversation_until_unblocked<
+    F: Fixture,
+>(
+    f: F,
+) {
+    let store = f.store().clone();
+    let ann = register(&store, "ann").await;
+    let bob = register(&store, "bob").await;
+    let ab = direct(&store, &ann, &bob).await;
+    // Both have written first, so whatever the store remembers of the
+    // conversation predates the block.
+    send(&store, &ab, &ann, "hello").await;
+    send(&store, &ab, &bob, "hi").await;
+    store.block(&ann.id, &bob.id, ts(1)).await.unwrap();
+    let err = append_err(&store, &ab, &bob).await;
+    assert!(matches!(err, AppendError::Blocked), "{err:?}");
+    assert_eq!(last_seq(&store, &ab, &ann).await, 2, "nothing stored");
+    assert_eq!(
+        send(&store, &ab, &ann, "the blocker still writes")
+            .await
+            .seq,
+        3
+    );
+    store.unblock(&ann.id, &bob.id).await.unwrap();
+    assert_eq!(send(&store, &ab, &bob, "again").await.seq, 4);
+}
+
+pub(crate) async fn a_block_leaves_rooms_open_to_the_blocked_user<F: Fixture>(f: F) {
+    let store = f.store().clone();
+    let ann = register(&store, "ann").await;
+    let bob = register(&store, "bob").await;
+    let room = seed_room(&store, "lobby", &[(&ann, ts(0)), (&bob, ts(1))]).await;
+    send(&store, &room, &bob, "before").await;
+    store.block(&ann.id, &bob.id, ts(2)).await.unwrap();
+    let (_, members) = stored(
+        store
+            .append(new_message(&room, &bob, "after", None, ts(3)))
+            .await
+            .expect("rooms stay open"),
+    );
+    assert_eq!(sorted(members), ids(&[&ann, &bob]));
+}
+
+pub(crate) async fn a_block_by_another_store_on_one_database_closes_the_direct_conversation<
+    F: Fixture,
+>(
+    f: F,
+) {
+    let store = f.store().clone();
+    let other = f.another().await;
+    let ann = register(&store, "ann").await;
+    let bob = register(&store, "bob").await;
+    let ab = direct(&store, &ann, &bob).await;
+    send(&store, &ab, &bob, "remembered").await;
+    other.block(&ann.id, &bob.id, ts(1)).await.unwrap();
+    let err = append_err(&store, &ab, &bob).await;
+    assert!(matches!(err, AppendError::Blocked), "{err:?}");
+    other.unblock(&ann.id, &bob.id).await.unwrap();
+    assert_eq!(send(&store, &ab, &bob, "open again").await.seq, 2);
 }

@@ -23,12 +23,15 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tokio::sync::Semaphore;
 
 use super::common::{all_failed, cached, cached_user, remember, seq, to_db_seq};
-use super::schema::{conversations, members, messages};
+use super::schema::{blocks, conversations, members, messages};
 use crate::adapters::cluster::{Position, SeqIndex};
+use crate::domain::blocking;
 use crate::domain::conversation::{direct_key, name_key};
 use crate::domain::error::PortError;
 use crate::domain::message::{AppendOutcome, MessageChange, NewMessage};
-use crate::domain::ports::{Access, AppendError, CreateUserError, MessageStore, UserStore};
+use crate::domain::ports::{
+    Access, AppendError, BlockStore, CreateUserError, MessageStore, UserStore,
+};
 use crate::domain::user::PasswordHash;
 use crate::domain::{
     ClientMsgId, ConversationId, ConversationSummary, HistoryPage, HistoryQuery, Message,
@@ -49,6 +52,8 @@ type Db = PgConnection;
 /// An identity column numbers every insert: join order, even within one
 /// millisecond, and a member who rejoins goes to the back.
 const JOIN_ORDER: &str = "members.join_order";
+/// The same for blocks: the order they were made in.
+const BLOCK_ORDER: &str = "blocks.block_order";
 /// One array parameter however many ids: no limit to stay under.
 const IDS_PER_QUERY: usize = usize::MAX;
 
@@ -297,18 +302,35 @@ fn append(conn: &mut PgConnection, new: NewMessage) -> Result<AppendOutcome, App
     let stored = conn.transaction(|conn| {
         // Taking the next seq locks the row: a concurrent append to this
         // conversation, from any process, waits here until this one ends.
-        let seq = diesel::update(conversations::table.find(&conv))
+        // The same statement tells whether a member blocks the sender, so
+        // that the check costs no round trip (an index probe of the few
+        // users who block the sender, usually none).
+        let (seq, direct, blocked) = diesel::update(conversations::table.find(&conv))
             .set((
                 conversations::last_seq.eq(conversations::last_seq + 1),
                 conversations::last_activity.eq(at),
             ))
-            .returning(conversations::last_seq)
-            .get_result::<i64>(conn)
+            .returning((
+                conversations::last_seq,
+                conversations::kind.eq("direct"),
+                diesel::dsl::sql::<diesel::sql_types::Bool>(
+                    "EXISTS (SELECT 1 FROM blocks JOIN members \
+                     ON members.user_id = blocks.blocker \
+                     AND members.conversation_id = conversations.id \
+                     WHERE blocks.blocked = ",
+                )
+                .bind::<diesel::sql_types::Text, _>(&sender)
+                .sql(")"),
+            ))
+            .get_result::<(i64, bool, bool)>(conn)
             .optional()?
             .ok_or(Abort::Failed(AppendError::NoSuchConversation))?;
         let members = queries::member_ids(conn, &conv)?;
         if !members.iter().any(|m| m.as_str() == sender) {
             return Err(Abort::Failed(AppendError::NotMember));
+        }
+        if !blocking::may_send(direct, blocked) {
+            return Err(Abort::Failed(AppendError::Blocked));
         }
         // A retry of a stored send conflicts on the clientMsgId index; the
         // lock guarantees the original is committed (or stored earlier in
@@ -395,6 +417,50 @@ fn append_batch(
         }
         Ok(batch.into_iter().map(|new| append(conn, new)).collect())
     })
+}
+
+// ---------------------------------------------------------------- blocks
+
+#[async_trait]
+impl BlockStore for PgStore {
+    async fn block(
+        &self,
+        blocker: &UserId,
+        blocked: &UserId,
+        now: Timestamp,
+    ) -> Result<bool, PortError> {
+        let (blocker, blocked) = (text(blocker.as_str()), text(blocked.as_str()));
+        self.write(move |conn| {
+            let added = diesel::insert_into(blocks::table)
+                .values((
+                    blocks::blocker.eq(&blocker),
+                    blocks::blocked.eq(&blocked),
+                    blocks::created_at.eq(now.millis()),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)?;
+            Ok::<_, PortError>(added > 0)
+        })
+        .await
+    }
+
+    async fn unblock(&self, blocker: &UserId, blocked: &UserId) -> Result<bool, PortError> {
+        let (blocker, blocked) = (text(blocker.as_str()), text(blocked.as_str()));
+        self.write(move |conn| Ok::<_, PortError>(queries::delete_block(conn, &blocker, &blocked)?))
+            .await
+    }
+
+    async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<User>, PortError> {
+        let blocker = text(blocker.as_str());
+        self.read(move |conn| queries::blocked_by(conn, &blocker))
+            .await
+    }
+
+    async fn blockers_of(&self, user: &UserId) -> Result<Vec<UserId>, PortError> {
+        let user = text(user.as_str());
+        self.read(move |conn| Ok(queries::blockers_of(conn, &user)?))
+            .await
+    }
 }
 
 // ---------------------------------------------------------------- users

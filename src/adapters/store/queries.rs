@@ -11,6 +11,7 @@
 //! - `Db`, its connection type;
 //! - `JOIN_ORDER`, the SQL that orders a conversation's members by when
 //!   they joined;
+//! - `BLOCK_ORDER`, the SQL that orders blocks by when they were made;
 //! - `IDS_PER_QUERY`, how many ids one query may bind.
 //!
 //! Arguments arrive as the adapter stores them (PostgreSQL replaces U+0000
@@ -25,8 +26,8 @@ use super::super::common::{
     message_columns, message_from_row, seq, summary_columns, to_db_seq, user_from_row,
     visibility_column,
 };
-use super::super::schema::{conversations, members, messages, users};
-use super::{Db, IDS_PER_QUERY, JOIN_ORDER};
+use super::super::schema::{blocks, conversations, members, messages, users};
+use super::{BLOCK_ORDER, Db, IDS_PER_QUERY, JOIN_ORDER};
 use crate::domain::conversation::MEMBERS_LISTED;
 use crate::domain::ports::Access;
 use crate::domain::user::PasswordHash;
@@ -248,6 +249,39 @@ pub(super) fn contacts(conn: &mut Db, user: &str) -> QueryResult<Vec<UserId>> {
         .filter(theirs.field(members::user_id).ne(user))
         .select(theirs.field(members::user_id))
         .distinct()
+        .load::<String>(conn)?
+        .into_iter()
+        .map(UserId::new)
+        .collect())
+}
+
+// ---------------------------------------------------------------- blocks
+
+/// Removes a block; false when there was none.
+pub(super) fn delete_block(conn: &mut Db, blocker: &str, blocked: &str) -> QueryResult<bool> {
+    let removed = diesel::delete(blocks::table.find((blocker, blocked))).execute(conn)?;
+    Ok(removed > 0)
+}
+
+/// The users `blocker` blocks, the earliest blocked first.
+pub(super) fn blocked_by(conn: &mut Db, blocker: &str) -> anyhow::Result<Vec<User>> {
+    blocks::table
+        .inner_join(users::table.on(users::id.eq(blocks::blocked)))
+        .filter(blocks::blocker.eq(blocker))
+        // Block order even within one millisecond: `created_at` ties.
+        .order(diesel::dsl::sql::<diesel::sql_types::BigInt>(BLOCK_ORDER))
+        .select((users::id, users::username))
+        .load::<(String, String)>(conn)?
+        .into_iter()
+        .map(user_from_row)
+        .collect()
+}
+
+/// The users who block `user`.
+pub(super) fn blockers_of(conn: &mut Db, user: &str) -> QueryResult<Vec<UserId>> {
+    Ok(blocks::table
+        .filter(blocks::blocked.eq(user))
+        .select(blocks::blocker)
         .load::<String>(conn)?
         .into_iter()
         .map(UserId::new)

@@ -56,6 +56,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    blocks (blocker, blocked) {
+        blocker -> Text,
+        blocked -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
     user_keys (key) {
         key -> BigInt,
         id -> Text,
@@ -79,6 +87,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     conversations,
     members,
     messages,
+    blocks,
     user_keys,
     conversation_keys
 );

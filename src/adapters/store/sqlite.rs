@@ -23,13 +23,16 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use super::common::{CACHE_LIMIT, all_failed, cached, cached_user, remember, seq, to_db_seq};
 use super::group_commit::{Batch, GroupCommit, WriterState};
 use super::readers::Readers;
-use super::schema::{conversation_keys, conversations, members, user_keys};
+use super::schema::{blocks, conversation_keys, conversations, members, user_keys};
 use super::statements::{BumpSeq, InsertMessage};
 use crate::adapters::metrics::StoreMetrics;
+use crate::domain::blocking;
 use crate::domain::conversation::{direct_key, name_key};
 use crate::domain::error::PortError;
 use crate::domain::message::{AppendOutcome, MessageChange, NewMessage};
-use crate::domain::ports::{Access, AppendError, CreateUserError, MessageStore, UserStore};
+use crate::domain::ports::{
+    Access, AppendError, BlockStore, CreateUserError, MessageStore, UserStore,
+};
 use crate::domain::user::PasswordHash;
 use crate::domain::{
     ClientMsgId, ConversationId, ConversationSummary, HistoryPage, HistoryQuery, Message,
@@ -46,6 +49,8 @@ type Db = SqliteConnection;
 /// The rowid grows with every insert: join order, even within one
 /// millisecond, and a member who rejoins goes to the back.
 const JOIN_ORDER: &str = "members.rowid";
+/// The same for blocks: the order they were made in.
+const BLOCK_ORDER: &str = "blocks.rowid";
 /// Stays well below SQLite's limit on bound parameters.
 const IDS_PER_QUERY: usize = 500;
 
@@ -149,6 +154,12 @@ struct Live {
     members: Vec<UserId>,
     /// Each member's key in `message_rows`, in the order of `members`.
     member_keys: Vec<i64>,
+    /// A direct conversation (rather than a room).
+    direct: bool,
+    /// In a direct conversation, the members the other one blocks; sorted.
+    /// A block or unblock makes the writer forget the conversation, so
+    /// this is never stale and the check costs no query per append.
+    blocked: Vec<UserId>,
 }
 
 impl Writer {
@@ -168,13 +179,17 @@ impl Writer {
     /// does not exist.
     fn live(&mut self, conversation: &str) -> QueryResult<Option<&mut Live>> {
         if !self.conversations.contains_key(conversation) {
-            let Some((stored_seq, key)) = conversations::table
+            let Some((stored_seq, key, kind)) = conversations::table
                 .inner_join(
                     conversation_keys::table.on(conversation_keys::id.eq(conversations::id)),
                 )
                 .filter(conversations::id.eq(conversation))
-                .select((conversations::last_seq, conversation_keys::key))
-                .first::<(i64, i64)>(&mut self.conn)
+                .select((
+                    conversations::last_seq,
+                    conversation_keys::key,
+                    conversations::kind,
+                ))
+                .first::<(i64, i64, String)>(&mut self.conn)
                 .optional()?
             else {
                 return Ok(None);
@@ -185,10 +200,24 @@ impl Writer {
                 .select((members::user_id, user_keys::key))
                 .load::<(String, i64)>(&mut self.conn)?;
             members.sort_unstable();
-            let (members, member_keys) = members
+            let (members, member_keys): (Vec<UserId>, _) = members
                 .into_iter()
                 .map(|(id, key)| (UserId::new(id), key))
                 .unzip();
+            let direct = kind == "direct";
+            let mut blocked = Vec::new();
+            if direct {
+                let ids: Vec<String> = members.iter().map(|m| m.as_str().to_owned()).collect();
+                blocked = blocks::table
+                    .filter(blocks::blocker.eq_any(&ids))
+                    .filter(blocks::blocked.eq_any(&ids))
+                    .select(blocks::blocked)
+                    .load::<String>(&mut self.conn)?
+                    .into_iter()
+                    .map(UserId::new)
+                    .collect();
+                blocked.sort_unstable();
+            }
             if self.conversations.len() >= CACHE_LIMIT {
                 self.conversations.clear();
             }
@@ -202,6 +231,8 @@ impl Writer {
                 key,
                 members,
                 member_keys,
+                direct,
+                blocked,
             };
             self.conversations.insert(conversation.to_owned(), live);
         }
@@ -597,6 +628,10 @@ fn append(w: &mut Writer, new: NewMessage) -> Result<AppendOutcome, AppendError>
     let Ok(member) = live.members.binary_search(&new.sender.id) else {
         return Err(AppendError::NotMember);
     };
+    let blocked = live.blocked.binary_search(&new.sender.id).is_ok();
+    if !blocking::may_send(live.direct, blocked) {
+        return Err(AppendError::Blocked);
+    }
     let (conversation, sender_key) = (live.key, live.member_keys[member]);
     let seq = live.last_seq + 1;
     let conn = &mut w.conn;
@@ -718,6 +753,64 @@ impl UserStore for SqliteStore {
     async fn set_last_seen(&self, id: &UserId, at: Timestamp) -> Result<(), PortError> {
         let id = id.as_str().to_owned();
         self.write(move |conn| Ok::<_, PortError>(queries::set_last_seen(conn, &id, at)?))
+            .await
+    }
+}
+
+// ---------------------------------------------------------------- blocks
+
+/// Makes the writer load the pair's direct conversation again, with the
+/// block as it now stands.
+fn forget_direct(w: &mut Writer, a: &str, b: &str) -> QueryResult<()> {
+    let key = direct_key(&UserId::new(a), &UserId::new(b));
+    if let Some(id) = queries::direct_by_key(&mut w.conn, &key)? {
+        w.forget(&id);
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl BlockStore for SqliteStore {
+    async fn block(
+        &self,
+        blocker: &UserId,
+        blocked: &UserId,
+        now: Timestamp,
+    ) -> Result<bool, PortError> {
+        let (blocker, blocked) = (blocker.as_str().to_owned(), blocked.as_str().to_owned());
+        self.write_live(move |w| {
+            let added = diesel::insert_or_ignore_into(blocks::table)
+                .values((
+                    blocks::blocker.eq(&blocker),
+                    blocks::blocked.eq(&blocked),
+                    blocks::created_at.eq(now.millis()),
+                ))
+                .execute(&mut w.conn)?;
+            forget_direct(w, &blocker, &blocked)?;
+            Ok::<_, PortError>(added > 0)
+        })
+        .await
+    }
+
+    async fn unblock(&self, blocker: &UserId, blocked: &UserId) -> Result<bool, PortError> {
+        let (blocker, blocked) = (blocker.as_str().to_owned(), blocked.as_str().to_owned());
+        self.write_live(move |w| {
+            let removed = queries::delete_block(&mut w.conn, &blocker, &blocked)?;
+            forget_direct(w, &blocker, &blocked)?;
+            Ok::<_, PortError>(removed)
+        })
+        .await
+    }
+
+    async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<User>, PortError> {
+        let blocker = blocker.as_str().to_owned();
+        self.read(move |conn| queries::blocked_by(conn, &blocker))
+            .await
+    }
+
+    async fn blockers_of(&self, user: &UserId) -> Result<Vec<UserId>, PortError> {
+        let user = user.as_str().to_owned();
+        self.read(move |conn| Ok(queries::blockers_of(conn, &user)?))
             .await
     }
 }

@@ -45,6 +45,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("dom.js", JS, include_bytes!("assets/dom.js")),
     ("sidebar.js", JS, include_bytes!("assets/sidebar.js")),
     ("chat.js", JS, include_bytes!("assets/chat.js")),
+    ("block.js", JS, include_bytes!("assets/block.js")),
     ("style.css", CSS, include_bytes!("assets/style.css")),
     ("icon.svg", SVG, include_bytes!("assets/icon.svg")),
 ];

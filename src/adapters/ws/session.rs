@@ -888,12 +888,12 @@ impl Session<'_> {
                 )
             }
             Request::GetConnectedUsers { limit } => {
-                let users = service.connected_users(limit).await?;
+                let users = service.connected_users(caller, limit).await?;
                 let users: Vec<UserDto> = users.iter().map(Into::into).collect();
                 wire::ack(id, json!({ "users": users }))
             }
             Request::GetPresence { user_ids } => {
-                let list = service.presence_of(user_ids).await?;
+                let list = service.presence_of(caller, user_ids).await?;
                 let presence: Vec<PresenceDto> = list.iter().map(Into::into).collect();
                 wire::ack(id, json!({ "presence": presence }))
             }
@@ -904,6 +904,19 @@ impl Session<'_> {
             Request::Ping => {
                 let now = wire::rfc3339(service.now());
                 wire::ack(id, json!({ "serverTime": now }))
+            }
+            Request::BlockUser { user_id } => {
+                service.block_user(caller, &user_id).await?;
+                wire::ack(id, json!({}))
+            }
+            Request::UnblockUser { user_id } => {
+                service.unblock_user(caller, &user_id).await?;
+                wire::ack(id, json!({}))
+            }
+            Request::GetBlocked => {
+                let users = service.blocked_users(caller).await?;
+                let users: Vec<UserDto> = users.iter().map(Into::into).collect();
+                wire::ack(id, json!({ "users": users }))
             }
         };
         Ok((ack, then))

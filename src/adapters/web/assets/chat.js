@@ -2,6 +2,7 @@
 // messages, typing, "seen", editing and deleting one's own messages, and
 // the composer, which keeps the text until the server has it.
 
+import { BlockButton } from './block.js';
 import { RequestError } from './connection.js';
 import { $, el, longTime, randomId, shortTime } from './dom.js';
 import { statusOf } from './sidebar.js';
@@ -68,6 +69,7 @@ export class Chat {
     for (const type of LOOKING) {
       $('conversation').addEventListener(type, () => this.lookAt(), { capture: true, passive: true });
     }
+    this.blockButton = new BlockButton(conn, (text) => this.setError(text));
   }
 
   /** The open conversation, when it exists on the server. */
@@ -195,6 +197,7 @@ export class Chat {
     const isRoom = Boolean(c && c.kind === 'room');
     $('invite-button').hidden = !isRoom;
     $('leave-button').hidden = !isRoom;
+    this.blockButton.show(peer && !isRoom && peer.id !== this.state.me.id ? peer : null);
     this.input.placeholder = `Message ${title.textContent}`;
   }
 

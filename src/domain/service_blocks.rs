@@ -1,0 +1,93 @@
+//! The blocking use cases (`blockUser`, `unblockUser`, `getBlocked`); the
+//! rules are in [`crate::domain::blocking`], and the other use cases apply
+//! them where presence shows and where messages and invitations go.
+
+use super::{
+    Caller, ChatError, ChatService, Event, Presence, Status, User, UserId, blocking, routing,
+};
+
+impl ChatService {
+    // ------------------------------------------------------------ blocks
+
+    /// Blocks a user (blocking them again changes nothing). When they share
+    /// a conversation with the caller, their sessions hear the caller went
+    /// offline, as the caller is to them from now on.
+    ///
+    /// # Errors
+    /// `BadRequest` for the caller themself, `NotFound` for an unknown user.
+    pub async fn block_user(&self, caller: &Caller, target: &UserId) -> Result<(), ChatError> {
+        blocking::may_block(&caller.user.id, target).map_err(ChatError::bad_request)?;
+        let target = self.existing_user(target).await?;
+        let added = self
+            .ports
+            .blocks
+            .block(&caller.user.id, &target.id, self.now())
+            .await?;
+        if added {
+            let hidden = Presence {
+                user: caller.user.clone(),
+                status: Status::Offline,
+                last_seen: None,
+            };
+            self.tell_contact(&caller.user.id, target.id, hidden)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Unblocks a user (unblocking one not blocked changes nothing). When
+    /// they share a conversation with the caller, their sessions hear the
+    /// caller's presence again.
+    ///
+    /// # Errors
+    /// `BadRequest` for the caller themself, `NotFound` for an unknown user.
+    pub async fn unblock_user(&self, caller: &Caller, target: &UserId) -> Result<(), ChatError> {
+        blocking::may_block(&caller.user.id, target).map_err(ChatError::bad_request)?;
+        let target = self.existing_user(target).await?;
+        let removed = self
+            .ports
+            .blocks
+            .unblock(&caller.user.id, &target.id)
+            .await?;
+        if removed {
+            let seen = self
+                .presence_seen_by(&target.id, vec![caller.user.id.clone()])
+                .await?;
+            if let Some(presence) = seen.into_iter().next() {
+                self.tell_contact(&caller.user.id, target.id, presence)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The users the caller blocks, the earliest blocked first.
+    pub async fn blocked_users(&self, caller: &Caller) -> Result<Vec<User>, ChatError> {
+        Ok(self.ports.blocks.blocked_by(&caller.user.id).await?)
+    }
+
+    /// The ids of the users `user` blocks.
+    pub(super) async fn blocked_ids(&self, user: &UserId) -> Result<Vec<UserId>, ChatError> {
+        let blocked = self.ports.blocks.blocked_by(user).await?;
+        Ok(blocked.into_iter().map(|u| u.id).collect())
+    }
+
+    /// Sends `subject`'s presence to `contact` alone, if they share a
+    /// conversation (presence goes to contacts only).
+    async fn tell_contact(
+        &self,
+        subject: &UserId,
+        contact: UserId,
+        presence: Presence,
+    ) -> Result<(), ChatError> {
+        let contacts = self.ports.messages.contacts(subject).await?;
+        if contacts.contains(&contact) {
+            let delivery = routing::to_contacts(vec![contact], subject, &[]);
+            self.ports
+                .transport
+                .deliver(delivery, Event::Presence(presence))
+                .await;
+        }
+        Ok(())
+    }
+}
