@@ -141,6 +141,11 @@ async fn route(
 ) -> Result<HttpResponse, ApiError> {
     let path = req.uri().path().to_owned();
     if web::is_web_path(&path) {
+        if !web::is_ready() {
+            // The first web request compresses every file: not on an
+            // async worker, which would stall every session it serves.
+            let _ = tokio::task::spawn_blocking(web::prepare).await;
+        }
         return web_route(&req);
     }
     let allowed = match path.as_str() {

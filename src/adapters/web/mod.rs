@@ -134,8 +134,21 @@ struct Site {
     files: Vec<(&'static str, Asset)>,
 }
 
+/// Every file, compressed; made on first use.
+static SITE: OnceLock<Site> = OnceLock::new();
+
+/// Whether the files are ready to serve without the work of compressing them.
+pub fn is_ready() -> bool {
+    SITE.get().is_some()
+}
+
+/// Compresses every file, if not done yet: about a second of CPU, for the
+/// blocking pool rather than an async worker.
+pub fn prepare() {
+    site();
+}
+
 fn site() -> &'static Site {
-    static SITE: OnceLock<Site> = OnceLock::new();
     SITE.get_or_init(|| {
         let version = format!(
             "{:016x}",
