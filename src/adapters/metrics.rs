@@ -22,10 +22,11 @@ pub struct CloseLabel {
     pub code: u16,
 }
 
-/// Label of the resync counter: what caused it.
+/// Label of the resync counter (what caused it) and of the refused
+/// connections counter (the cap they hit).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    /// `periodic`, `reconnect` or `probe`.
+    /// `periodic`, `reconnect` or `probe`; `per_address` or `total`.
     pub reason: &'static str,
 }
 
@@ -193,6 +194,12 @@ pub struct Metrics {
     pub events_queued: Counter,
     /// HTTP requests served since start.
     pub http_requests: Counter,
+    /// Open HTTP connections (a WebSocket is counted in `sessions`).
+    pub connections_open: Gauge,
+    /// Connections closed as soon as accepted, by the cap they hit.
+    pub connections_refused: Family<ReasonLabel, Counter>,
+    /// Logins refused because their account was locked by failed ones.
+    pub logins_throttled: Counter,
     /// Cluster delivery and presence.
     pub cluster: ClusterMetrics,
     /// The SQLite store's writer (empty on PostgreSQL).
@@ -212,6 +219,9 @@ impl Default for Metrics {
             messages_acked: Counter::default(),
             events_queued: Counter::default(),
             http_requests: Counter::default(),
+            connections_open: Gauge::default(),
+            connections_refused: Family::default(),
+            logins_throttled: Counter::default(),
             cluster: ClusterMetrics::default(),
             store: StoreMetrics::default(),
             registry: Registry::default(),
@@ -253,6 +263,21 @@ impl Default for Metrics {
             "HTTP requests served",
             m.http_requests.clone(),
         );
+        registry.register(
+            "connections_open",
+            "Open HTTP connections (WebSocket sessions are counted apart)",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed as soon as accepted, by the cap they hit",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "logins_throttled",
+            "Logins refused while their account was locked by failed ones",
+            m.logins_throttled.clone(),
+        );
         m.cluster.register(&mut registry);
         m.store.register(&mut registry);
         Self { registry, ..m }
@@ -260,6 +285,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one connection refused at a cap.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
     /// Counts one error reply.
     pub fn error(&self, code: &'static str) {
         self.errors.get_or_create(&CodeLabel { code }).inc();

@@ -6,6 +6,7 @@
 
 mod auth;
 mod bench;
+mod edge;
 mod helpers;
 mod http_api;
 mod lifecycle;
