@@ -61,6 +61,9 @@ pub struct EdgeSettings {
     pub metrics_listener: Option<TcpListener>,
 }
 
+/// The most a request's head (request line and headers) may take.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
 /// Refused connections and failed accepts, logged at most so often.
 static REFUSED_LOG: LogLimiter = LogLimiter::new("connections refused", 10);
 static ACCEPT_LOG: LogLimiter = LogLimiter::new("failed accepts", 10);
@@ -127,10 +130,13 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
     // hyper's header timer starts as soon as a connection waits for a
     // request, opened or kept alive, so it also closes idle connections;
     // an upgraded one has left hyper by then and keeps its heartbeat.
+    // A request's headers fit in 32 KiB (431 beyond): hyper's default of
+    // about 400 KiB let a connection pin that much while it trickled them.
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(edge.request_timeout);
+        .header_read_timeout(edge.request_timeout)
+        .max_buf_size(MAX_HEADER_BYTES);
     // HTTP connections (sessions are tracked in `state.tracker`).
     let acceptor = Arc::new(Acceptor {
         limits: edge.limits,

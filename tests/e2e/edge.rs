@@ -134,6 +134,27 @@ async fn a_silent_connection_a_trickled_header_and_an_idle_keep_alive_are_closed
 }
 
 #[tokio::test]
+async fn headers_over_32_kib_are_refused_with_431() {
+    let s = TestServer::start().await;
+    let mut stream = s.tcp_from(HERE).await;
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n",
+        "a".repeat(40 * 1024)
+    );
+    // The server may stop reading, and close, before all of it is sent.
+    let _ = stream.write_all(big.as_bytes()).await;
+    let mut answer = vec![0u8; 64];
+    let read = tokio::time::timeout(WAIT, stream.read(&mut answer))
+        .await
+        .expect("an answer before the headers end");
+    // A 431, unless the close overtook it (a reset for the unread rest).
+    if let Ok(n @ 1..) = read {
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    }
+}
+
+#[tokio::test]
 async fn a_websocket_session_outlives_the_request_timeout() {
     let s = TestServer::start_with(&[("CONFAB_REQUEST_TIMEOUT_SECS", "1")]).await;
     let a = s.register("ann").await;
