@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use governor::clock::Clock;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -235,14 +236,11 @@ async fn route(
     }
     let checks_password = matches!(path.as_str(), "/api/v1/register" | "/api/v1/login");
     let client = state.trusted_proxies.client(conn.peer(), req.headers());
-    if checks_password {
-        let clock = governor::clock::DefaultClock::default();
-        if let Err(not_until) = state.auth_limiter.check_key(&client_key(client)) {
-            return Err(ApiError::rate_limited(
-                "too many attempts from this address; try again shortly",
-                not_until.wait_time_from(governor::clock::Clock::now(&clock)),
-            ));
-        }
+    if checks_password && let Err(not_until) = state.auth_limiter.check_key(&client_key(client)) {
+        return Err(ApiError::rate_limited(
+            "too many attempts from this address; try again shortly",
+            not_until.wait_time_from(state.auth_limiter.clock().now()),
+        ));
     }
     match path.as_str() {
         "/api/v1/register" => {
