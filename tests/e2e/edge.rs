@@ -65,11 +65,20 @@ async fn exchange(stream: &mut TcpStream, request: &str) -> String {
 
 /// The value of the counter line of `/metrics` that starts with `prefix`.
 async fn counter(client: &reqwest::Client, url: &str, prefix: &str) -> u64 {
-    let text = client.get(url).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
+    try_counter(client, url, prefix)
+        .await
+        .expect("the metrics answer")
+}
+
+/// `counter`, or `None` when the request fails.
+async fn try_counter(client: &reqwest::Client, url: &str, prefix: &str) -> Option<u64> {
+    let text = client.get(url).send().await.ok()?.text().await.ok()?;
+    Some(
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0),
+    )
 }
 
 /// `/healthz`, a login and a WebSocket session, all from `from`.
@@ -229,6 +238,28 @@ async fn under_a_low_open_files_limit_one_address_cannot_starve_another() {
     )
     .await;
     assert!(refused >= 300 - 64, "{refused} refused");
+    // A second address fills the total: then even a third is refused.
+    let third: IpAddr = "127.0.0.3".parse().unwrap();
+    let mut more = Vec::new();
+    for _ in 0..64 {
+        more.push(s.tcp_from(third).await);
+    }
+    let mut over = s.tcp_from("127.0.0.4".parse().unwrap()).await;
+    assert!(closed_within(&mut over, WAIT).await, "over the total cap");
+    drop(more);
+    let total = "confab_connections_refused_total{reason=\"total\"}";
+    let http = s.http_from(ELSEWHERE);
+    let refused = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(n) = try_counter(&http, &s.url("/metrics"), total).await {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("served again once the second address lets go");
+    assert!(refused >= 1);
 }
 
 /// Passes the per-address limiter (a `400` for the empty body) or not (`429`).
