@@ -280,22 +280,27 @@ async fn login(
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let (username, password) = credentials(req, state.request_timeout).await?;
-    let throttle = &state.login_throttle;
-    if let Err(wait) = throttle.check(&username, client, Instant::now()) {
-        state.metrics().logins_throttled.inc();
-        return Err(ApiError::rate_limited(
-            "too many failed logins to this account; try again later",
-            wait,
-        ));
-    }
+    let attempt = match state
+        .login_throttle
+        .begin(&username, client, Instant::now())
+    {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            state.metrics().logins_throttled.inc();
+            return Err(ApiError::rate_limited(
+                "too many failed logins to this account; try again later",
+                wait,
+            ));
+        }
+    };
     match state.service().login(&username, &password).await {
         Ok(signed) => {
-            throttle.succeeded(&username, client, Instant::now());
+            attempt.succeeded(client, Instant::now());
             Ok(signed_in(StatusCode::OK, &signed))
         }
         Err(e) => {
             if matches!(e, ChatError::Unauthorized(_)) {
-                throttle.failed(&username, Instant::now());
+                attempt.failed(Instant::now());
             }
             Err(e.into())
         }

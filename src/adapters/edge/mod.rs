@@ -12,4 +12,4 @@ pub mod login_throttle;
 pub use connections::{ConnectionLimits, Slot};
 pub use forwarded::TrustedProxies;
 pub use log_limit::LogLimiter;
-pub use login_throttle::LoginThrottle;
+pub use login_throttle::{Attempt, LoginThrottle};
