@@ -402,7 +402,7 @@ async fn api_answers_are_never_sniffed_nor_stored() {
 
 #[tokio::test]
 async fn metrics_can_move_to_a_listener_of_their_own() {
-    let s = TestServer::start_with(&[("CONFAB_METRICS_ADDR", "127.0.0.1:0")]).await;
+    let mut s = TestServer::start_with(&[("CONFAB_METRICS_ADDR", "127.0.0.1:0")]).await;
     let line = s
         .logs
         .lock()
@@ -417,6 +417,7 @@ async fn metrics_can_move_to_a_listener_of_their_own() {
     assert_eq!(status, 404, "not on the main listener: {body}");
     let other = line.trim().replace("/metrics", "/healthz");
     assert_eq!(s.http().get(other).send().await.unwrap().status(), 404);
+    assert_eq!(s.terminate().code(), Some(0), "both listeners shut down");
 }
 
 #[tokio::test]
