@@ -2,6 +2,7 @@
 //! optional `confab.toml` (or the file named by `CONFAB_CONFIG`), then
 //! `CONFAB_*` environment variables. Nothing else reads the environment.
 
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::adapters::ws::MAX_QUEUE_FRAMES;
 /// The least `outbound_session_bytes` may be: room for the largest reply
 /// and the events around it.
 const MIN_SESSION_BYTES: usize = 4 * MAX_REPLY_BYTES;
+use crate::adapters::edge::TrustedProxies;
 
 /// Every setting, with its key in `confab.toml`; the environment variable is
 /// `CONFAB_` and the key in capitals.
@@ -83,6 +85,23 @@ pub struct Settings {
     pub cluster_probe_secs: u64,
     /// Test-only publish faults, honoured by debug builds only.
     pub faults: Option<String>,
+    /// Seconds a connection may take to send a request's headers, counted
+    /// from its opening or its previous response (so it also closes idle
+    /// connections), and again for the body.
+    pub request_timeout_secs: u64,
+    /// Most connections (HTTP and WebSocket) from one client address.
+    pub max_connections_per_address: usize,
+    /// File descriptors kept out of the connection cap, for the store,
+    /// the cluster's links and the process itself.
+    pub reserved_fds: u64,
+    /// Proxies (CIDRs or addresses) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<String>,
+    /// Failed logins in a row to one account before each further one locks it.
+    pub login_free_failures: u32,
+    /// Longest lock of an account's logins after failed ones, in seconds.
+    pub login_max_lock_secs: u64,
+    /// `HOST:PORT` to serve `/metrics` on instead of the main listener.
+    pub metrics_addr: Option<String>,
 }
 
 /// A configuration that cannot be used; the message names the setting.
@@ -122,13 +141,24 @@ impl Settings {
             .and_then(|b| b.set_default("cluster_reorder_ms", 200))
             .and_then(|b| b.set_default("cluster_resync_secs", 10))
             .and_then(|b| b.set_default("cluster_probe_secs", 5))
+            .and_then(|b| b.set_default("request_timeout_secs", 20))
+            .and_then(|b| b.set_default("max_connections_per_address", 256))
+            .and_then(|b| b.set_default("reserved_fds", 128))
+            .and_then(|b| b.set_default("trusted_proxies", Vec::<String>::new()))
+            .and_then(|b| b.set_default("login_free_failures", 5))
+            .and_then(|b| b.set_default("login_max_lock_secs", 60))
             .map_err(|e| ConfigError(e.to_string()))?
             .add_source(
                 config::File::with_name(&file)
                     .format(config::FileFormat::Toml)
                     .required(explicit.is_some()),
             )
-            .add_source(config::Environment::with_prefix("CONFAB").try_parsing(true))
+            .add_source(
+                config::Environment::with_prefix("CONFAB")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("trusted_proxies"),
+            )
             .build()
             .and_then(config::Config::try_deserialize)
             .map_err(|e| ConfigError(e.to_string()))?;
@@ -156,6 +186,12 @@ impl Settings {
             ("cluster_reorder_ms", self.cluster_reorder_ms),
             ("cluster_resync_secs", self.cluster_resync_secs),
             ("cluster_probe_secs", self.cluster_probe_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address as u64,
+            ),
+            ("login_max_lock_secs", self.login_max_lock_secs),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -181,6 +217,8 @@ impl Settings {
         tracing_subscriber::EnvFilter::try_new(&self.log)
             .map_err(|e| ConfigError(format!("log is not a valid tracing filter: {e}")))?;
         self.database()?;
+        self.trusted_proxies()?;
+        self.metrics_addr()?;
         self.validate_cluster()
     }
 
@@ -285,6 +323,35 @@ impl Settings {
     /// Register and login attempts per second and burst per address.
     pub fn auth_rate(&self) -> (NonZeroU32, NonZeroU32) {
         (nz(self.auth_rate_per_sec), nz(self.auth_rate_burst))
+    }
+
+    /// The peers whose `X-Forwarded-For` is believed.
+    ///
+    /// # Errors
+    /// For an entry that is not an address or a CIDR.
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies, ConfigError> {
+        TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| ConfigError(format!("trusted_proxies: {e}")))
+    }
+
+    /// Where `/metrics` is served apart, if it is.
+    ///
+    /// # Errors
+    /// For a value that is not `HOST:PORT` with a numeric host.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let Some(addr) = self.metrics_addr.as_deref().filter(|a| !a.is_empty()) else {
+            return Ok(None);
+        };
+        addr.parse().map(Some).map_err(|_| {
+            ConfigError(format!(
+                "metrics_addr: {addr:?} is not an address and port such as 127.0.0.1:9090"
+            ))
+        })
+    }
+
+    /// How long a request may take to arrive.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
     }
 
     /// Interval between pings.
@@ -411,7 +478,53 @@ mod tests {
             cluster_resync_secs: 10,
             cluster_probe_secs: 5,
             faults: None,
+            request_timeout_secs: 20,
+            max_connections_per_address: 256,
+            reserved_fds: 128,
+            trusted_proxies: Vec::new(),
+            login_free_failures: 5,
+            login_max_lock_secs: 60,
+            metrics_addr: None,
         }
+    }
+
+    #[test]
+    fn trusted_proxies_and_the_metrics_address_are_checked() {
+        let mut s = with_url(None);
+        s.trusted_proxies = vec!["10.0.0.0/8".into(), "192.168.1.1".into()];
+        assert!(
+            s.trusted_proxies()
+                .unwrap()
+                .contains("10.1.2.3".parse().unwrap())
+        );
+        s.trusted_proxies.push("10.0.0.0/99".into());
+        let err = s.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("trusted_proxies") && err.contains("10.0.0.0/99"),
+            "{err}"
+        );
+        s.trusted_proxies.clear();
+        s.metrics_addr = Some("127.0.0.1:9090".into());
+        assert_eq!(
+            s.metrics_addr().unwrap(),
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        s.metrics_addr = Some("localhost".into());
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("metrics_addr")
+        );
+        s.metrics_addr = Some(String::new());
+        assert_eq!(s.metrics_addr().unwrap(), None);
+        s.request_timeout_secs = 0;
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("request_timeout_secs")
+        );
     }
 
     #[test]

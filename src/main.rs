@@ -8,9 +8,11 @@ use anyhow::{Context, anyhow};
 use confab::adapters::auth::{self, HashCost, JwtAuthenticator};
 use confab::adapters::clock::SystemClock;
 use confab::adapters::cluster::{Cluster, SeqIndex};
+use confab::adapters::edge::connections::raise_open_files_limit;
+use confab::adapters::edge::{ConnectionLimits, LoginThrottle};
 use confab::adapters::metrics::Metrics;
 use confab::adapters::presence::InMemoryPresence;
-use confab::adapters::server::{self, Wiring};
+use confab::adapters::server::{self, EdgeSettings, Wiring};
 use confab::adapters::store::{PgStore, SqliteStore};
 use confab::adapters::ws::session::WsSettings;
 use confab::adapters::ws::{Outbound, SessionRegistry};
@@ -93,6 +95,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let auth = JwtAuthenticator::new(&secret, settings.token_ttl_secs, cost)?;
     let registry = Arc::new(SessionRegistry::new(metrics.clone()));
+    let metrics_for_edge = metrics.clone();
     // Bound first: the address is the node's default name in a cluster.
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))
         .await
@@ -157,6 +160,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         grace: settings.shutdown_grace(),
         auth_rate: settings.auth_rate(),
         cluster: cluster.clone(),
+        edge: edge(&settings, &metrics_for_edge).await?,
     };
     info!("listening on http://{bound}");
     server::serve(listener, wiring, shutdown_signal()).await;
@@ -164,6 +168,60 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         cluster.leave().await;
     }
     Ok(())
+}
+
+/// The timeouts, caps and throttles at the edge, and the metrics listener.
+async fn edge(settings: &Settings, metrics: &Metrics) -> anyhow::Result<EdgeSettings> {
+    let (before, open_files) = raise_open_files_limit().context("reading the open files limit")?;
+    if open_files > before {
+        info!("open files limit raised from {before} to {open_files} (the hard limit)");
+    }
+    let total = open_files
+        .checked_sub(settings.reserved_fds)
+        .filter(|n| *n > 0);
+    let Some(total) = total else {
+        anyhow::bail!(
+            "the open files limit ({open_files}) leaves no room for connections with reserved_fds = {}; raise the limit (ulimit -n) or lower reserved_fds",
+            settings.reserved_fds
+        );
+    };
+    let trusted_proxies = Arc::new(settings.trusted_proxies()?);
+    let limits = Arc::new(ConnectionLimits::new(
+        usize::try_from(total).unwrap_or(usize::MAX),
+        settings.max_connections_per_address,
+        trusted_proxies.clone(),
+        metrics.connections_open.clone(),
+        metrics.sessions.clone(),
+    ));
+    info!(
+        "connections: at most {} in all (open files {open_files} less {} reserved), {} per client address",
+        limits.total(),
+        settings.reserved_fds,
+        limits.per_address()
+    );
+    let metrics_listener = match settings.metrics_addr()? {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on metrics_addr {addr}"))?;
+            info!(
+                "metrics served on http://{}/metrics",
+                listener.local_addr()?
+            );
+            Some(listener)
+        }
+        None => None,
+    };
+    Ok(EdgeSettings {
+        request_timeout: settings.request_timeout(),
+        limits,
+        trusted_proxies,
+        login_throttle: LoginThrottle::new(
+            settings.login_free_failures,
+            std::time::Duration::from_secs(settings.login_max_lock_secs),
+        ),
+        metrics_listener,
+    })
 }
 
 /// The store the configuration names: both ports on one adapter, and

@@ -4,7 +4,9 @@
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use governor::clock::Clock;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -14,6 +16,8 @@ use serde_json::{Map, Value, json};
 use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
 
+use super::edge::forwarded::client_key;
+use super::edge::{LogLimiter, LoginThrottle, Slot, TrustedProxies};
 use super::metrics::Metrics;
 use super::web;
 use super::wire::{self, ErrorDto, UserDto};
@@ -39,6 +43,23 @@ pub struct HttpState {
     pub ws_config: hyper_tungstenite::tungstenite::protocol::WebSocketConfig,
     /// Register and login attempts per client address.
     pub auth_limiter: AuthLimiter,
+    /// The proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<TrustedProxies>,
+    /// Failed logins per account.
+    pub login_throttle: LoginThrottle,
+    /// Longest wait for a request's body.
+    pub request_timeout: Duration,
+    /// Whether `/metrics` is served here (not on a listener of its own).
+    pub metrics_here: bool,
+}
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The API, the WebSocket and the web client.
+    Main,
+    /// `metrics_addr`: `/metrics` only.
+    Metrics,
 }
 
 /// A rate limit per client IP address, for the endpoints that check passwords.
@@ -59,6 +80,8 @@ struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds to send as `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -67,6 +90,17 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// `429 rate_limited`, to be retried after `wait`.
+    fn rate_limited(message: &str, wait: Duration) -> Self {
+        // Whole seconds, rounded up, so that a retry on time is let in.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
         }
     }
 
@@ -117,26 +151,74 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> HttpResponse {
 
 fn error_response(e: &ApiError) -> HttpResponse {
     let body = json!({ "error": ErrorDto { code: e.code, message: &e.message } });
-    json_response(e.status, &body)
+    let mut res = json_response(e.status, &body);
+    if let Some(secs) = e.retry_after {
+        res.headers_mut().insert(header::RETRY_AFTER, secs.into());
+    }
+    res
 }
 
-/// Serves one HTTP request from `peer`.
+/// Serves one HTTP request on the connection that holds `conn`, which
+/// came in on listener `on`.
 pub async fn handle(
     state: Arc<HttpState>,
-    peer: IpAddr,
+    conn: Arc<Slot>,
+    on: Listener,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, Infallible> {
     state.metrics().http_requests.inc();
-    let result = route(&state, peer, req).await;
-    Ok(result.unwrap_or_else(|e| {
+    let web = web::is_web_path(req.uri().path());
+    let result = match on {
+        Listener::Main => route(&state, &conn, req).await,
+        Listener::Metrics => metrics_only(&state, &req),
+    };
+    let mut res = result.unwrap_or_else(|e| {
         state.metrics().error(e.code);
         error_response(&e)
-    }))
+    });
+    if !web && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+        api_headers(res.headers_mut());
+    }
+    Ok(res)
+}
+
+/// Headers of every answer but the web client's files (which have their
+/// own): never taken for another type, never stored, as some hold tokens.
+fn api_headers(h: &mut header::HeaderMap) {
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// The `metrics_addr` listener: `GET /metrics` and nothing else.
+fn metrics_only<B>(state: &HttpState, req: &Request<B>) -> Result<HttpResponse, ApiError> {
+    if req.uri().path() != "/metrics" {
+        return Err(not_found());
+    }
+    if req.method() != Method::GET {
+        return Ok(method_not_allowed("GET", "/metrics"));
+    }
+    Ok(metrics(state))
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+fn metrics(state: &HttpState) -> HttpResponse {
+    let mut res = Response::new(Full::new(Bytes::from(state.metrics().render())));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
 }
 
 async fn route(
     state: &Arc<HttpState>,
-    peer: IpAddr,
+    conn: &Arc<Slot>,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let path = req.uri().path().to_owned();
@@ -150,37 +232,28 @@ async fn route(
     }
     let allowed = match path.as_str() {
         "/api/v1/register" | "/api/v1/login" => Method::POST,
-        "/api/v1/me" | "/api/v1/users" | "/healthz" | "/metrics" | "/ws" => Method::GET,
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint",
-            ));
-        }
+        "/metrics" if state.metrics_here => Method::GET,
+        "/api/v1/me" | "/api/v1/users" | "/healthz" | "/ws" => Method::GET,
+        _ => return Err(not_found()),
     };
     if req.method() != allowed {
         return Ok(method_not_allowed(allowed.as_str(), &path));
     }
     let checks_password = matches!(path.as_str(), "/api/v1/register" | "/api/v1/login");
-    if checks_password && state.auth_limiter.check_key(&peer).is_err() {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+    let client = state.trusted_proxies.client(conn.peer(), req.headers());
+    if checks_password && let Err(not_until) = state.auth_limiter.check_key(&client_key(client)) {
+        return Err(ApiError::rate_limited(
             "too many attempts from this address; try again shortly",
+            not_until.wait_time_from(state.auth_limiter.clock().now()),
         ));
     }
     match path.as_str() {
         "/api/v1/register" => {
-            let (username, password) = credentials(req).await?;
+            let (username, password) = credentials(req, state.request_timeout).await?;
             let signed = state.service().register(&username, &password).await?;
             Ok(signed_in(StatusCode::CREATED, &signed))
         }
-        "/api/v1/login" => {
-            let (username, password) = credentials(req).await?;
-            let signed = state.service().login(&username, &password).await?;
-            Ok(signed_in(StatusCode::OK, &signed))
-        }
+        "/api/v1/login" => login(state, client, req).await,
         "/api/v1/me" => {
             let auth = state.service().authenticate(bearer(&req)).await?;
             Ok(json_response(
@@ -198,15 +271,44 @@ async fn route(
                 "the store is not answering",
             ))
         }),
-        "/metrics" => {
-            let mut res = Response::new(Full::new(Bytes::from(state.metrics().render())));
-            res.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            Ok(res)
-        }
+        "/metrics" => Ok(metrics(state)),
         _ => upgrade(state, req).await,
+    }
+}
+
+/// `POST /login` under the per-account throttle: an account locked by
+/// failed logins answers 429 before its password is checked, the same for
+/// a name that exists and one that does not.
+async fn login(
+    state: &HttpState,
+    client: IpAddr,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let (username, password) = credentials(req, state.request_timeout).await?;
+    let attempt = match state
+        .login_throttle
+        .begin(&username, client, Instant::now())
+    {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            state.metrics().logins_throttled.inc();
+            return Err(ApiError::rate_limited(
+                "too many failed logins to this account; try again later",
+                wait,
+            ));
+        }
+    };
+    match state.service().login(&username, &password).await {
+        Ok(signed) => {
+            attempt.succeeded(client, Instant::now());
+            Ok(signed_in(StatusCode::OK, &signed))
+        }
+        Err(e) => {
+            if matches!(e, ChatError::Unauthorized(_)) {
+                attempt.failed(Instant::now());
+            }
+            Err(e.into())
+        }
     }
 }
 
@@ -263,8 +365,12 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Reads a JSON object body: 413 over 64 KiB, 400 for anything malformed.
-async fn json_object(req: Request<Incoming>) -> Result<Map<String, Value>, ApiError> {
+/// Reads a JSON object body: 413 over 64 KiB, 400 for anything malformed,
+/// 408 when it takes longer than `timeout` to arrive.
+async fn json_object(
+    req: Request<Incoming>,
+    timeout: Duration,
+) -> Result<Map<String, Value>, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -284,9 +390,19 @@ async fn json_object(req: Request<Incoming>) -> Result<Map<String, Value>, ApiEr
             "expected a JSON body (Content-Type: application/json)",
         ));
     }
-    let bytes = Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
+    let body = tokio::time::timeout(
+        timeout,
+        Limited::new(req.into_body(), MAX_BODY_BYTES).collect(),
+    );
+    let bytes = body
         .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "bad_request",
+                "the request body did not arrive in time",
+            )
+        })?
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 ApiError::too_large()
@@ -302,8 +418,11 @@ async fn json_object(req: Request<Incoming>) -> Result<Map<String, Value>, ApiEr
     }
 }
 
-async fn credentials(req: Request<Incoming>) -> Result<(String, String), ApiError> {
-    let body = json_object(req).await?;
+async fn credentials(
+    req: Request<Incoming>,
+    timeout: Duration,
+) -> Result<(String, String), ApiError> {
+    let body = json_object(req, timeout).await?;
     let field = |name: &str| match body.get(name) {
         Some(Value::String(s)) => Ok(s.clone()),
         _ => Err(ApiError::bad_request(format!(
@@ -408,10 +527,14 @@ async fn upgrade(
     Ok(response)
 }
 
+/// Connection errors, logged at most so often: clients cause them at will.
+static CONNECTION_ERRORS: LogLimiter = LogLimiter::new("HTTP connection errors", 10);
+
 /// Logs a failure to serve a connection, which is the client's doing far
-/// more often than ours.
+/// more often than ours. A connection closed mid-request or for taking too
+/// long is routine and not logged.
 pub fn connection_error(e: &hyper::Error) {
-    if !e.is_incomplete_message() {
+    if !e.is_incomplete_message() && !e.is_timeout() && CONNECTION_ERRORS.allow() {
         warn!(error = %e, "HTTP connection error");
     }
 }

@@ -22,10 +22,11 @@ pub struct CloseLabel {
     pub code: u16,
 }
 
-/// Label of the resync counter: what caused it.
+/// Label of the resync counter (what caused it) and of the refused
+/// connections counter (the cap they hit).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    /// `periodic`, `reconnect` or `probe`.
+    /// `periodic`, `reconnect` or `probe`; `per_address` or `total`.
     pub reason: &'static str,
 }
 
@@ -197,6 +198,12 @@ pub struct Metrics {
     pub write_failures: Counter,
     /// Bytes waiting to be written across every session (updated each second).
     pub outbound_bytes: Gauge,
+    /// Open HTTP connections (a WebSocket is counted in `sessions`).
+    pub connections_open: Gauge,
+    /// Connections closed as soon as accepted, by the cap they hit.
+    pub connections_refused: Family<ReasonLabel, Counter>,
+    /// Logins refused because their account was locked by failed ones.
+    pub logins_throttled: Counter,
     /// Cluster delivery and presence.
     pub cluster: ClusterMetrics,
     /// The SQLite store's writer (empty on PostgreSQL).
@@ -218,6 +225,9 @@ impl Default for Metrics {
             http_requests: Counter::default(),
             write_failures: Counter::default(),
             outbound_bytes: Gauge::default(),
+            connections_open: Gauge::default(),
+            connections_refused: Family::default(),
+            logins_throttled: Counter::default(),
             cluster: ClusterMetrics::default(),
             store: StoreMetrics::default(),
             registry: Registry::default(),
@@ -269,6 +279,21 @@ impl Default for Metrics {
             "Bytes waiting to be written across every WebSocket session",
             m.outbound_bytes.clone(),
         );
+        registry.register(
+            "connections_open",
+            "Open HTTP connections (WebSocket sessions are counted apart)",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed as soon as accepted, by the cap they hit",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "logins_throttled",
+            "Logins refused while their account was locked by failed ones",
+            m.logins_throttled.clone(),
+        );
         m.cluster.register(&mut registry);
         m.store.register(&mut registry);
         Self { registry, ..m }
@@ -276,6 +301,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one connection refused at a cap.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
     /// Counts one error reply.
     pub fn error(&self, code: &'static str) {
         self.errors.get_or_create(&CodeLabel { code }).inc();

@@ -6,12 +6,15 @@
 //! - `ws::SessionRegistry` is also the outbound `Transport`.
 //! - `store` (diesel + SQLite), `auth` (argon2id + JWT), `presence` (in
 //!   memory) and `clock` implement the other ports.
-//! - `server` accepts connections and shuts down gracefully.
+//! - `server` accepts connections and shuts down gracefully; `edge` holds
+//!   what guards it: connection caps, the client's address behind proxies,
+//!   the failed-login throttle, rate-limited logging.
 //! - `web` holds the web client's files, embedded, and serves them.
 
 pub mod auth;
 pub mod clock;
 pub mod cluster;
+pub mod edge;
 pub mod http;
 pub mod metrics;
 pub mod presence;

@@ -23,6 +23,23 @@ impl TestServer {
         assert_eq!(welcome["type"], "welcome", "{welcome}");
         c
     }
+
+    /// `connect` from the local address `from` (another loopback address).
+    pub async fn connect_from(&self, from: std::net::IpAddr, account: &Account) -> Client {
+        let stream = self.tcp_from(from).await;
+        let mut req = self.ws_url().into_client_request().unwrap();
+        req.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {}", account.token).parse().unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap_or_else(|e| panic!("connect {} from {from}: {e}", account.username));
+        let mut c = Client::new(ws);
+        let welcome = c.next_frame().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        c
+    }
 }
 
 /// A WebSocket client that matches replies to requests by id and keeps
@@ -47,14 +64,18 @@ impl Client {
     /// Opens a WebSocket with a prepared request; Err(status) when refused.
     pub async fn open(req: tungstenite::handshake::client::Request) -> Result<Client, u16> {
         match tokio_tungstenite::connect_async(req).await {
-            Ok((ws, _)) => Ok(Client {
-                ws,
-                next_id: 0,
-                buffered: Vec::new(),
-                closed: None,
-            }),
+            Ok((ws, _)) => Ok(Client::new(ws)),
             Err(tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
             Err(e) => panic!("WebSocket connect failed: {e}"),
+        }
+    }
+
+    fn new(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client {
+            ws,
+            next_id: 0,
+            buffered: Vec::new(),
+            closed: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! stops and restarts it, and calls its HTTP API.
 
 use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -61,6 +62,16 @@ impl TestServer {
 
     /// Starts a server with extra `CONFAB_*` settings.
     pub async fn start_with(env: &[(&str, &str)]) -> Self {
+        Self::start_fresh(env, None).await
+    }
+
+    /// Starts a server with extra settings whose process may open at most
+    /// `open_files` files (soft and hard limit, so it cannot raise it).
+    pub async fn start_with_open_files(open_files: u64, env: &[(&str, &str)]) -> Self {
+        Self::start_fresh(env, Some(open_files)).await
+    }
+
+    async fn start_fresh(env: &[(&str, &str)], open_files: Option<u64>) -> Self {
         // A memory-backed folder where there is one: fsync costs nothing
         // there, and a killed process loses nothing it wrote either way.
         let shm = Path::new("/dev/shm");
@@ -71,7 +82,7 @@ impl TestServer {
         }
         .expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let mut s = Self::start_in(&dir, env).await;
+        let mut s = Self::spawn(&dir, env, open_files).await;
         s._tmp = Some(tmp);
         s
     }
@@ -151,7 +162,28 @@ impl TestServer {
 
     /// Starts a server on an existing data folder (for restarts).
     pub async fn start_in(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn(data_dir, env, None).await
+    }
+
+    async fn spawn(data_dir: &Path, env: &[(&str, &str)], open_files: Option<u64>) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_confab"));
+        if let Some(limit) = open_files {
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: setrlimit is async-signal-safe, as code between fork
+            // and exec must be, and touches only the child.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         for (key, _) in std::env::vars() {
             if key.starts_with("CONFAB_") {
                 cmd.env_remove(key);
@@ -222,6 +254,27 @@ impl TestServer {
     /// A plain HTTP client.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// An HTTP client whose connections come from the local address
+    /// `from` (another loopback address, to be another client).
+    pub fn http_from(&self, from: IpAddr) -> reqwest::Client {
+        reqwest::Client::builder()
+            .local_address(from)
+            .timeout(WAIT)
+            .build()
+            .unwrap()
+    }
+
+    /// A TCP connection to the server from the local address `from`.
+    pub async fn tcp_from(&self, from: IpAddr) -> tokio::net::TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+        let server = SocketAddr::from(([127, 0, 0, 1], self.port));
+        tokio::time::timeout(WAIT, socket.connect(server))
+            .await
+            .expect("TCP connect in time")
+            .unwrap()
     }
 
     /// POSTs a JSON body; returns status and JSON body.

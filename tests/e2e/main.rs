@@ -7,6 +7,7 @@
 mod auth;
 mod bench;
 mod blocking;
+mod edge;
 mod helpers;
 mod http_api;
 mod lifecycle;
