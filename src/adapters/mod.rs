@@ -12,6 +12,8 @@
 pub mod auth;
 pub mod clock;
 pub mod cluster;
+#[cfg(test)]
+mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod presence;
