@@ -11,6 +11,7 @@ mod http_api;
 mod lifecycle;
 mod limits;
 mod messaging;
+mod openapi;
 mod postgres;
 mod presence;
 mod rooms;
