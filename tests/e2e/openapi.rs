@@ -39,17 +39,22 @@ impl Contract {
     /// Fails unless `body` is valid against the schema at `pointer` (a
     /// JSON pointer into the document).
     fn validate(&self, pointer: &str, body: &Value, what: &str) {
-        let mut schema = self.doc.clone();
-        schema["$ref"] = json!(format!("#{pointer}"));
-        let validator = jsonschema::validator_for(&schema).expect("a valid schema");
-        let errors: Vec<String> = validator
-            .iter_errors(body)
-            .map(|e| format!("{} at {}", e, e.instance_path()))
-            .collect();
+        let errors = self.errors(pointer, body);
         assert!(
             errors.is_empty(),
             "{what}: {body} is not {pointer}: {errors:?}"
         );
+    }
+
+    /// What makes `body` invalid against the schema at `pointer`.
+    fn errors(&self, pointer: &str, body: &Value) -> Vec<String> {
+        let mut schema = self.doc.clone();
+        schema["$ref"] = json!(format!("#{pointer}"));
+        let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+        validator
+            .iter_errors(body)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect()
     }
 
     /// Sends `req` (a call of `method` on the document's `path`), checks
@@ -322,6 +327,17 @@ async fn other_methods_are_405_allowing_the_documented_one_and_other_paths_404()
         assert_eq!(res.headers()[ALLOW], method.as_str(), "{path}");
         let body: Value = res.json().await.unwrap();
         c.validate("/components/schemas/Error", &body, &path);
+    }
+    // The schemas do refuse what is not so.
+    for wrong in [
+        json!({"error": {"code": "nope", "message": "m"}}),
+        json!({"error": {"code": "not_found"}}),
+        json!({"error": {"code": "not_found", "message": "m"}, "more": 1}),
+    ] {
+        assert!(
+            !c.errors("/components/schemas/Error", &wrong).is_empty(),
+            "{wrong}"
+        );
     }
     let res = s.http().get(s.url("/api/v1/nothing")).send().await.unwrap();
     assert_eq!(res.status(), 404);

@@ -158,6 +158,13 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
 }
 
 #[test]
+fn the_error_schema_refuses_other_shapes() {
+    assert!(ERROR_SCHEMA.is_valid(&json!({"error": {"code": "too_large", "message": "m"}})));
+    assert!(!ERROR_SCHEMA.is_valid(&json!({"error": {"code": "huge", "message": "m"}})));
+    assert!(!ERROR_SCHEMA.is_valid(&json!({"code": "too_large", "message": "m"})));
+}
+
+#[test]
 fn the_corpus_is_read_with_the_body_properties() {
     for (name, bytes) in corpus(TARGET) {
         if let Err(e) = check(&json_headers_for("application/json"), &bytes) {
