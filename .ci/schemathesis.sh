@@ -8,9 +8,10 @@
 # free port with a temporary data folder, cheap password hashes and no
 # register/login rate limit (its 429 is tested in tests/e2e/openapi.rs).
 # Bounded: SCHEMATHESIS_EXAMPLES cases per operation (default 50) within
-# SCHEMATHESIS_SECONDS (default 60). schemathesis goes into a virtualenv
-# under target/; when it cannot be installed the run fails under CI=true
-# and is skipped with a message otherwise.
+# SCHEMATHESIS_SECONDS (default 60), from SCHEMATHESIS_SEED (default 1).
+# schemathesis goes into a virtualenv under target/; when it cannot be
+# installed the run fails under CI=true and is skipped with a message
+# otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -83,7 +84,7 @@ cd "$data"
     --max-time "$seconds" \
     --request-timeout 10 \
     --workers 2 \
-    --seed 1 \
+    --seed "${SCHEMATHESIS_SEED:-1}" \
     --generation-database none \
     --no-color || status=$?
 if [ "$status" -ne 0 ]; then
