@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use governor::clock::Clock;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -29,6 +29,23 @@ use crate::domain::{ChatError, SessionId};
 
 /// Largest HTTP request body and WebSocket frame, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Every endpoint of the API and the one method it takes. The OpenAPI
+/// document lists exactly these (a test compares the two), so neither can
+/// gain or lose an endpoint alone.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/api/v1/register", "POST"),
+    ("/api/v1/login", "POST"),
+    ("/api/v1/me", "GET"),
+    ("/api/v1/users", "GET"),
+    ("/api/v1/openapi.json", "GET"),
+    ("/healthz", "GET"),
+    ("/metrics", "GET"),
+    ("/ws", "GET"),
+];
+
+/// The OpenAPI 3.1 description of [`ROUTES`], served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 /// The response type of every endpoint.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -230,14 +247,15 @@ async fn route(
         }
         return web_route(&req);
     }
-    let allowed = match path.as_str() {
-        "/api/v1/register" | "/api/v1/login" => Method::POST,
-        "/metrics" if state.metrics_here => Method::GET,
-        "/api/v1/me" | "/api/v1/users" | "/healthz" | "/ws" => Method::GET,
-        _ => return Err(not_found()),
+    // /metrics may be served on a listener of its own (`metrics_addr`).
+    let Some(&(_, allowed)) = ROUTES
+        .iter()
+        .find(|(p, _)| *p == path && (*p != "/metrics" || state.metrics_here))
+    else {
+        return Err(not_found());
     };
-    if req.method() != allowed {
-        return Ok(method_not_allowed(allowed.as_str(), &path));
+    if req.method().as_str() != allowed {
+        return Ok(method_not_allowed(allowed, &path));
     }
     let checks_password = matches!(path.as_str(), "/api/v1/register" | "/api/v1/login");
     let client = state.trusted_proxies.client(conn.peer(), req.headers());
@@ -272,7 +290,16 @@ async fn route(
             ))
         }),
         "/metrics" => Ok(metrics(state)),
-        _ => upgrade(state, req).await,
+        "/api/v1/openapi.json" => {
+            let mut res = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(res)
+        }
+        "/ws" => upgrade(state, req).await,
+        _ => Err(not_found()),
     }
 }
 
@@ -371,25 +398,7 @@ async fn json_object(
     req: Request<Incoming>,
     timeout: Duration,
 ) -> Result<Map<String, Value>, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::too_large());
-    }
-    let is_json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::bad_request(
-            "expected a JSON body (Content-Type: application/json)",
-        ));
-    }
+    json_headers(req.headers())?;
     let body = tokio::time::timeout(
         timeout,
         Limited::new(req.into_body(), MAX_BODY_BYTES).collect(),
@@ -411,7 +420,35 @@ async fn json_object(
             }
         })?
         .to_bytes();
-    match serde_json::from_slice(&bytes) {
+    json_body(&bytes)
+}
+
+/// What a JSON body's headers must say before it is read: 413 when they
+/// declare more than 64 KiB, 400 without `Content-Type: application/json`.
+fn json_headers(headers: &HeaderMap) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::too_large());
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::bad_request(
+            "expected a JSON body (Content-Type: application/json)",
+        ));
+    }
+    Ok(())
+}
+
+/// A body read within the limit, as a JSON object: 400 for anything else.
+fn json_body(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
         Err(_) => Err(ApiError::bad_request("the body is not valid JSON")),
@@ -422,7 +459,11 @@ async fn credentials(
     req: Request<Incoming>,
     timeout: Duration,
 ) -> Result<(String, String), ApiError> {
-    let body = json_object(req, timeout).await?;
+    credentials_in(&json_object(req, timeout).await?)
+}
+
+/// The `username` and `password` strings of a register or login body.
+fn credentials_in(body: &Map<String, Value>) -> Result<(String, String), ApiError> {
     let field = |name: &str| match body.get(name) {
         Some(Value::String(s)) => Ok(s.clone()),
         _ => Err(ApiError::bad_request(format!(
@@ -438,8 +479,8 @@ async fn users(state: &HttpState, req: &Request<Incoming>) -> Result<HttpRespons
     let limit = match query_param(req, "limit") {
         None => None,
         Some(raw) => Some(
-            raw.parse::<u64>()
-                .map_err(|_| ApiError::bad_request("limit must be a positive integer"))?,
+            decimal(&raw)
+                .ok_or_else(|| ApiError::bad_request("limit must be a positive integer"))?,
         ),
     };
     let found = state
@@ -451,6 +492,14 @@ async fn users(state: &HttpState, req: &Request<Incoming>) -> Result<HttpRespons
         .map(|(u, online)| json!({ "id": u.id.as_str(), "username": u.username.as_str(), "online": online }))
         .collect();
     Ok(json_response(StatusCode::OK, &json!({ "users": users })))
+}
+
+/// A non-negative decimal integer, saturating: a limit past `u64::MAX` is
+/// as far above the largest page as any other, not malformed.
+fn decimal(raw: &str) -> Option<u64> {
+    raw.parse().ok().or_else(|| {
+        (!raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit())).then_some(u64::MAX)
+    })
 }
 
 /// `GET /ws`: authenticate, reserve a session slot, queue the welcome, upgrade.
@@ -540,6 +589,9 @@ pub fn connection_error(e: &hyper::Error) {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -557,6 +609,30 @@ mod tests {
             .unwrap()
             .to_bytes();
         serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes_served() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |method| (path.clone(), method.to_ascii_uppercase()))
+            })
+            .collect();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(path, method)| (path.to_string(), method.to_string()))
+            .collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served);
     }
 
     #[test]

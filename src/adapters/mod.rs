@@ -15,6 +15,8 @@ pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod edge;
+#[cfg(test)]
+mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod presence;

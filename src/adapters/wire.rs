@@ -568,7 +568,11 @@ fn id_fits(id: &str) -> bool {
 /// take as it stands (a wrong type, a duplicate key, a value out of
 /// bounds), is `None` and goes the general way, which gives the error.
 fn parse_send(text: &str) -> Option<(Option<String>, Inbound)> {
+    // Only the fields of a send: serde skips others without checking them
+    // (a number out of range, a lone surrogate), which the general path
+    // refuses as invalid JSON, so a frame with others goes that way.
     #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Frame<'a> {
         #[serde(borrow, default)]
         id: Option<Cow<'a, str>>,
@@ -578,7 +582,7 @@ fn parse_send(text: &str) -> Option<(Option<String>, Inbound)> {
         content: Content<'a>,
     }
     #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
     struct Content<'a> {
         #[serde(borrow, default)]
         to: Option<Cow<'a, str>>,
@@ -797,6 +801,9 @@ impl Fields<'_> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -844,7 +851,7 @@ mod tests {
         let taken = [
             r#"{"type":"sendMessage","id":"r1","content":{"conversationId":"c1","body":"hi","clientMsgId":"k1"}}"#.to_owned(),
             r#"{"content":{"body":"h\u00e9 \"q\"","to":"u2"},"type":"sendPrivateMessage"}"#.to_owned(),
-            r#"{"type":"sendMessage","id":null,"extra":1,"content":{"conversationId":"c1","body":"x","clientMsgId":null,"to":"u9","more":[1]}}"#.to_owned(),
+            r#"{"type":"sendMessage","id":null,"content":{"conversationId":"c1","body":"x","clientMsgId":null,"to":"u9"}}"#.to_owned(),
             r#"{"type":"sendPrivateMessage","id":"\u0072\u0031","content":{"to":"u\u0032","body":"hi"}}"#.to_owned(),
         ];
         let left = [
@@ -863,6 +870,8 @@ mod tests {
             r#"{"type":"sendMessage"}"#.to_owned(),
             r#"{"type":"ping","content":{"conversationId":"c1","body":"hi"}}"#.to_owned(),
             r#"{"type":"sendMessage","content":{"conversationId":"c1","body":"hi"}} x"#.to_owned(),
+            r#"{"type":"sendMessage","extra":1e400,"content":{"conversationId":"c1","body":"hi"}}"#.to_owned(),
+            r#"{"type":"sendMessage","content":{"conversationId":"c1","body":"hi","more":"\udc00"}}"#.to_owned(),
             format!(r#"{{"type":"sendMessage","id":"{long_id}","content":{{"conversationId":"c1","body":"hi"}}}}"#),
             format!(r#"{{"type":"sendPrivateMessage","content":{{"to":"{long_to}","body":"hi"}}}}"#),
             format!(r#"{{"type":"sendMessage","content":{{"conversationId":"c1","body":"{long_body}"}}}}"#),

@@ -13,6 +13,7 @@ mod http_api;
 mod lifecycle;
 mod limits;
 mod messaging;
+mod openapi;
 mod outbound;
 mod postgres;
 mod presence;
