@@ -8,6 +8,7 @@
 //!   memory) and `clock` implement the other ports.
 //! - `server` accepts connections and shuts down gracefully.
 //! - `web` holds the web client's files, embedded, and serves them.
+//! - `private` keeps the data folder and its files from other local users.
 
 pub mod auth;
 pub mod clock;
@@ -15,6 +16,7 @@ pub mod cluster;
 pub mod http;
 pub mod metrics;
 pub mod presence;
+pub mod private;
 pub mod server;
 pub mod store;
 pub mod web;

@@ -6,6 +6,7 @@
 
 mod auth;
 mod bench;
+mod files;
 mod helpers;
 mod http_api;
 mod lifecycle;
