@@ -36,6 +36,9 @@ pub struct Settings {
     pub jwt_secret: Option<String>,
     /// Token lifetime in seconds.
     pub token_ttl_secs: u64,
+    /// Longest time, in seconds, that the text an edit or a delete replaced
+    /// stays in the SQLite files (the WAL is then checkpointed and emptied).
+    pub sqlite_scrub_secs: u64,
     /// WebSocket requests per second per connection, sustained.
     pub rate_per_sec: u32,
     /// WebSocket requests per connection in a burst.
@@ -122,6 +125,7 @@ impl Settings {
             .and_then(|b| b.set_default("port", 8080))
             .and_then(|b| b.set_default("data_dir", "./data"))
             .and_then(|b| b.set_default("token_ttl_secs", 86_400))
+            .and_then(|b| b.set_default("sqlite_scrub_secs", 30))
             .and_then(|b| b.set_default("rate_per_sec", 20))
             .and_then(|b| b.set_default("rate_burst", 50))
             .and_then(|b| b.set_default("auth_rate_per_sec", 5))
@@ -169,6 +173,7 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("token_ttl_secs", self.token_ttl_secs),
+            ("sqlite_scrub_secs", self.sqlite_scrub_secs),
             ("rate_per_sec", u64::from(self.rate_per_sec)),
             ("rate_burst", u64::from(self.rate_burst)),
             ("auth_rate_per_sec", u64::from(self.auth_rate_per_sec)),
@@ -207,6 +212,9 @@ impl Settings {
             return Err(ConfigError(format!(
                 "outbound_session_bytes must be at least {MIN_SESSION_BYTES} (the largest reply and then some)"
             )));
+        }
+        if self.sqlite_scrub_secs > 3600 {
+            return Err(ConfigError("sqlite_scrub_secs must be at most 3600".into()));
         }
         if self.argon2_memory_kib < 8 {
             return Err(ConfigError("argon2_memory_kib must be at least 8".into()));
@@ -363,6 +371,11 @@ impl Settings {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
+
+    /// Longest time replaced text stays in the SQLite files.
+    pub fn sqlite_scrub(&self) -> Duration {
+        Duration::from_secs(self.sqlite_scrub_secs)
+    }
 }
 
 /// Where confab keeps its data, as `database_url` says.
@@ -456,6 +469,7 @@ mod tests {
             database_url: url.map(str::to_owned),
             jwt_secret: None,
             token_ttl_secs: 1,
+            sqlite_scrub_secs: 30,
             rate_per_sec: 1,
             rate_burst: 1,
             auth_rate_per_sec: 1,
@@ -595,6 +609,18 @@ mod tests {
                 .to_string()
                 .contains("slow_consumer_secs")
         );
+    }
+
+    #[test]
+    fn the_sqlite_scrub_interval_is_1_to_3600_seconds() {
+        let mut s = with_url(None);
+        for (secs, ok) in [(0, false), (1, true), (3600, true), (3601, false)] {
+            s.sqlite_scrub_secs = secs;
+            match s.validate() {
+                Ok(()) => assert!(ok, "{secs}"),
+                Err(e) => assert!(!ok && e.to_string().contains("sqlite_scrub_secs"), "{e}"),
+            }
+        }
     }
 
     #[test]

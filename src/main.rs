@@ -73,8 +73,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     info!("database: {database}");
     let metrics = Arc::new(Metrics::default());
     let opened = metrics.clone();
+    let scrub = settings.sqlite_scrub();
     let (users, messages, blocks, index) =
-        tokio::task::spawn_blocking(move || open_store(&database, &opened)).await??;
+        tokio::task::spawn_blocking(move || open_store(&database, &opened, scrub)).await??;
     let secret = match &settings.jwt_secret {
         Some(s) => s.clone().into_bytes(),
         None => {
@@ -233,11 +234,16 @@ type Stores = (
     Option<Arc<dyn SeqIndex>>,
 );
 
-/// Opens the store the configuration names.
-fn open_store(database: &Database, metrics: &Metrics) -> anyhow::Result<Stores> {
+/// Opens the store the configuration names; SQLite's empties its WAL
+/// within `scrub` of an edit or a delete.
+fn open_store(
+    database: &Database,
+    metrics: &Metrics,
+    scrub: std::time::Duration,
+) -> anyhow::Result<Stores> {
     Ok(match database {
         Database::Sqlite(path) => {
-            let store = Arc::new(SqliteStore::open(path, metrics.store.clone())?);
+            let store = Arc::new(SqliteStore::open(path, metrics.store.clone(), scrub)?);
             (store.clone(), store.clone(), store, None)
         }
         Database::Postgres(url) => {

@@ -180,7 +180,11 @@ pub fn load_or_create_secret(path: &std::path::Path) -> anyhow::Result<(Vec<u8>,
     use rand::RngCore;
 
     match std::fs::read_to_string(path) {
-        Ok(s) if !s.trim().is_empty() => return Ok((s.trim().as_bytes().to_vec(), false)),
+        Ok(s) if !s.trim().is_empty() => {
+            super::private::restrict(path)
+                .with_context(|| format!("cannot make {} private", path.display()))?;
+            return Ok((s.trim().as_bytes().to_vec(), false));
+        }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -189,7 +193,8 @@ pub fn load_or_create_secret(path: &std::path::Path) -> anyhow::Result<(Vec<u8>,
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let secret: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        super::private::create_dir(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -267,6 +272,11 @@ mod tests {
         let (again, made) = load_or_create_secret(&path).unwrap();
         assert!(!made);
         assert_eq!(first, again);
+        // One an earlier version left readable is closed when read.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        load_or_create_secret(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!   what guards it: connection caps, the client's address behind proxies,
 //!   the failed-login throttle, rate-limited logging.
 //! - `web` holds the web client's files, embedded, and serves them.
+//! - `private` keeps the data folder and its files from other local users.
 
 pub mod auth;
 pub mod clock;
@@ -20,6 +21,7 @@ mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod presence;
+pub mod private;
 pub mod server;
 pub mod store;
 pub mod web;

@@ -522,8 +522,8 @@ pub fn parse_frame(text: &str) -> Result<(Option<String>, Inbound), BadFrame> {
 /// what is wrong.
 fn parse_any(text: &str) -> Result<(Option<String>, Inbound), BadFrame> {
     let bad = |id: Option<String>, message: String| BadFrame { id, message };
-    let value: Value =
-        serde_json::from_str(text).map_err(|_| bad(None, "frame is not valid JSON".into()))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|_| bad(salvaged_id(text), "frame is not valid JSON".into()))?;
     let Value::Object(mut frame) = value else {
         return Err(bad(None, "frame must be a JSON object".into()));
     };
@@ -549,6 +549,23 @@ fn parse_any(text: &str) -> Result<(Option<String>, Inbound), BadFrame> {
     match Inbound::parse(kind, content) {
         Ok(request) => Ok((id, request)),
         Err(message) => Err(bad(id, message)),
+    }
+}
+
+/// The id of a frame that is JSON in shape but that serde_json will not
+/// read as a whole, such as one with a lone surrogate escape (`"\ud800"`,
+/// which no Rust string can hold) in a string: the answer then carries the
+/// id, so the client can tell which request failed. Only the id is decoded;
+/// serde_json skips every other value without checking its escapes.
+fn salvaged_id(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        #[serde(default)]
+        id: Option<Value>,
+    }
+    match serde_json::from_str::<IdOnly>(text).ok()?.id {
+        Some(Value::String(id)) if request_id_fits(&id) => Some(id),
+        _ => None,
     }
 }
 
@@ -682,11 +699,15 @@ impl Request {
                     Some(Value::String(s)) => RoomName::parse(s).map_err(|e| e.to_string())?,
                     _ => return Err("name is required and must be a string".into()),
                 },
+                // Required: the contract marks no `?` on it.
                 visibility: match c.get("visibility") {
-                    None | Some(Value::Null) => Visibility::Public,
                     Some(v) if v == "public" => Visibility::Public,
                     Some(v) if v == "private" => Visibility::Private,
-                    Some(_) => return Err(r#"visibility must be "public" or "private""#.into()),
+                    _ => {
+                        return Err(
+                            r#"visibility is required and must be "public" or "private""#.into(),
+                        );
+                    }
                 },
             },
             "joinRoom" => Self::JoinRoom {
@@ -910,6 +931,23 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_with_a_lone_surrogate_escape_is_refused_with_its_id() {
+        for text in [
+            r#"{"id":"r1","type":"sendPrivateMessage","content":{"to":"u","body":"\ud800"}}"#,
+            r#"{"type":"ping","content":{"x":["\udfff"]},"id":"r1"}"#,
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.id.as_deref(), Some("r1"), "{text}");
+            assert!(e.message.contains("not valid JSON"), "{}", e.message);
+        }
+        // No id to give back when the id itself holds the escape.
+        assert_eq!(
+            parse(r#"{"id":"\ud800","type":"ping"}"#).unwrap_err().id,
+            None
+        );
+    }
+
+    #[test]
     fn an_unknown_type_is_answered_with_the_request_id() {
         let e = parse(r#"{"type":"fly","id":"r9"}"#).unwrap_err();
         assert_eq!(e.id.as_deref(), Some("r9"));
@@ -1064,7 +1102,9 @@ mod tests {
 
     #[test]
     fn room_requests_are_read_and_checked() {
-        let (_, req) = parse(r#"{"type":"createRoom","content":{"name":"  Lobby "}}"#).unwrap();
+        let (_, req) =
+            parse(r#"{"type":"createRoom","content":{"name":"  Lobby ","visibility":"public"}}"#)
+                .unwrap();
         assert_eq!(
             req,
             Inbound::Other(Request::CreateRoom {
@@ -1087,6 +1127,14 @@ mod tests {
             (r#"{"type":"createRoom","content":{"name":"   "}}"#, "name"),
             (
                 r#"{"type":"createRoom","content":{"name":"x","visibility":"secret"}}"#,
+                "visibility",
+            ),
+            (
+                r#"{"type":"createRoom","content":{"name":"x"}}"#,
+                "visibility",
+            ),
+            (
+                r#"{"type":"createRoom","content":{"name":"x","visibility":null}}"#,
                 "visibility",
             ),
             (r#"{"type":"joinRoom","content":{}}"#, "conversationId"),

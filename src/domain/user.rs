@@ -4,8 +4,20 @@ use super::ids::UserId;
 
 /// The rules a username must follow, said once for every error message.
 pub const USERNAME_RULE: &str = "username must be 3 to 32 characters of A-Z a-z 0-9 _ . -";
-/// The rule a password must follow.
+/// The rule a password's length must follow.
 pub const PASSWORD_RULE: &str = "password must be 8 to 1024 bytes";
+
+/// Common passwords, most common first, one a line, in lower case: the
+/// list Django ships (`django/contrib/auth/common-passwords.txt.gz` of
+/// Django 5.2.20, decompressed and otherwise unchanged; 19,640 passwords
+/// drawn from breach corpora by Royce Williams), under Django's BSD
+/// license, which `common_passwords.LICENSE` beside it reproduces.
+const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
+
+/// The common passwords long enough to pass the length rule (8,359 of
+/// them), built on the first registration.
+static COMMON: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+    std::sync::LazyLock::new(|| COMMON_PASSWORDS.lines().filter(|p| p.len() >= 8).collect());
 
 /// A username that follows the contract: 3 to 32 of `A-Z a-z 0-9 _ . -`.
 // Shared, like ids: a user is cloned into each of its sessions, the
@@ -53,20 +65,40 @@ pub struct Password(String);
 
 /// Why a password was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{PASSWORD_RULE}")]
-pub struct InvalidPassword;
+pub enum InvalidPassword {
+    /// Shorter than 8 bytes or longer than 1024.
+    #[error("{PASSWORD_RULE}")]
+    Length,
+    /// One character repeated (`aaaaaaaa`, eight spaces).
+    #[error("password must not be one character repeated")]
+    Repeated,
+    /// On the list of common passwords, without regard to case.
+    #[error("password is too common: it is on a list of passwords known from breaches")]
+    Common,
+}
 
 impl Password {
-    /// Validates `raw`: 8 to 1024 bytes of UTF-8.
+    /// Validates `raw`: 8 to 1024 bytes of UTF-8, not one character
+    /// repeated, not a common password. No rule on what it is made of
+    /// (NIST SP 800-63B: such rules make passwords no harder to guess).
     ///
     /// # Errors
-    /// [`InvalidPassword`] when it is shorter or longer.
+    /// [`InvalidPassword`] naming the first rule it breaks, in that order.
     pub fn parse(raw: &str) -> Result<Self, InvalidPassword> {
-        if (8..=1024).contains(&raw.len()) {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(InvalidPassword)
+        if !(8..=1024).contains(&raw.len()) {
+            return Err(InvalidPassword::Length);
         }
+        let mut chars = raw.chars();
+        let first = chars.next();
+        if chars.all(|c| Some(c) == first) {
+            return Err(InvalidPassword::Repeated);
+        }
+        // The list is in lower case, and a guesser tries `Password1` right
+        // after `password1`: a capital does not make a listed one safe.
+        if COMMON.contains(raw.to_lowercase().as_str()) {
+            return Err(InvalidPassword::Common);
+        }
+        Ok(Self(raw.to_owned()))
     }
 
     /// The clear text, for the password hasher only.
@@ -134,16 +166,52 @@ mod tests {
 
     #[test]
     fn a_password_of_8_to_1024_bytes_is_accepted() {
-        assert!(Password::parse("12345678").is_ok());
-        assert!(Password::parse(&"p".repeat(1024)).is_ok());
+        assert!(Password::parse("2-fast-4-me").is_ok());
+        assert!(Password::parse(&"pq".repeat(512)).is_ok());
     }
 
     #[test]
     fn a_password_outside_8_to_1024_bytes_is_rejected() {
-        assert_eq!(Password::parse("1234567"), Err(InvalidPassword));
-        assert_eq!(Password::parse(&"p".repeat(1025)), Err(InvalidPassword));
+        assert_eq!(Password::parse("1234567"), Err(InvalidPassword::Length));
+        assert_eq!(
+            Password::parse(&"pq".repeat(513)),
+            Err(InvalidPassword::Length)
+        );
         // four 2-byte characters are 8 bytes: the rule counts bytes
-        assert!(Password::parse("éééé").is_ok());
+        assert!(Password::parse("éèéè").is_ok());
+    }
+
+    #[test]
+    fn a_password_of_one_repeated_character_is_rejected() {
+        for p in ["        ", "aaaaaaaa", "éééé", &"z".repeat(1024)] {
+            assert_eq!(Password::parse(p), Err(InvalidPassword::Repeated), "{p:?}");
+        }
+        assert!(Password::parse("aaaaaaab").is_ok());
+    }
+
+    #[test]
+    fn a_common_password_is_rejected_whatever_its_case() {
+        for p in [
+            "password",
+            "12345678",
+            "password123",
+            "PassWord123",
+            "iloveyou",
+        ] {
+            assert_eq!(Password::parse(p), Err(InvalidPassword::Common), "{p}");
+        }
+        assert!(
+            InvalidPassword::Common.to_string().contains("common"),
+            "the message says why"
+        );
+    }
+
+    #[test]
+    fn the_common_list_is_the_whole_embedded_file_and_holds_its_last_entry() {
+        assert_eq!(COMMON_PASSWORDS.lines().count(), 19_640);
+        assert_eq!(COMMON.len(), 8_359);
+        let last = COMMON_PASSWORDS.lines().rfind(|p| p.len() >= 8).unwrap();
+        assert_eq!(Password::parse(last), Err(InvalidPassword::Common));
     }
 
     #[test]

@@ -25,8 +25,13 @@ async fn main_screen_screenshot() {
         server.connect(&dave).await,
     );
 
-    let general =
-        a.ack("createRoom", json!({"name": "general"})).await["conversation"]["id"].clone();
+    let general = a
+        .ack(
+            "createRoom",
+            json!({"name": "general", "visibility": "public"}),
+        )
+        .await["conversation"]["id"]
+        .clone();
     for who in [&mut b, &mut c, &mut d] {
         who.ack("joinRoom", json!({"conversationId": general}))
             .await;

@@ -10,7 +10,7 @@ use crate::common::{Account, Client, TestServer};
 use crate::webdriver::{Browser, Driver, ENTER};
 
 /// The password every test person uses (the one `TestServer::register` sets).
-pub const PASSWORD: &str = "password123";
+pub const PASSWORD: &str = "stapled-battery-9";
 
 /// A desktop window.
 pub const DESKTOP: (u32, u32) = (1280, 800);

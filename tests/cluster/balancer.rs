@@ -47,7 +47,7 @@ impl Front<'_> {
         let (status, body) = self
             .post(
                 "/api/v1/register",
-                json!({"username": name, "password": "password123"}),
+                json!({"username": name, "password": "stapled-battery-9"}),
             )
             .await;
         assert_eq!(status, 201, "{body}; nginx: {}", self.nginx.error_log());
@@ -59,7 +59,7 @@ impl Front<'_> {
         let (status, body) = self
             .post(
                 "/api/v1/login",
-                json!({"username": name, "password": "password123"}),
+                json!({"username": name, "password": "stapled-battery-9"}),
             )
             .await;
         assert_eq!(status, 200, "{body}");

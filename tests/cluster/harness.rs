@@ -42,7 +42,7 @@ async fn nginx_passes_http_and_websocket_traffic_to_a_node() {
     let http = reqwest::Client::new();
     let register = |name: &'static str| {
         http.post(nginx.url("/api/v1/register"))
-            .json(&json!({"username": name, "password": "password123"}))
+            .json(&json!({"username": name, "password": "stapled-battery-9"}))
             .send()
     };
     let ann = register("ann").await.unwrap();
@@ -51,7 +51,7 @@ async fn nginx_passes_http_and_websocket_traffic_to_a_node() {
     let bob: serde_json::Value = register("bob").await.unwrap().json().await.unwrap();
     let login = http
         .post(nginx.url("/api/v1/login"))
-        .json(&json!({"username": "bob", "password": "password123"}))
+        .json(&json!({"username": "bob", "password": "stapled-battery-9"}))
         .send()
         .await
         .unwrap();

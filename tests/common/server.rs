@@ -306,7 +306,7 @@ impl TestServer {
         let (status, body) = self
             .post(
                 "/api/v1/register",
-                json!({"username": name, "password": "password123"}),
+                json!({"username": name, "password": "stapled-battery-9"}),
             )
             .await;
         assert_eq!(status, 201, "register {name}: {body}");

@@ -11,7 +11,7 @@ async fn register_answers_201_with_user_token_and_expiry(backend: Backend) {
     let (status, body) = s
         .post(
             "/api/v1/register",
-            json!({"username": "Alice", "password": "password123"}),
+            json!({"username": "Alice", "password": "stapled-battery-9"}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -37,7 +37,7 @@ async fn a_name_taken_in_another_case_is_a_conflict(backend: Backend) {
     let (status, body) = s
         .post(
             "/api/v1/register",
-            json!({"username": "ALICE", "password": "password123"}),
+            json!({"username": "ALICE", "password": "stapled-battery-9"}),
         )
         .await;
     assert_eq!(status, 409);
@@ -51,7 +51,7 @@ async fn invalid_names_and_passwords_are_bad_requests_saying_which_rule() {
         let (status, body) = s
             .post(
                 "/api/v1/register",
-                json!({"username": name, "password": "password123"}),
+                json!({"username": name, "password": "stapled-battery-9"}),
             )
             .await;
         assert_eq!(status, 400, "{name}");
@@ -63,21 +63,38 @@ async fn invalid_names_and_passwords_are_bad_requests_saying_which_rule() {
                 .contains("username")
         );
     }
-    for password in ["short", &"p".repeat(1025)] {
+    let weak = [
+        ("short", "8 to 1024"),
+        (&"p".repeat(1025), "8 to 1024"),
+        ("password", "common"),
+        ("12345678", "common"),
+        ("Password123", "common"),
+        ("        ", "repeated"),
+        ("zzzzzzzzzz", "repeated"),
+    ];
+    for (password, why) in weak {
         let (status, body) = s
             .post(
                 "/api/v1/register",
                 json!({"username": "bob", "password": password}),
             )
             .await;
-        assert_eq!(status, 400);
+        assert_eq!(status, 400, "{password:?}");
+        assert_eq!(body["error"]["code"], "bad_request");
+        let message = body["error"]["message"].as_str().unwrap();
         assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("password")
+            message.contains("password") && message.contains(why),
+            "{password:?}: {message}"
         );
     }
+    // None of them made the account.
+    let (status, _) = s
+        .post(
+            "/api/v1/register",
+            json!({"username": "bob", "password": "stapled-battery-9"}),
+        )
+        .await;
+    assert_eq!(status, 201);
 }
 
 async fn login_works_and_bad_credentials_get_one_answer(backend: Backend) {
@@ -88,7 +105,7 @@ async fn login_works_and_bad_credentials_get_one_answer(backend: Backend) {
     let (status, body) = s
         .post(
             "/api/v1/login",
-            json!({"username": "CAROL", "password": "password123"}),
+            json!({"username": "CAROL", "password": "stapled-battery-9"}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -98,13 +115,13 @@ async fn login_works_and_bad_credentials_get_one_answer(backend: Backend) {
     let (s1, wrong_pw) = s
         .post(
             "/api/v1/login",
-            json!({"username": "carol", "password": "password124"}),
+            json!({"username": "carol", "password": "stapled-battery-8"}),
         )
         .await;
     let (s2, no_user) = s
         .post(
             "/api/v1/login",
-            json!({"username": "nobody", "password": "password123"}),
+            json!({"username": "nobody", "password": "stapled-battery-9"}),
         )
         .await;
     assert_eq!((s1, s2), (401, 401));
@@ -216,13 +233,13 @@ async fn malformed_bodies_are_400_and_oversized_ones_413() {
             .contains("password")
     );
     let (status, _) = send(
-        br#"{"username":5,"password":"password123"}"#.to_vec(),
+        br#"{"username":5,"password":"stapled-battery-9"}"#.to_vec(),
         "application/json",
     )
     .await;
     assert_eq!(status, 400);
     let big = format!(
-        r#"{{"username":"erin","password":"password123","pad":"{}"}}"#,
+        r#"{{"username":"erin","password":"stapled-battery-9","pad":"{}"}}"#,
         "x".repeat(65 * 1024)
     );
     let (status, body) = send(big.into_bytes(), "application/json").await;
@@ -276,7 +293,7 @@ async fn password_endpoints_are_rate_limited_per_address() {
         let (status, body) = s
             .post(
                 "/api/v1/login",
-                json!({"username": "nobody", "password": "password123"}),
+                json!({"username": "nobody", "password": "stapled-battery-9"}),
             )
             .await;
         if status == 429 {

@@ -8,6 +8,7 @@ mod auth;
 mod bench;
 mod blocking;
 mod edge;
+mod files;
 mod helpers;
 mod http_api;
 mod lifecycle;

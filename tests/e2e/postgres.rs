@@ -27,7 +27,7 @@ async fn two_servers_on_one_database_share_users_and_one_dense_order() {
     let (status, _) = two
         .post(
             "/api/v1/register",
-            json!({"username": "ANN", "password": "password123"}),
+            json!({"username": "ANN", "password": "stapled-battery-9"}),
         )
         .await;
     assert_eq!(

@@ -66,8 +66,13 @@ async fn a_created_room_is_acked_to_the_creator_and_announced_to_their_other_ses
     a1.expect_none(QUIET, |f| f["type"] == "member").await;
     let private = create(&mut a1, "Secret", "private").await;
     assert_eq!(private["visibility"], "private");
-    let default = a1.ack("createRoom", json!({"name": "Plain"})).await;
-    assert_eq!(default["conversation"]["visibility"], "public");
+    // visibility is required: the contract marks it with no `?`.
+    for content in [
+        json!({"name": "Plain"}),
+        json!({"name": "Plain", "visibility": null}),
+    ] {
+        assert_eq!(a1.error_code("createRoom", content).await, "bad_request");
+    }
     assert_eq!(
         a1.error_code("createRoom", json!({"name": "x".repeat(65)}))
             .await,

@@ -88,6 +88,10 @@ async fn bad_frames_get_bad_request_and_the_connection_stays_open() {
     c.send_text(r#"{"type":"ping","id":"x2","content":[]}"#)
         .await;
     expect_bad(c.next_frame().await, Some("x2"));
+    // Valid JSON but for a lone surrogate escape, which no string can hold.
+    c.send_text(r#"{"type":"sendPrivateMessage","id":"x3","content":{"to":"u","body":"\ud800"}}"#)
+        .await;
+    expect_bad(c.next_frame().await, Some("x3"));
 
     let cases = [
         ("sendPrivateMessage", json!({"body": "hi"}), "to"),

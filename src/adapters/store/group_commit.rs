@@ -66,6 +66,15 @@ pub trait WriterState: Send + 'static {
     /// A batch has ended and its callers have heard: the moment for upkeep
     /// that must not run inside a transaction nor delay an answer.
     fn between_batches(&mut self, _batch: Batch) {}
+    /// When [`Self::upkeep`] is due, whether or not writes come; `None`
+    /// while there is nothing to do.
+    fn upkeep_due(&self) -> Option<Instant> {
+        None
+    }
+    /// Runs, outside any transaction, once `upkeep_due` has passed: after
+    /// the batch that ends past it, or when it passes with no write
+    /// waiting. Must move `upkeep_due` on, even when it fails.
+    fn upkeep(&mut self) {}
 }
 
 impl WriterState for SqliteConnection {
@@ -233,7 +242,7 @@ fn in_transaction<S: WriterState>(
 
 fn run<S: WriterState>(mut state: S, queue: &mpsc::Receiver<Job<S>>) {
     let mut last_commit = Instant::now();
-    while let Ok(first) = queue.recv() {
+    while let Some(first) = next_write(&mut state, queue) {
         let mut batch = vec![first];
         gather(queue, &mut batch, last_commit + GATHER);
         let writes = batch.len();
@@ -261,6 +270,24 @@ fn run<S: WriterState>(mut state: S, queue: &mpsc::Receiver<Job<S>>) {
             writes,
             commit: committed.ok(),
         });
+    }
+}
+
+/// Waits for the next write, running the state's upkeep whenever it falls
+/// due first; `None` once every sender is gone.
+fn next_write<S: WriterState>(state: &mut S, queue: &mpsc::Receiver<Job<S>>) -> Option<Job<S>> {
+    loop {
+        let Some(due) = state.upkeep_due() else {
+            return queue.recv().ok();
+        };
+        match due.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => match queue.recv_timeout(left) {
+                Ok(job) => return Some(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            },
+            _ => state.upkeep(),
+        }
     }
 }
 
@@ -458,6 +485,54 @@ mod tests {
         assert_eq!(count(&w).await, 2, "nothing of the spoiled batch is kept");
         unguarded(&w, 7, None).await.unwrap();
         assert_eq!(count(&w).await, 3);
+    }
+
+    /// A state whose upkeep falls due at a set time, counting its runs.
+    struct Upkeeping {
+        conn: SqliteConnection,
+        due: Option<Instant>,
+        runs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl WriterState for Upkeeping {
+        fn conn(&mut self) -> &mut SqliteConnection {
+            &mut self.conn
+        }
+
+        fn rolled_back(&mut self) {}
+
+        fn upkeep_due(&self) -> Option<Instant> {
+            self.due
+        }
+
+        fn upkeep(&mut self) {
+            self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.due = None;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn upkeep_runs_once_when_due_though_no_write_comes() {
+        use std::sync::atomic::Ordering::SeqCst;
+        crate::adapters::store::sqlite::configure_sqlite();
+        let runs = std::sync::Arc::default();
+        let w = GroupCommit::start(Upkeeping {
+            conn: SqliteConnection::establish(":memory:").unwrap(),
+            due: Some(Instant::now() + Duration::from_millis(100)),
+            runs: std::sync::Arc::clone(&runs),
+        })
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while runs.load(SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "upkeep never ran");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Done, it is not run again; writes go on.
+        w.write(|_: &mut Upkeeping| Ok::<_, PortError>(()))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(runs.load(SeqCst), 1);
     }
 
     /// A state that counts its `settle` calls, and fails them when told.

@@ -26,6 +26,7 @@ use super::readers::Readers;
 use super::schema::{blocks, conversation_keys, conversations, members, user_keys};
 use super::statements::{BumpSeq, InsertMessage};
 use crate::adapters::metrics::StoreMetrics;
+use crate::adapters::private;
 use crate::domain::blocking;
 use crate::domain::conversation::{direct_key, name_key};
 use crate::domain::error::PortError;
@@ -93,6 +94,16 @@ struct Writer {
     checkpointer: Checkpointer,
     /// Where commits and WAL restarts are counted.
     metrics: StoreMetrics,
+    /// When the WAL must next be emptied (see [`scrub`]).
+    scrub: Scrub,
+}
+
+/// When the text an edit or a delete replaced must be gone from the files.
+struct Scrub {
+    /// Longest time it may stay.
+    within: std::time::Duration,
+    /// The deadline of the oldest change not yet scrubbed.
+    due: Option<std::time::Instant>,
 }
 
 /// The writer's side of the checkpointer thread (see `start_checkpointer`):
@@ -164,7 +175,12 @@ struct Live {
 
 impl Writer {
     /// The writer on `conn`, working with `checkpointer`.
-    fn new(conn: SqliteConnection, checkpointer: Checkpointer, metrics: StoreMetrics) -> Self {
+    fn new(
+        conn: SqliteConnection,
+        checkpointer: Checkpointer,
+        metrics: StoreMetrics,
+        scrub_within: std::time::Duration,
+    ) -> Self {
         Self {
             conn,
             conversations: HashMap::new(),
@@ -172,7 +188,19 @@ impl Writer {
             data_version: 0,
             checkpointer,
             metrics,
+            scrub: Scrub {
+                within: scrub_within,
+                due: None,
+            },
         }
+    }
+
+    /// Text was replaced: the files must lose it by the deadline.
+    fn text_replaced(&mut self) {
+        let within = self.scrub.within;
+        self.scrub
+            .due
+            .get_or_insert_with(|| std::time::Instant::now() + within);
     }
 
     /// The conversation's live state, loaded on first use; `None` if it
@@ -297,6 +325,27 @@ impl WriterState for Writer {
             self.metrics.wal_restarts.inc();
         }
     }
+
+    fn upkeep_due(&self) -> Option<std::time::Instant> {
+        self.scrub.due
+    }
+
+    fn upkeep(&mut self) {
+        let start = std::time::Instant::now();
+        match scrub(&mut self.conn) {
+            Ok(true) => {
+                self.scrub.due = None;
+                tracing::debug!(took = ?start.elapsed(), "WAL emptied: replaced text scrubbed");
+            }
+            outcome => {
+                if let Err(e) = outcome {
+                    tracing::warn!(error = %e, "emptying the WAL failed; trying again");
+                }
+                // Readers or a checkpoint pass held on past the busy timeout.
+                self.scrub.due = Some(std::time::Instant::now() + SCRUB_RETRY);
+            }
+        }
+    }
 }
 
 /// Sets SQLite's process-wide options, which it takes only before its
@@ -415,6 +464,29 @@ fn checkpoint(conn: &mut SqliteConnection) -> QueryResult<i64> {
         .log)
 }
 
+/// How soon an emptying of the WAL that could not finish is tried again.
+const SCRUB_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Copies every frame of the WAL back and truncates it to nothing
+/// (`wal_checkpoint(TRUNCATE)`): the text an edit or a delete replaced
+/// then lives in no file. The database's own pages do not keep it, since
+/// `secure_delete` zeroes what a change frees; the WAL does, in the frames
+/// written before the change and, as SQLite reuses the file from its
+/// start, in whatever lies past the frames written since. Waits, as long
+/// as the busy timeout, for readers still on older frames and for a pass
+/// of the checkpointer; returns whether it finished.
+fn scrub(conn: &mut SqliteConnection) -> QueryResult<bool> {
+    #[derive(QueryableByName)]
+    struct Outcome {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        busy: i64,
+    }
+    Ok(diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .get_result::<Outcome>(conn)?
+        .busy
+        == 0)
+}
+
 /// Starts the thread that checkpoints the WAL on `conn`, so that commits
 /// never wait for it. It runs a pass when the writer asks through the
 /// returned `Checkpointer` (see `PASS_AFTER_WRITES`), none while the server
@@ -509,7 +581,8 @@ impl Pragmas {
             // to the system before other connections see the commit
             // (`gather`), which a lower level would not make.
             // secure_delete: a deleted message's text is overwritten, not
-            // just unlinked.
+            // just unlinked (and the WAL that still holds it is emptied
+            // within `sqlite_scrub_secs`, see `scrub`).
             // wal_autocheckpoint: the checkpointer thread copies the WAL
             // back, not whichever commit happens to cross the threshold.
             // cache_size (32 MiB): the writer's working set of index pages
@@ -523,20 +596,41 @@ impl Pragmas {
     }
 }
 
+/// Creates the database file for its user alone before SQLite does (which
+/// would make it 0644, and its WAL and shared-memory files after it), or
+/// closes an existing one to others.
+fn create_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create the database {}", path.display()))?;
+    private::restrict(path).with_context(|| format!("cannot make {} private", path.display()))
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its
-    /// schema up to date; its writer reports to `metrics`.
+    /// schema up to date; its writer reports to `metrics`, and empties the
+    /// WAL within `scrub_within` of an edit or a delete. The folder it
+    /// creates and the files are its user's alone (`private`).
     ///
     /// # Errors
     /// When the file cannot be opened or a migration fails.
-    pub fn open(path: &Path, metrics: StoreMetrics) -> anyhow::Result<Self> {
+    pub fn open(
+        path: &Path,
+        metrics: StoreMetrics,
+        scrub_within: std::time::Duration,
+    ) -> anyhow::Result<Self> {
         configure_sqlite();
         stable_query_plans();
         super::gather::install();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            private::create_dir(dir)
                 .with_context(|| format!("cannot create the folder {}", dir.display()))?;
         }
+        create_private(path)?;
         let mut writer = Pragmas { reader: false }.open(path)?;
         writer
             .run_pending_migrations(MIGRATIONS)
@@ -546,10 +640,17 @@ impl SqliteStore {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let checkpointer = start_checkpointer(Pragmas { reader: false }.open(path)?, &metrics)
             .context("cannot start the database checkpointer")?;
+        // SQLite made them with the database's mode; older ones may be open.
+        for suffix in ["-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            private::restrict(Path::new(&file))
+                .with_context(|| format!("cannot make {} private", Path::new(&file).display()))?;
+        }
+        let writer = Writer::new(writer, checkpointer, metrics, scrub_within);
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: GroupCommit::start(Writer::new(writer, checkpointer, metrics))
-                    .context("cannot start the database writer")?,
+                writer: GroupCommit::start(writer).context("cannot start the database writer")?,
                 readers: Readers::start(readers).context("cannot start the database readers")?,
                 users: RwLock::default(),
                 directs: RwLock::default(),
@@ -1053,8 +1154,12 @@ impl MessageStore for SqliteStore {
             MessageChange::Edit { body, at } => Some((body.into_string(), at)),
             MessageChange::Delete => None,
         };
-        self.write(move |conn| queries::update_message(conn, &conv, &id, edit).map_err(PortError))
-            .await
+        self.write_live(move |w| {
+            let updated = queries::update_message(&mut w.conn, &conv, &id, edit).map_err(PortError);
+            w.text_replaced();
+            updated
+        })
+        .await
     }
 }
 

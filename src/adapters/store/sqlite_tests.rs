@@ -6,8 +6,12 @@ use tempfile::TempDir;
 
 use super::super::contract::{Fixture, register, store_contract_tests};
 
+/// Long enough that no test but those on scrubbing sees the WAL emptied.
+const SCRUB: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn open(dir: &TempDir) -> SqliteStore {
-    SqliteStore::open(&dir.path().join("t.db"), StoreMetrics::default()).expect("the store opens")
+    SqliteStore::open(&dir.path().join("t.db"), StoreMetrics::default(), SCRUB)
+        .expect("the store opens")
 }
 
 /// A store on a new file in a temporary folder.
@@ -53,9 +57,103 @@ mod contract {
 #[tokio::test(flavor = "multi_thread")]
 async fn opening_creates_missing_parent_folders() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("a/b/t.db"), StoreMetrics::default()).unwrap();
+    let store =
+        SqliteStore::open(&dir.path().join("a/b/t.db"), StoreMetrics::default(), SCRUB).unwrap();
     store.ping().await.unwrap();
     assert!(dir.path().join("a/b/t.db").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_folder_it_creates_and_every_file_are_its_users_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let path = dir.join("t.db");
+    let store = SqliteStore::open(&path, StoreMetrics::default(), SCRUB).unwrap();
+    register(&store, "alice").await;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    for name in ["t.db", "t.db-wal", "t.db-shm"] {
+        assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+    }
+    drop(store);
+    // Files an earlier version left open to others are closed on opening.
+    for name in ["t.db", "t.db-wal", "t.db-shm"] {
+        let file = dir.join(name);
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let _store = SqliteStore::open(&path, StoreMetrics::default(), SCRUB).unwrap();
+    for name in ["t.db", "t.db-wal", "t.db-shm"] {
+        assert_eq!(mode(&dir.join(name)), 0o600, "{name} reopened");
+    }
+}
+
+/// Every file of the folder that holds `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle)
+        })
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+/// The text an edit or a delete replaced is in no file of the folder once
+/// the scrub interval has passed, without any further write.
+#[tokio::test(flavor = "multi_thread")]
+async fn replaced_text_is_gone_from_every_file_within_the_scrub_interval() {
+    use super::super::contract::{direct, new_message, register, stored, ts};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(
+        &dir.path().join("t.db"),
+        StoreMetrics::default(),
+        std::time::Duration::from_millis(200),
+    )
+    .unwrap();
+    let alice = register(&store, "alice").await;
+    let bob = register(&store, "bob").await;
+    let ab = direct(&store, &alice, &bob).await;
+    let (edited, deleted) = ("marker-edited-7f3a9c", "marker-deleted-51be02");
+    let mut ids = Vec::new();
+    for body in [edited, deleted, "kept"] {
+        let sent = store
+            .append(new_message(&ab, &alice, body, None, ts(1)))
+            .await;
+        ids.push(stored(sent.unwrap()).0.id);
+    }
+    let body = crate::domain::MessageBody::parse("new text").unwrap();
+    let edit = MessageChange::Edit { body, at: ts(2) };
+    store.update_message(&ab, &ids[0], edit).await.unwrap();
+    store
+        .update_message(&ab, &ids[1], MessageChange::Delete)
+        .await
+        .unwrap();
+    let wal = dir.path().join("t.db-wal");
+    assert!(
+        !files_holding(dir.path(), edited.as_bytes()).is_empty(),
+        "the WAL holds it at first"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::metadata(&wal).unwrap().len() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL was never emptied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for marker in [edited, deleted] {
+        assert_eq!(
+            files_holding(dir.path(), marker.as_bytes()),
+            Vec::<String>::new()
+        );
+    }
+    assert!(!files_holding(dir.path(), b"new text").is_empty());
+    assert!(!files_holding(dir.path(), b"kept").is_empty());
 }
 
 /// A batch of messages shares one write without a savepoint per message,
@@ -241,7 +339,12 @@ async fn appends_settle_the_conversation_row_once_and_seqs_survive_a_forgotten_c
     };
     let (nudge, _nudges) = std::sync::mpsc::sync_channel(1);
     let checkpointer = Checkpointer::new(Arc::new(AtomicBool::new(false)), nudge);
-    let mut w = Writer::new(connection(&path), checkpointer, StoreMetrics::default());
+    let mut w = Writer::new(
+        connection(&path),
+        checkpointer,
+        StoreMetrics::default(),
+        SCRUB,
+    );
     let stored_seq = |w: &mut Writer| {
         conversations::table
             .find(ab.as_str())
@@ -314,7 +417,7 @@ fn a_long_wal_is_restarted_though_the_writer_never_stops_while_it_is_copied() {
     let (nudge, _nudges) = std::sync::mpsc::sync_channel(1);
     let metrics = StoreMetrics::default();
     let checkpointer = Checkpointer::new(wal_long.clone(), nudge);
-    let mut writer = Writer::new(connection(&path), checkpointer, metrics.clone());
+    let mut writer = Writer::new(connection(&path), checkpointer, metrics.clone(), SCRUB);
     let mut checkpointer = connection(&path);
     let mut reader = connection(&path);
     writer
@@ -364,6 +467,7 @@ fn the_writer_asks_for_a_checkpoint_after_enough_writes_and_commits_or_long_enou
         connection(&dir.path().join("n.db")),
         Checkpointer::new(wal_long, nudge),
         StoreMetrics::default(),
+        SCRUB,
     );
     let asked = |nudges: &std::sync::mpsc::Receiver<()>| nudges.try_recv().is_ok();
 
@@ -402,7 +506,7 @@ fn the_writer_asks_for_a_checkpoint_after_enough_writes_and_commits_or_long_enou
 async fn the_writer_reports_its_commits_to_the_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = StoreMetrics::default();
-    let store = SqliteStore::open(&dir.path().join("m.db"), metrics.clone()).unwrap();
+    let store = SqliteStore::open(&dir.path().join("m.db"), metrics.clone(), SCRUB).unwrap();
     assert_eq!(metrics.commit_seconds.count(), 0);
     register(&store, "ann").await;
     register(&store, "bob").await;
