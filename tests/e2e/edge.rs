@@ -88,7 +88,7 @@ async fn served_from(s: &TestServer, from: IpAddr, account: &crate::helpers::Acc
     assert_eq!(health.status(), 200);
     let login = http
         .post(s.url("/api/v1/login"))
-        .json(&json!({"username": account.username, "password": "password123"}))
+        .json(&json!({"username": account.username, "password": "stapled-battery-9"}))
         .send()
         .await
         .unwrap();
@@ -345,14 +345,14 @@ async fn failed_logins_lock_an_account_for_a_while_whoever_tries_and_whether_or_
         }
         // Locked now, for every address, and the same way for a name that
         // does not exist.
-        let (status, retry, body) = login_from(&s, ELSEWHERE, name, "password123").await;
+        let (status, retry, body) = login_from(&s, ELSEWHERE, name, "stapled-battery-9").await;
         assert_eq!(status, 429, "{name}: {body}");
         assert_eq!(retry, Some(1), "{name}");
         assert_eq!(body["error"]["code"], "rate_limited");
     }
     // Never for long: after the wait the owner gets in.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (status, _, _) = login_from(&s, ELSEWHERE, &a.username, "password123").await;
+    let (status, _, _) = login_from(&s, ELSEWHERE, &a.username, "stapled-battery-9").await;
     assert_eq!(status, 200);
     // Each failure after a lock locks longer (1 s, 2 s, then 4 s).
     for wait in [0, 1100, 2100] {
@@ -362,10 +362,10 @@ async fn failed_logins_lock_an_account_for_a_while_whoever_tries_and_whether_or_
             assert_eq!(login_from(&s, HERE, &a.username, "wrong").await.0, 401);
         }
     }
-    let (status, retry, _) = login_from(&s, HERE, &a.username, "password123").await;
+    let (status, retry, _) = login_from(&s, HERE, &a.username, "stapled-battery-9").await;
     assert_eq!((status, retry.is_some_and(|r| r > 2)), (429, true));
     // From an address that signed in, the owner skips a lock others cause.
-    let (status, _, _) = login_from(&s, ELSEWHERE, &a.username, "password123").await;
+    let (status, _, _) = login_from(&s, ELSEWHERE, &a.username, "stapled-battery-9").await;
     assert_eq!(status, 200);
     let throttled = counter(
         s.http(),
@@ -382,7 +382,7 @@ async fn api_answers_are_never_sniffed_nor_stored() {
     let res = s
         .http()
         .post(s.url("/api/v1/register"))
-        .json(&json!({"username": "ann", "password": "password123"}))
+        .json(&json!({"username": "ann", "password": "stapled-battery-9"}))
         .send()
         .await
         .unwrap();
