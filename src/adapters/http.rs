@@ -298,7 +298,7 @@ async fn route(
             );
             Ok(res)
         }
-        "/ws" => upgrade(state, req).await,
+        "/ws" => upgrade(state, conn, req).await,
         _ => Err(not_found()),
     }
 }
@@ -505,6 +505,7 @@ fn decimal(raw: &str) -> Option<u64> {
 /// `GET /ws`: authenticate, reserve a session slot, queue the welcome, upgrade.
 async fn upgrade(
     state: &Arc<HttpState>,
+    conn: &Arc<Slot>,
     mut req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let token = bearer(&req)
@@ -540,7 +541,14 @@ async fn upgrade(
         .map_err(|_| ApiError::bad_request("invalid WebSocket handshake"))?;
     state.service().open_session(&caller).await?;
 
-    let handle = Mailbox::new(caller.session.clone(), env.settings.outbound.clone());
+    // The session keeps the connection's slot: it counts toward its
+    // address's cap for as long as it lasts.
+    conn.upgraded();
+    let handle = Mailbox::new(
+        caller.session.clone(),
+        env.settings.outbound.clone(),
+        Some(conn.clone()),
+    );
     // The welcome goes in first, so it precedes every event on this session.
     let welcome = wire::event_frame(
         "welcome",

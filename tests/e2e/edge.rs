@@ -215,6 +215,40 @@ async fn one_address_holding_many_idle_connections_does_not_lock_out_another() {
 }
 
 #[tokio::test]
+async fn websocket_sessions_count_toward_their_address_cap_while_they_last() {
+    let s = TestServer::start_with(&[("CONFAB_MAX_CONNECTIONS_PER_ADDRESS", "4")]).await;
+    let a = s.register("ann").await;
+    // An address of its own: the harness's client keeps connections from HERE.
+    let third: IpAddr = "127.0.0.3".parse().unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(s.connect_from(third, &a).await);
+    }
+    // Upgraded, they still hold the address's places: one more is refused.
+    let mut over = s.tcp_from(third).await;
+    assert!(
+        closed_within(&mut over, WAIT).await,
+        "four sessions fill the address's cap"
+    );
+    served_from(&s, ELSEWHERE, &a).await;
+    // A session that ends gives its place back.
+    sessions.pop().unwrap().close().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let here = s.http_from(third);
+    loop {
+        let health = here.get(s.url("/healthz")).send().await;
+        if health.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
 async fn under_a_low_open_files_limit_one_address_cannot_starve_another() {
     // 256 open files: 128 kept for the process, 128 connections, 64 per
     // address. Without caps the server runs out of descriptors and stops

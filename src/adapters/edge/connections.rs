@@ -3,16 +3,14 @@
 //! file descriptors for its store, its cluster links and for accepting at
 //! all. A connection over a cap is closed as soon as it is accepted.
 //!
-//! A connection holds its slot while it speaks HTTP; once upgraded it is a
-//! WebSocket session, counted by the session registry's gauge instead
-//! (carrying the slot into the session would make every session task a
-//! size class larger, 128 bytes, see `ws::session::run`). Sessions count
-//! toward the total, being most of what holds descriptors; per address
-//! they are bounded already, by `max_sessions_per_user` per account and
-//! the per-address limit on registrations.
+//! A connection holds its slot while it speaks HTTP, and on as a WebSocket
+//! session (in its mailbox), so that one address cannot hold more sessions
+//! than connections. Once upgraded it counts toward the total through the
+//! session registry's gauge rather than as an HTTP connection.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -112,6 +110,7 @@ impl ConnectionLimits {
             limits: self.clone(),
             key,
             peer,
+            upgraded: AtomicBool::new(false),
         })
     }
 }
@@ -121,6 +120,8 @@ pub struct Slot {
     limits: Arc<ConnectionLimits>,
     key: Option<IpAddr>,
     peer: IpAddr,
+    /// Now a WebSocket session, counted in the total as one.
+    upgraded: AtomicBool,
 }
 
 impl Slot {
@@ -128,12 +129,36 @@ impl Slot {
     pub fn peer(&self) -> IpAddr {
         self.peer
     }
+
+    /// The connection is now a WebSocket session: the session registry
+    /// counts it toward the total from here on, while its address keeps
+    /// counting it until the session ends and drops the slot.
+    pub fn upgraded(&self) {
+        if !self.upgraded.swap(true, Ordering::AcqRel) {
+            let mut open = self.limits.open.lock().expect("connection counts");
+            open.total -= 1;
+            self.limits.gauge.dec();
+        }
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("peer", &self.peer)
+            .field("upgraded", &self.upgraded)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        let upgraded = *self.upgraded.get_mut();
         let mut open = self.limits.open.lock().expect("connection counts");
-        open.total -= 1;
+        if !upgraded {
+            open.total -= 1;
+            self.limits.gauge.dec();
+        }
         if let Some(key) = self.key
             && let Some(n) = open.by_address.get_mut(&key)
         {
@@ -142,7 +167,6 @@ impl Drop for Slot {
                 open.by_address.remove(&key);
             }
         }
-        self.limits.gauge.dec();
     }
 }
 
@@ -223,6 +247,28 @@ mod tests {
         // WebSocket sessions hold descriptors too.
         l.sessions.set(4);
         assert_eq!(l.admit(ip("10.0.0.9")).err(), Some(Refused::Total));
+    }
+
+    #[test]
+    fn an_upgraded_connection_counts_for_its_address_until_it_ends_and_as_a_session() {
+        let l = limits(100, 2, &[]);
+        let session = l.admit(ip("10.0.0.1")).unwrap();
+        session.upgraded();
+        session.upgraded();
+        assert_eq!(l.gauge.get(), 0, "no longer an HTTP connection");
+        assert_eq!(
+            l.open.lock().unwrap().total,
+            0,
+            "the registry counts it now"
+        );
+        let _http = l.admit(ip("10.0.0.1")).unwrap();
+        assert_eq!(l.admit(ip("10.0.0.1")).err(), Some(Refused::PerAddress));
+        drop(session);
+        assert_eq!(l.open.lock().unwrap().total, 1);
+        assert!(
+            l.admit(ip("10.0.0.1")).is_ok(),
+            "the session's place is given back"
+        );
     }
 
     #[test]

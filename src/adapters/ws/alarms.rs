@@ -155,6 +155,7 @@ mod tests {
         Mailbox::new(
             SessionId::new("s"),
             Arc::new(super::super::Outbound::new(4, 1 << 20, 1 << 20, 5)),
+            None,
         )
     }
 

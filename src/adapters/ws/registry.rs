@@ -18,6 +18,7 @@ use futures::task::AtomicWaker;
 use hyper_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 use smallvec::SmallVec;
 
+use super::super::edge::Slot;
 use super::super::metrics::Metrics;
 use super::super::wire;
 use crate::domain::event::Event;
@@ -167,14 +168,22 @@ pub struct Mailbox {
     /// The session's alarm (`super::alarms`): when it is due, in the
     /// alarms' milliseconds, [`RANG`] once rung, or [`NO_ALARM`].
     alarm: AtomicU64,
+    /// The connection's place under the per-address cap, given back when
+    /// the session ends; none in tests.
+    _connection: Option<Arc<Slot>>,
 }
 
 /// A handle on one session's [`Mailbox`], as the registry holds it.
 pub type SessionHandle = Arc<Mailbox>;
 
 impl Mailbox {
-    /// An empty mailbox for `id`, bounded by `outbound`.
-    pub fn new(id: SessionId, outbound: Arc<Outbound>) -> SessionHandle {
+    /// An empty mailbox for `id`, bounded by `outbound`, holding the
+    /// connection's `slot` while the session lasts.
+    pub fn new(
+        id: SessionId,
+        outbound: Arc<Outbound>,
+        connection: Option<Arc<Slot>>,
+    ) -> SessionHandle {
         Arc::new(Self {
             id,
             outbound,
@@ -186,6 +195,7 @@ impl Mailbox {
             progress: AtomicBool::new(false),
             stalls: AtomicU8::new(0),
             alarm: AtomicU64::new(NO_ALARM),
+            _connection: connection,
         })
     }
 
@@ -472,7 +482,7 @@ pub(super) mod tests {
     }
 
     fn handle(id: &str, capacity: usize) -> SessionHandle {
-        Mailbox::new(SessionId::new(id), limits(capacity))
+        Mailbox::new(SessionId::new(id), limits(capacity), None)
     }
 
     fn text(len: usize) -> Frame {
@@ -634,7 +644,7 @@ pub(super) mod tests {
     #[test]
     fn a_session_over_its_bytes_is_closed_with_4008_whatever_its_frames() {
         let outbound = Arc::new(Outbound::new(100, 10_000, 1 << 30, 3));
-        let h = Mailbox::new(SessionId::new("h"), outbound.clone());
+        let h = Mailbox::new(SessionId::new("h"), outbound.clone(), None);
         assert!(h.push(text(4_000)));
         assert!(h.push(text(4_000)));
         assert_eq!(h.pending_bytes(), 2 * (4_000 + FRAME_OVERHEAD));
@@ -651,8 +661,8 @@ pub(super) mod tests {
     fn over_the_shared_budget_only_sessions_holding_more_than_their_share_are_closed() {
         let outbound = Arc::new(Outbound::new(10_000, 1 << 30, 3 * READ_PAUSE_BYTES, 3));
         let (big, small) = (
-            Mailbox::new(SessionId::new("big"), outbound.clone()),
-            Mailbox::new(SessionId::new("small"), outbound.clone()),
+            Mailbox::new(SessionId::new("big"), outbound.clone(), None),
+            Mailbox::new(SessionId::new("small"), outbound.clone(), None),
         );
         let chunk = 60_000;
         // The large backlog grows past its share while the total is within budget.
@@ -672,7 +682,7 @@ pub(super) mod tests {
     #[test]
     fn bytes_sent_or_never_sent_leave_the_shared_total() {
         let outbound = limits(10);
-        let h = Mailbox::new(SessionId::new("h"), outbound.clone());
+        let h = Mailbox::new(SessionId::new("h"), outbound.clone(), None);
         h.push(text(100));
         h.push(text(200));
         let frames = taken(&h);
@@ -693,9 +703,9 @@ pub(super) mod tests {
         let reg = SessionRegistry::new(Arc::default());
         let outbound = limits(10);
         let (stuck, moving, idle) = (
-            Mailbox::new(SessionId::new("stuck"), outbound.clone()),
-            Mailbox::new(SessionId::new("moving"), outbound.clone()),
-            Mailbox::new(SessionId::new("idle"), outbound.clone()),
+            Mailbox::new(SessionId::new("stuck"), outbound.clone(), None),
+            Mailbox::new(SessionId::new("moving"), outbound.clone(), None),
+            Mailbox::new(SessionId::new("idle"), outbound.clone(), None),
         );
         for (user, h) in [("a", &stuck), ("b", &moving), ("c", &idle)] {
             reg.register(&UserId::new(user), (*h).clone());
