@@ -182,15 +182,15 @@ async fn every_operation_answers_each_documented_status_as_documented() {
 
     let register = |body: Value| http.post(s.url("/api/v1/register")).json(&body);
     let login = |body: Value| http.post(s.url("/api/v1/login")).json(&body);
-    let alice = json!({"username": "alice", "password": "password123"});
+    let alice = json!({"username": "alice", "password": "stapled-battery-9"});
     let (status, signed) = c
         .call("POST", "/api/v1/register", register(alice.clone()))
         .await;
     assert_eq!(status, 201);
     let token = signed["token"].as_str().unwrap().to_owned();
     let refused = [
-        register(json!({"username": "ALICE", "password": "password123"})),
-        register(json!({"username": "a", "password": "password123"})),
+        register(json!({"username": "ALICE", "password": "stapled-battery-9"})),
+        register(json!({"username": "a", "password": "stapled-battery-9"})),
         register(json!({"username": "bob"})),
         http.post(s.url("/api/v1/register")).body(alice.to_string()),
         http.post(s.url("/api/v1/register"))
@@ -203,7 +203,7 @@ async fn every_operation_answers_each_documented_status_as_documented() {
     let logins = [
         login(alice.clone()),
         login(json!({"username": "alice", "password": "wrong-password"})),
-        login(json!({"username": 5, "password": "password123"})),
+        login(json!({"username": 5, "password": "stapled-battery-9"})),
         http.post(s.url("/api/v1/login"))
             .header(CONTENT_TYPE, "application/json")
             .body("{\"username\":"),

@@ -519,6 +519,8 @@ async fn one_message_in_a_2000_member_room_reaches_every_member_session_exactly_
         ("CONFAB_OUTBOUND_QUEUE", "65535"),
         ("CONFAB_SLOW_CONSUMER_SECS", "255"),
         ("CONFAB_HEARTBEAT_SECS", "3600"),
+        // 2,000 sessions from one address: past its connection cap.
+        ("CONFAB_MAX_CONNECTIONS_PER_ADDRESS", "100000"),
     ]);
     let s = TestServer::start_with(&env).await;
     let owner = s.register("owner").await;
