@@ -269,7 +269,12 @@ async fn the_blocker_still_reads_the_rooms_they_share(backend: Backend) {
     };
     let mut ca = s.connect(&ann).await;
     let mut cb = s.connect(&bob).await;
-    let room = ca.ack("createRoom", json!({"name": "lobby", "visibility": "public"})).await["conversation"]["id"]
+    let room = ca
+        .ack(
+            "createRoom",
+            json!({"name": "lobby", "visibility": "public"}),
+        )
+        .await["conversation"]["id"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -91,7 +91,8 @@ impl ConnectionLimits {
     /// # Errors
     /// [`Refused`] when a cap is reached.
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Refused> {
-        let key = (!self.trusted.contains(peer)).then(|| forwarded::client_key(peer));
+        let counted = !self.trusted.contains(peer);
+        let key = counted.then(|| forwarded::client_key(peer));
         let mut open = self.open.lock().expect("connection counts");
         let sessions = usize::try_from(self.sessions.get()).unwrap_or(0);
         if open.total + sessions >= self.total {
@@ -108,8 +109,8 @@ impl ConnectionLimits {
         self.gauge.inc();
         Ok(Slot {
             limits: self.clone(),
-            key,
             peer,
+            counted,
             upgraded: AtomicBool::new(false),
         })
     }
@@ -118,8 +119,11 @@ impl ConnectionLimits {
 /// One admitted connection's place under the caps, given back on drop.
 pub struct Slot {
     limits: Arc<ConnectionLimits>,
-    key: Option<IpAddr>,
     peer: IpAddr,
+    /// Counted under its address (every peer but a trusted proxy). The
+    /// address's key is worked out again on drop rather than kept: a
+    /// session holds its slot for life, and this keeps it in 48 bytes.
+    counted: bool,
     /// Now a WebSocket session, counted in the total as one.
     upgraded: AtomicBool,
 }
@@ -159,7 +163,8 @@ impl Drop for Slot {
             open.total -= 1;
             self.limits.gauge.dec();
         }
-        if let Some(key) = self.key
+        let key = forwarded::client_key(self.peer);
+        if self.counted
             && let Some(n) = open.by_address.get_mut(&key)
         {
             *n -= 1;
@@ -268,6 +273,16 @@ mod tests {
         assert!(
             l.admit(ip("10.0.0.1")).is_ok(),
             "the session's place is given back"
+        );
+    }
+
+    #[test]
+    fn a_slot_is_small_enough_to_keep_for_a_sessions_life() {
+        // Held by every session: its Arc's allocation is memory per session.
+        assert!(
+            std::mem::size_of::<Slot>() <= 32,
+            "{}",
+            std::mem::size_of::<Slot>()
         );
     }
 
