@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Account, Backend, Client, TestServer, on_each_backend};
+use crate::helpers::{Account, Backend, Client, TestServer, on_each_backend, seqs};
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -263,14 +263,6 @@ async fn history_pages_backwards_and_forwards(backend: Backend) {
             .await;
         conv = m["message"]["conversationId"].clone();
     }
-    let seqs = |page: &Value| -> Vec<u64> {
-        page["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["seq"].as_u64().unwrap())
-            .collect()
-    };
     let newest = ca
         .ack("getHistory", json!({"conversationId": conv, "limit": 3}))
         .await;

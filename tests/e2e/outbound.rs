@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use crate::helpers::{Account, Client, TestServer};
+use crate::helpers::{Account, Client, TestServer, seqs};
 
 /// Request rates high enough that only what a test is about limits it.
 const UNLIMITED: [(&str, &str); 2] = [
@@ -23,16 +23,6 @@ const UNLIMITED: [(&str, &str); 2] = [
 /// where JSON escapes each as `\u0001`.
 fn escaped_body() -> String {
     "\u{1}".repeat(4000)
-}
-
-/// The seqs of a page of messages.
-fn seqs(page: &Value) -> Vec<u64> {
-    page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect()
 }
 
 #[tokio::test]
