@@ -12,7 +12,8 @@
 //!   also serve the web client (`adapters::web`), which is a client of
 //!   the public contract like any other. `adapters::cluster` swaps in a
 //!   Redis-backed `Transport` and `PresenceRegistry` so that several
-//!   processes serve as one (docs/cluster.md).
+//!   processes serve as one (docs/cluster.md). `adapters::edge` admits
+//!   connections under their caps and throttles logins (docs/security.md).
 //! - [`config`] reads the settings; `main.rs` wires it all together.
 //!
 //! The wire contract is `docs/protocol.md`.
