@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use governor::clock::Clock;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -398,29 +398,54 @@ async fn json_object(
     req: Request<Incoming>,
     timeout: Duration,
 ) -> Result<Map<String, Value>, ApiError> {
-    json_headers(req.headers())?;
-    let body = tokio::time::timeout(
-        timeout,
-        Limited::new(req.into_body(), MAX_BODY_BYTES).collect(),
-    );
-    let bytes = body
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "bad_request",
-                "the request body did not arrive in time",
-            )
-        })?
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::too_large()
-            } else {
-                ApiError::bad_request("the request body could not be read")
+    let (parts, body) = req.into_parts();
+    let read = read_body(body, timeout);
+    if let Err(refused) = json_headers(&parts.headers) {
+        // Read what the client is still sending before answering.
+        let _ = read.await;
+        return Err(refused);
+    }
+    json_body(&read.await?)
+}
+
+/// Most bytes of a refused body that are read and thrown away before the
+/// answer: a client still writing its body then reads the `413` (or
+/// `400`), where an answer sent at once would meet a broken pipe on its
+/// side. Past this much the connection is cut short.
+const DRAIN_BYTES: usize = 1 << 20;
+
+/// A body of at most [`MAX_BODY_BYTES`]: `413` for a longer one (read on,
+/// and thrown away, up to [`DRAIN_BYTES`]), `408` when it takes longer
+/// than `timeout`.
+async fn read_body(mut body: Incoming, timeout: Duration) -> Result<Bytes, ApiError> {
+    let read = async {
+        let mut kept = Vec::new();
+        let mut seen = 0;
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen += data.len();
+            if seen <= MAX_BODY_BYTES {
+                kept.extend_from_slice(&data);
+            } else if seen > DRAIN_BYTES {
+                break;
             }
-        })?
-        .to_bytes();
-    json_body(&bytes)
+        }
+        if seen > MAX_BODY_BYTES {
+            return Err(ApiError::too_large());
+        }
+        Ok(Bytes::from(kept))
+    };
+    tokio::time::timeout(timeout, read).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "bad_request",
+            "the request body did not arrive in time",
+        )
+    })?
 }
 
 /// What a JSON body's headers must say before it is read: 413 when they

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestServer, on_each_backend};
+use crate::helpers::{Backend, TestServer, WAIT, on_each_backend};
 
 async fn register_answers_201_with_user_token_and_expiry(backend: Backend) {
     let Some(s) = TestServer::start_on(backend, &[]).await else {
@@ -315,3 +315,32 @@ on_each_backend!(
     users_are_found_by_prefix_with_their_online_state,
     health_and_metrics_answer_without_auth,
 );
+
+#[tokio::test]
+async fn a_client_still_sending_an_oversized_body_reads_the_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
+        .await
+        .unwrap();
+    let len = 600 * 1024;
+    let head = format!(
+        "POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The body goes on after the server has seen the length it refuses:
+    // every write must still land, and the answer then be there to read.
+    for _ in 0..len / (60 * 1024) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        stream
+            .write_all(&[b' '; 60 * 1024])
+            .await
+            .expect("the server still reads");
+    }
+    let mut answer = [0u8; 12];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("an answer, not a reset");
+    assert_eq!(&answer, b"HTTP/1.1 413");
+}
