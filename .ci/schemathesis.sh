@@ -69,7 +69,7 @@ echo "server at $base"
 
 # A token for the operations behind the bearer scheme.
 token=$(curl -sS --fail -H 'Content-Type: application/json' \
-    -d '{"username":"schemathesis","password":"password123"}' \
+    -d '{"username":"schemathesis","password":"stapled-battery-9"}' \
     "$base/api/v1/register" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
 [ -n "$token" ] || { echo "schemathesis: cannot register" >&2; exit 1; }
 
