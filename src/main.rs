@@ -96,7 +96,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let auth = JwtAuthenticator::new(&secret, settings.token_ttl_secs, cost)?;
     let registry = Arc::new(SessionRegistry::new(metrics.clone()));
-    let metrics_for_edge = metrics.clone();
     // Bound first: the address is the node's default name in a cluster.
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))
         .await
@@ -142,6 +141,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         cluster.start(service.clone());
     }
     let (rate_per_sec, rate_burst) = settings.rate();
+    let edge = edge(&settings, &metrics).await?;
     let wiring = Wiring {
         service,
         registry,
@@ -161,7 +161,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         grace: settings.shutdown_grace(),
         auth_rate: settings.auth_rate(),
         cluster: cluster.clone(),
-        edge: edge(&settings, &metrics_for_edge).await?,
+        edge,
     };
     info!("listening on http://{bound}");
     server::serve(listener, wiring, shutdown_signal()).await;

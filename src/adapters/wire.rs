@@ -205,6 +205,19 @@ pub fn fit<T: Serialize>(
     (kept, cut)
 }
 
+/// As many of `list` as one reply holds ([`fit`]); whether more follow,
+/// here or (`more`) beyond `list`; and the cursor to the next page: the id
+/// of the last one listed.
+pub fn conversation_page(
+    list: &[ConversationSummary],
+    more: bool,
+) -> (Vec<Box<RawValue>>, bool, Option<&str>) {
+    let (listed, cut) = fit(list.iter().map(ConversationDto::from), MAX_REPLY_BYTES);
+    let has_more = more || cut;
+    let next_cursor = has_more.then(|| list[listed.len() - 1].conversation.id.as_str());
+    (listed, has_more, next_cursor)
+}
+
 /// `getHistory`'s ack content.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -810,11 +810,8 @@ impl Session<'_> {
                         .position(|s| s.conversation.id == after)
                         .map_or(0, |at| at + 1)
                 });
-                let page = &list[start..];
-                let (conversations, has_more) =
-                    wire::fit(page.iter().map(ConversationDto::from), MAX_REPLY_BYTES);
-                let next_cursor =
-                    has_more.then(|| page[conversations.len() - 1].conversation.id.as_str());
+                let (conversations, has_more, next_cursor) =
+                    wire::conversation_page(&list[start..], false);
                 wire::ack(
                     id,
                     ConversationsContent {
@@ -871,13 +868,8 @@ impl Session<'_> {
                 let page = service
                     .list_rooms(caller, &prefix, cursor.as_ref(), limit)
                     .await?;
-                let (rooms, cut) = wire::fit(
-                    page.rooms.iter().map(ConversationDto::from),
-                    MAX_REPLY_BYTES,
-                );
-                let has_more = page.has_more || cut;
-                let next_cursor =
-                    has_more.then(|| page.rooms[rooms.len() - 1].conversation.id.as_str());
+                let (rooms, has_more, next_cursor) =
+                    wire::conversation_page(&page.rooms, page.has_more);
                 wire::ack(
                     id,
                     RoomsContent {
