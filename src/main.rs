@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tracing::{error, info};
 
 /// jemalloc rather than glibc's malloc: a tenth to a sixth less server CPU
-/// per message (docs/performance.md, "jemalloc").
+/// per message (docs/performance-log.md, "jemalloc").
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

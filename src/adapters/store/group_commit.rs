@@ -26,7 +26,7 @@ const MAX_BATCH: usize = 512;
 /// arrive one by one. A commit costs its fsync whatever it carries: at
 /// 10,000 msgs/s from 2,000 connections, commits of 2.3 writes became
 /// commits of 8, and the server's CPU per message fell by 9-12%, for
-/// 0.3-0.5 ms more of delivery latency at p50 (docs/performance.md,
+/// 0.3-0.5 ms more of delivery latency at p50 (docs/performance-log.md,
 /// "Commits gathered under load"). A write that finds the last commit
 /// further back than this (a server under a few thousand commits a
 /// second) goes at once.

@@ -3,7 +3,7 @@
 //!
 //! A tokio `Sleep` in each session task costs every session about 120
 //! bytes for its whole life, most of a step of the task's allocation
-//! (docs/performance.md, "Where an idle session's memory goes"). Sessions
+//! (docs/performance-log.md, "Where an idle session's memory goes"). Sessions
 //! set their next alarm here instead: a heap of 16-byte entries, driven
 //! by one task with one `Sleep`, rings a session by marking its mailbox
 //! and waking it. A session has one alarm at a time; setting it again
