@@ -173,14 +173,17 @@ impl Node {
         self.registry.unregister(user, session);
     }
 
+    /// Every local user's cursors, behind the lock that orders emissions.
     pub fn tracker(&self) -> MutexGuard<'_, Tracker> {
         lock(&self.tracker)
     }
 
+    /// The channel of `user`'s events.
     pub fn user_channel(&self, user: &UserId) -> String {
         format!("{}:u:{user}", self.settings.prefix)
     }
 
+    /// This incarnation's own channel, for the probe.
     pub fn node_channel(&self) -> String {
         format!("{}:n:{}", self.settings.prefix, self.incarnation)
     }
@@ -190,7 +193,7 @@ impl Node {
     /// the channel, so each is given exactly once (docs/cluster.md, 4.1).
     pub async fn first_attach(self: &Arc<Self>, user: &UserId, handle: SessionHandle) -> bool {
         self.tracker().begin(user);
-        let (reply, subscribed) = tokio::sync::oneshot::channel();
+        let (reply, subscribed) = oneshot::channel();
         let _ = self
             .subs
             .send(SubCommand::Subscribe(self.user_channel(user), reply));
@@ -280,9 +283,9 @@ impl Node {
     /// Looks up where a user stands in a conversation first seen after
     /// their seed, then lets its events through.
     fn resolve_later(self: &Arc<Self>, user: UserId, conversation: ConversationId) {
-        let shared = self.clone();
+        let node = self.clone();
         tokio::spawn(async move {
-            let marker = match shared.store.access(&conversation, &user).await {
+            let marker = match node.store.access(&conversation, &user).await {
                 Ok(Access::Member(_, membership)) => Some(membership.last_read_seq),
                 Ok(_) => None,
                 Err(e) => {
@@ -291,16 +294,16 @@ impl Node {
                     None
                 }
             };
-            shared.tracker().resolve(
+            node.tracker().resolve(
                 &user,
                 &conversation,
                 marker,
                 Instant::now(),
                 &mut |u, f, e| {
-                    shared.push(u, f, e);
+                    node.push(u, f, e);
                 },
             );
-            shared.wake_filler.notify_one();
+            node.wake_filler.notify_one();
         });
     }
 
@@ -346,6 +349,7 @@ impl Node {
         }
     }
 
+    /// Asks the resync task for a resync now, for `reason`.
     pub fn request_resync(&self, reason: &'static str) {
         *lock(&self.resync_wanted) = Some(reason);
         self.wake_resync.notify_one();
@@ -427,11 +431,13 @@ impl Node {
             });
     }
 
+    /// Notes that the bus handed something in, or was just checked.
     pub fn touch_push(&self) {
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_push.store(ms, Ordering::Release);
     }
 
+    /// How long the bus has handed nothing in.
     pub fn idle(&self) -> Duration {
         let last = Duration::from_millis(self.last_push.load(Ordering::Acquire));
         self.started.elapsed().saturating_sub(last)
