@@ -11,6 +11,8 @@
 //! made of them.
 
 pub mod bus;
+#[cfg(test)]
+mod contract;
 pub mod envelope;
 pub mod fault;
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::contract;
 use super::fault::Faults;
 use super::memory::{Fate, Hub};
 use super::*;
@@ -285,4 +286,11 @@ async fn the_last_session_of_a_user_unsubscribes_and_a_new_one_is_seeded_afresh(
     rig.send(2).await;
     rig.expect(&[2]).await;
     assert_eq!(rig.b_metrics.cluster.gap_fills.get(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_memory_bus_keeps_the_bus_contract() {
+    let hub = Hub::new();
+    let (a, b) = (hub.broker("inc-a").bus, hub.broker("inc-b").bus);
+    contract::check(a, b, "t").await;
 }

@@ -228,3 +228,6 @@ async fn run_pushes(inbox: Arc<dyn Inbox>, mut pushes: mpsc::UnboundedReceiver<P
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
