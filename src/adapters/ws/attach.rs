@@ -21,7 +21,8 @@ pub trait Attach: Send + Sync {
     /// then, and the session must be refused.
     async fn attach(&self, user: &UserId, handle: SessionHandle) -> Result<(), PortError>;
 
-    /// Stops events reaching the session, once it has ended. Idempotent.
+    /// Stops events reaching the session. Called once per session that
+    /// attached, after it ended.
     fn detach(&self, user: &UserId, session: &SessionId);
 }
 
