@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use confab::adapters::auth::{self, HashCost, JwtAuthenticator};
 use confab::adapters::clock::SystemClock;
-use confab::adapters::cluster::{Cluster, SeqIndex};
+use confab::adapters::cluster::{self, Cluster};
 use confab::adapters::edge::connections::raise_open_files_limit;
 use confab::adapters::edge::{ConnectionLimits, LoginThrottle};
 use confab::adapters::metrics::Metrics;
@@ -15,9 +15,10 @@ use confab::adapters::presence::InMemoryPresence;
 use confab::adapters::server::{self, EdgeSettings, Wiring};
 use confab::adapters::store::{PgStore, SqliteStore};
 use confab::adapters::ws::session::WsSettings;
-use confab::adapters::ws::{Outbound, SessionRegistry};
+use confab::adapters::ws::{Attach, Outbound, SessionRegistry};
 use confab::config::{Database, Settings};
 use confab::domain::ports::{BlockStore, MessageStore, PresenceRegistry, Transport, UserStore};
+use confab::domain::positions::SeqIndex;
 use confab::domain::service::{ChatService, Limits, Ports};
 use tokio::net::TcpListener;
 use tracing::{error, info};
@@ -107,8 +108,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 let Some(index) = index else {
                     anyhow::bail!("cluster mode needs PostgreSQL");
                 };
-                let cluster = Cluster::connect(
+                let broker = cluster::redis::connect(&cluster_settings).await?;
+                let cluster = Cluster::join(
                     cluster_settings,
+                    broker,
                     registry.clone(),
                     messages.clone(),
                     index,
@@ -142,6 +145,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let (rate_per_sec, rate_burst) = settings.rate();
     let edge = edge(&settings, &metrics).await?;
+    let attach: Arc<dyn Attach> = match &cluster {
+        Some(cluster) => cluster.clone(),
+        None => registry.clone(),
+    };
     let wiring = Wiring {
         service,
         registry,
@@ -160,7 +167,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         grace: settings.shutdown_grace(),
         auth_rate: settings.auth_rate(),
-        cluster: cluster.clone(),
+        attach,
         edge,
     };
     info!("listening on http://{bound}");

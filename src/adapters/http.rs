@@ -585,19 +585,14 @@ async fn upgrade(
         }),
     );
     handle.push(hyper_tungstenite::tungstenite::Message::Text(welcome));
-    match &env.cluster {
-        Some(cluster) => {
-            if let Err(e) = cluster.attach(&caller.user.id, handle.clone()).await {
-                warn!(error = %e, "cannot attach a session to the cluster");
-                let _ = state.service().close_session(&caller).await;
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the server cannot take sessions right now; try again",
-                ));
-            }
-        }
-        None => env.registry.register(&caller.user.id, handle.clone()),
+    if let Err(e) = env.attach.attach(&caller.user.id, handle.clone()).await {
+        warn!(error = %e, "cannot attach a session");
+        let _ = state.service().close_session(&caller).await;
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server cannot take sessions right now; try again",
+        ));
     }
     let pending = PendingSession {
         caller,

@@ -17,14 +17,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::cluster::Cluster;
 use super::edge::{ConnectionLimits, LogLimiter, LoginThrottle, Slot, TrustedProxies};
 use super::http::{self, HttpState, Listener, MAX_BODY_BYTES};
 use super::metrics::Metrics;
 use super::wire::MAX_REPLY_BYTES;
-use super::ws::SessionRegistry;
 use super::ws::alarms::Alarms;
 use super::ws::session::{SessionEnv, WsSettings};
+use super::ws::{Attach, SessionRegistry};
 use crate::domain::service::ChatService;
 
 /// The parts the server needs, built by the composition root.
@@ -41,8 +40,8 @@ pub struct Wiring {
     pub grace: Duration,
     /// Register and login attempts per client address: per second, burst.
     pub auth_rate: (NonZeroU32, NonZeroU32),
-    /// This node's cluster membership, in cluster mode.
-    pub cluster: Option<Arc<Cluster>>,
+    /// Where sessions attach: the registry, or the cluster in cluster mode.
+    pub attach: Arc<dyn Attach>,
     /// Timeouts, caps and throttles at the edge.
     pub edge: EdgeSettings,
 }
@@ -107,7 +106,7 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
             metrics: wiring.metrics,
             settings: wiring.ws,
             shutdown: stop.clone(),
-            cluster: wiring.cluster,
+            attach: wiring.attach,
             alarms: alarms.clone(),
         }),
         tracker: TaskTracker::new(),

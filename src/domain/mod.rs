@@ -13,6 +13,7 @@ pub mod ids;
 pub mod membership;
 pub mod message;
 pub mod ports;
+pub mod positions;
 pub mod presence;
 pub mod routing;
 pub mod service;

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use hyper_tungstenite::tungstenite::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::event::{Event, MemberAction};
+use crate::domain::event::{Event, Guarantee};
 use crate::domain::{ConversationId, SessionId, UserId};
 
 /// The format version; a node drops envelopes of another version.
@@ -51,32 +51,26 @@ pub struct Route {
 }
 
 impl Route {
-    /// The route of `event`, skipping `except`.
+    /// The route of `event`, skipping `except`: its kind follows from the
+    /// delivery guarantee the domain gives it.
     pub fn of(event: &Event, except: Option<&SessionId>) -> Self {
-        let (kind, conversation, seq, who) = match event {
-            Event::Message(m) => (
-                Kind::Message,
-                Some(m.conversation_id.clone()),
-                Some(m.seq),
-                None,
-            ),
-            Event::MessageUpdated(m) => (
-                Kind::Updated,
-                Some(m.conversation_id.clone()),
-                Some(m.seq),
-                None,
-            ),
-            Event::Member {
-                conversation_id,
-                user,
-                action: MemberAction::Left,
+        let (kind, conversation, seq, who) = match event.guarantee() {
+            Guarantee::Sequenced { conversation, seq } => {
+                (Kind::Message, Some(conversation.clone()), Some(seq), None)
+            }
+            Guarantee::AfterMessage { conversation, seq } => {
+                (Kind::Updated, Some(conversation.clone()), Some(seq), None)
+            }
+            Guarantee::EndsOrder {
+                conversation,
+                member,
             } => (
                 Kind::Left,
-                Some(conversation_id.clone()),
+                Some(conversation.clone()),
                 None,
-                Some(user.id.clone()),
+                Some(member.clone()),
             ),
-            _ => (Kind::Other, None, None, None),
+            Guarantee::BestEffort => (Kind::Other, None, None, None),
         };
         Self {
             kind,

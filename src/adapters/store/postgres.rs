@@ -24,7 +24,6 @@ use tokio::sync::Semaphore;
 
 use super::common::{all_failed, cached, cached_user, remember, seq, to_db_seq};
 use super::schema::{blocks, conversations, members, messages};
-use crate::adapters::cluster::{Position, SeqIndex};
 use crate::domain::blocking;
 use crate::domain::conversation::{direct_key, name_key};
 use crate::domain::error::PortError;
@@ -32,6 +31,7 @@ use crate::domain::message::{AppendOutcome, MessageChange, NewMessage};
 use crate::domain::ports::{
     Access, AppendError, BlockStore, CreateUserError, MessageStore, UserStore,
 };
+use crate::domain::positions::{Position, SeqIndex};
 use crate::domain::user::PasswordHash;
 use crate::domain::{
     ClientMsgId, ConversationId, ConversationSummary, HistoryPage, HistoryQuery, Message,

@@ -36,12 +36,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::alarms::Alarms;
+use super::attach::Attach;
 use super::registry::{
     DROP, GOING_AWAY, INVALID_DATA, Mailbox, NORMAL, Outbound, PROTOCOL_ERROR, READ_PAUSE_BYTES,
     SLOW_CONSUMER, SessionHandle, SessionRegistry, TOKEN_EXPIRED, TOO_LARGE, cost,
 };
 use super::socket::{Upgrade, WsStream};
-use crate::adapters::cluster::Cluster;
 use crate::adapters::metrics::{CloseLabel, Metrics};
 use crate::adapters::wire::{
     self, ConversationDto, ConversationsContent, HistoryContent, Inbound, MAX_REPLY_BYTES,
@@ -69,7 +69,7 @@ pub struct WsSettings {
 pub struct SessionEnv {
     /// The use cases.
     pub service: Arc<ChatService>,
-    /// Where this session registers to receive events.
+    /// This process's sessions.
     pub registry: Arc<SessionRegistry>,
     /// Counters.
     pub metrics: Arc<Metrics>,
@@ -77,8 +77,8 @@ pub struct SessionEnv {
     pub settings: WsSettings,
     /// Cancelled when the server shuts down; no session starts after that.
     pub shutdown: CancellationToken,
-    /// This node's cluster membership, in cluster mode.
-    pub cluster: Option<Arc<Cluster>>,
+    /// Where a session attaches to receive events.
+    pub attach: Arc<dyn Attach>,
     /// Every session's heartbeat, expiry and drain timer.
     pub alarms: Arc<Alarms>,
 }
@@ -118,11 +118,7 @@ pub fn run(
     async move {
         connect(&env, websocket, &pending).await;
         let caller = &pending.caller;
-        env.registry
-            .unregister(&caller.user.id, pending.handle.id());
-        if let Some(cluster) = &env.cluster {
-            cluster.detach(&caller.user.id);
-        }
+        env.attach.detach(&caller.user.id, pending.handle.id());
         // Boxed: a task is as large as the largest future it ever awaits, for
         // its whole life, and this one runs once, at the very end.
         if let Err(e) = Box::pin(env.service.close_session(caller)).await {

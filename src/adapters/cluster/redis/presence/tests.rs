@@ -6,10 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use redis::AsyncCommands;
 
 use super::test_redis::{self, TestRedis};
 use super::*;
+use crate::adapters::cluster::presence::{REAP_EVERY, reap, run_tasks};
+use crate::domain::ChatError;
+use crate::domain::service::Caller;
 
 const LONG: Duration = Duration::from_secs(60);
 const SHORT: Duration = Duration::from_millis(400);
