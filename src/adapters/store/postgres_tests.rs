@@ -5,11 +5,11 @@ use super::*;
 use std::time::Instant;
 
 use super::super::contract::{Fixture, store_contract_tests};
+use super::super::pg_scratch::{ScratchSchema, server_url};
 use super::super::queries::MessageQueries;
 use crate::domain::ports::{MessageStore, UserStore};
 use crate::domain::user::PasswordHash;
 use crate::domain::{MessageId, RoomName, Timestamp, Username, Visibility};
-use super::super::pg_scratch::{ScratchSchema, server_url};
 
 /// A store on a new schema; the schema is dropped after the store closes.
 pub(crate) struct PgFixture {

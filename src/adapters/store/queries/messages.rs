@@ -1,6 +1,26 @@
 //! The queries on messages.
 
+use diesel::dsl::{Eq, Filter, InnerJoin, Select};
+use diesel::prelude::*;
+
+use crate::adapters::store::common::MessageColumns;
+use crate::adapters::store::schema::{messages, users};
 use crate::domain::{HistoryPage, HistoryQuery, Message, Timestamp};
+
+/// The query of [`messages_in`].
+pub type MessagesIn<'a> = Select<
+    Filter<InnerJoin<messages::table, users::table>, Eq<messages::conversation_id, &'a str>>,
+    MessageColumns,
+>;
+
+/// The messages of `conversation`, joined to their senders, as
+/// `MessageRow`s: what every query of messages starts from.
+pub fn messages_in(conversation: &str) -> MessagesIn<'_> {
+    messages::table
+        .inner_join(users::table)
+        .filter(messages::conversation_id.eq(conversation))
+        .select(MessageColumns::default())
+}
 
 /// The queries on messages, on either backend's connection.
 pub trait MessageQueries {
@@ -40,11 +60,9 @@ macro_rules! message_queries {
             use diesel::prelude::*;
             use diesel::query_dsl::LoadQuery;
 
-            use $crate::adapters::store::common::{
-                MessageRow, message_columns, message_from_row, to_db_seq,
-            };
-            use $crate::adapters::store::queries::MessageQueries;
-            use $crate::adapters::store::schema::{messages, users};
+            use $crate::adapters::store::common::{MessageRow, message_from_row, to_db_seq};
+            use $crate::adapters::store::queries::{MessageQueries, messages_in};
+            use $crate::adapters::store::schema::messages;
             use $crate::domain::{HistoryPage, HistoryQuery, Message, Timestamp};
 
             impl MessageQueries for $conn {
@@ -55,11 +73,7 @@ macro_rules! message_queries {
                 ) -> anyhow::Result<HistoryPage> {
                     let upper = query.before_seq.map_or(i64::MAX, to_db_seq);
                     let want = i64::from(query.limit) + 1;
-                    let base = messages::table
-                        .inner_join(users::table)
-                        .filter(messages::conversation_id.eq(conversation))
-                        .filter(messages::seq.lt(upper))
-                        .select(message_columns!());
+                    let base = messages_in(conversation).filter(messages::seq.lt(upper));
                     let mut rows: Vec<MessageRow> = match query.after_seq {
                         Some(after) => base
                             .filter(messages::seq.gt(to_db_seq(after)))
@@ -85,11 +99,7 @@ macro_rules! message_queries {
                     conversation: &str,
                     at: i64,
                 ) -> anyhow::Result<Option<Message>> {
-                    let query = messages::table
-                        .inner_join(users::table)
-                        .filter(messages::conversation_id.eq(conversation))
-                        .filter(messages::seq.eq(at));
-                    first_message(self, query.select(message_columns!()))
+                    first_message(self, messages_in(conversation).filter(messages::seq.eq(at)))
                 }
 
                 fn message_by_id(
@@ -97,11 +107,7 @@ macro_rules! message_queries {
                     conversation: &str,
                     id: &str,
                 ) -> anyhow::Result<Option<Message>> {
-                    let query = messages::table
-                        .inner_join(users::table)
-                        .filter(messages::conversation_id.eq(conversation))
-                        .filter(messages::id.eq(id));
-                    first_message(self, query.select(message_columns!()))
+                    first_message(self, messages_in(conversation).filter(messages::id.eq(id)))
                 }
 
                 fn original(
@@ -110,12 +116,10 @@ macro_rules! message_queries {
                     sender: &str,
                     client_msg_id: &str,
                 ) -> anyhow::Result<Option<Message>> {
-                    let query = messages::table
-                        .inner_join(users::table)
-                        .filter(messages::conversation_id.eq(conversation))
+                    let query = messages_in(conversation)
                         .filter(messages::sender_id.eq(sender))
                         .filter(messages::client_msg_id.eq(client_msg_id));
-                    first_message(self, query.select(message_columns!()))
+                    first_message(self, query)
                 }
 
                 fn update_message(

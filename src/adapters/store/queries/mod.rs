@@ -27,7 +27,7 @@ mod messages;
 mod users;
 
 pub use conversations::ConversationQueries;
-pub use messages::MessageQueries;
+pub use messages::{MessageQueries, messages_in};
 pub use users::UserQueries;
 // Reached by `shared_queries!` wherever it is expanded.
 pub(super) use conversations::conversation_queries;
