@@ -132,10 +132,12 @@ impl<E: Engine> DieselStore<E> {
         &self.inner.engine
     }
 
+    /// The cache of users by id.
     pub(super) fn users(&self) -> &RwLock<HashMap<UserId, Username>> {
         &self.inner.users
     }
 
+    /// The cache of direct conversations by pair key.
     pub(super) fn directs(&self) -> &RwLock<HashMap<String, ConversationId>> {
         &self.inner.directs
     }

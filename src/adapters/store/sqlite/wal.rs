@@ -27,6 +27,8 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
+    /// The writer's side of a checkpointer thread that raises `wal_long`
+    /// and waits for `nudge`.
     pub(super) fn new(wal_long: Arc<AtomicBool>, nudge: SyncSender<()>) -> Self {
         Self {
             wal_long,
