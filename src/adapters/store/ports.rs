@@ -21,10 +21,8 @@ use crate::domain::{
     Timestamp, User, UserId, Username, Visibility,
 };
 
-type Store<E> = DieselStore<E>;
-
 #[async_trait]
-impl<E: Engine> UserStore for Store<E> {
+impl<E: Engine> UserStore for DieselStore<E> {
     async fn create_user(
         &self,
         username: &Username,
@@ -87,7 +85,7 @@ impl<E: Engine> UserStore for Store<E> {
 }
 
 #[async_trait]
-impl<E: Engine> BlockStore for Store<E> {
+impl<E: Engine> BlockStore for DieselStore<E> {
     async fn block(
         &self,
         blocker: &UserId,
@@ -127,7 +125,7 @@ impl<E: Engine> BlockStore for Store<E> {
 }
 
 #[async_trait]
-impl<E: Engine> MessageStore for Store<E> {
+impl<E: Engine> MessageStore for DieselStore<E> {
     async fn ping(&self) -> Result<(), PortError> {
         self.engine().ping().await
     }

@@ -292,5 +292,4 @@ impl SeqIndex for PgStore {
 }
 
 #[cfg(test)]
-#[path = "postgres_tests.rs"]
 mod tests;

@@ -185,5 +185,4 @@ impl Engine for SqliteEngine {
 }
 
 #[cfg(test)]
-#[path = "sqlite_tests.rs"]
 mod tests;
