@@ -21,6 +21,33 @@ use crate::domain::{
     Timestamp, User, UserId, Username, Visibility,
 };
 
+impl<E: Engine> DieselStore<E> {
+    /// Runs `change` to the members of `conversation` with `user`, under
+    /// the conversation's lock, given its newest seq (`None` when it does
+    /// not exist); the engine hears that the members changed.
+    async fn change_members<F>(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+        change: F,
+    ) -> Result<bool, PortError>
+    where
+        F: FnOnce(&mut E::Conn, &str, &str, Option<i64>) -> Result<bool, PortError>
+            + Send
+            + 'static,
+    {
+        let (conv, user) = (Self::text(conversation.as_str()), Self::text(user.as_str()));
+        self.engine()
+            .write(move |tx| {
+                let last_seq = tx.lock_conversation(&conv)?;
+                let changed = change(tx.conn(), &conv, &user, last_seq)?;
+                tx.members_changed(&conv);
+                Ok(changed)
+            })
+            .await
+    }
+}
+
 #[async_trait]
 impl<E: Engine> UserStore for DieselStore<E> {
     async fn create_user(
@@ -256,20 +283,14 @@ impl<E: Engine> MessageStore for DieselStore<E> {
         user: &UserId,
         now: Timestamp,
     ) -> Result<bool, PortError> {
-        let (conv, user) = (Self::text(conversation.as_str()), Self::text(user.as_str()));
-        self.engine()
-            .write(move |tx| {
-                // Under the lock no message can land between reading the
-                // newest seq and joining: the new member has read exactly
-                // up to it.
-                let last_seq = tx
-                    .lock_conversation(&conv)?
-                    .ok_or_else(|| PortError(anyhow!("no conversation {conv:?} to join")))?;
-                let added = tx.conn().add_member(&conv, &user, last_seq, now.millis())?;
-                tx.members_changed(&conv);
-                Ok::<_, PortError>(added)
-            })
-            .await
+        self.change_members(conversation, user, move |conn, conv, user, last_seq| {
+            // Under the lock no message can land between reading the newest
+            // seq and joining: the new member has read exactly up to it.
+            let last_seq =
+                last_seq.ok_or_else(|| PortError(anyhow!("no conversation {conv:?} to join")))?;
+            Ok(conn.add_member(conv, user, last_seq, now.millis())?)
+        })
+        .await
     }
 
     async fn remove_member(
@@ -277,19 +298,15 @@ impl<E: Engine> MessageStore for DieselStore<E> {
         conversation: &ConversationId,
         user: &UserId,
     ) -> Result<bool, PortError> {
-        let (conv, user) = (Self::text(conversation.as_str()), Self::text(user.as_str()));
-        self.engine()
-            .write(move |tx| {
-                // Under the lock, an append either came before (and lists
-                // the leaver) or comes after (and refuses them).
-                if tx.lock_conversation(&conv)?.is_none() {
-                    return Ok(false);
-                }
-                let removed = tx.conn().remove_member(&conv, &user)?;
-                tx.members_changed(&conv);
-                Ok::<_, PortError>(removed)
-            })
-            .await
+        self.change_members(conversation, user, |conn, conv, user, last_seq| {
+            // Under the lock, an append either came before (and lists the
+            // leaver) or comes after (and refuses them).
+            match last_seq {
+                Some(_) => Ok(conn.remove_member(conv, user)?),
+                None => Ok(false),
+            }
+        })
+        .await
     }
 
     async fn summary(
