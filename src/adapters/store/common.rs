@@ -9,6 +9,7 @@ use std::sync::RwLock;
 use anyhow::anyhow;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
+use super::schema::{messages, users};
 use crate::domain::error::PortError;
 use crate::domain::message::AppendOutcome;
 use crate::domain::ports::{AppendError, CreateUserError};
@@ -88,23 +89,18 @@ pub(super) type MessageRow = (
 );
 
 /// The columns of a [`MessageRow`]: a message joined to its sender.
-macro_rules! message_columns {
-    () => {
-        (
-            messages::id,
-            messages::conversation_id,
-            messages::seq,
-            messages::sender_id,
-            users::username,
-            messages::body,
-            messages::client_msg_id,
-            messages::created_at,
-            messages::edited_at,
-            messages::deleted,
-        )
-    };
-}
-pub(super) use message_columns;
+pub(super) type MessageColumns = (
+    messages::id,
+    messages::conversation_id,
+    messages::seq,
+    messages::sender_id,
+    users::username,
+    messages::body,
+    messages::client_msg_id,
+    messages::created_at,
+    messages::edited_at,
+    messages::deleted,
+);
 
 pub(super) fn stored_username(raw: String) -> anyhow::Result<Username> {
     Username::parse(&raw).map_err(|_| anyhow!("a stored username breaks the username rules"))

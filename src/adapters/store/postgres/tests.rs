@@ -6,6 +6,10 @@ use std::time::Instant;
 
 use super::super::contract::{Fixture, store_contract_tests};
 use super::super::pg_scratch::{ScratchSchema, server_url};
+use super::super::queries::MessageQueries;
+use crate::domain::ports::{MessageStore, UserStore};
+use crate::domain::user::PasswordHash;
+use crate::domain::{MessageId, RoomName, Timestamp, Username, Visibility};
 
 /// A store on a new schema; the schema is dropped after the store closes.
 pub(crate) struct PgFixture {
@@ -36,9 +40,7 @@ impl Fixture for PgFixture {
 
     async fn raw_message(&self, id: &MessageId) -> (String, bool) {
         let id = id.as_str().to_owned();
-        let row = self
-            .store
-            .read(move |conn| Ok(queries::raw_message(conn, &id)?));
+        let row = self.store.read(move |conn| Ok(conn.raw_message(&id)?));
         row.await.expect("the message row")
     }
 }

@@ -2,7 +2,22 @@
 //! and what is particular to a file.
 use super::*;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use diesel::prelude::*;
 use tempfile::TempDir;
+
+use super::super::group_commit::{Batch, WriterState};
+use super::super::queries::MessageQueries;
+use super::super::schema::conversations;
+use super::wal::{
+    Checkpointer, PASS_AFTER_COMMITS, PASS_AFTER_WRITES, PASS_AT_LEAST_EVERY, WAL_RESTART_FRAMES,
+    checkpoint, checkpoint_pass,
+};
+use crate::domain::message::MessageChange;
+use crate::domain::ports::MessageStore;
+use crate::domain::{ConversationId, HistoryQuery, MessageId, User, UserId, Username};
 
 use super::super::contract::{Fixture, register, store_contract_tests};
 
@@ -43,9 +58,7 @@ impl Fixture for SqliteFixture {
 
     async fn raw_message(&self, id: &MessageId) -> (String, bool) {
         let id = id.as_str().to_owned();
-        let row = self
-            .store
-            .read(move |conn| Ok(queries::raw_message(conn, &id)?));
+        let row = self.store.read(move |conn| Ok(conn.raw_message(&id)?));
         row.await.expect("the message row")
     }
 }
@@ -168,7 +181,8 @@ async fn a_database_error_in_a_batch_fails_all_of_it_and_seqs_stay_dense() {
     let bob = register(&store, "bob").await;
     let ab = direct(&store, &alice, &bob).await;
     store
-        .write_live(|w| {
+        .engine()
+        .write(|w| {
             diesel::sql_query(
                 "CREATE TEMP TRIGGER refuse BEFORE INSERT ON message_rows \
                  WHEN NEW.body = 'boom' BEGIN SELECT RAISE(ABORT, 'refused'); END",
