@@ -6,6 +6,14 @@
 //! `withf` so that breaking a routing rule or an error path breaks a test.
 use super::*;
 
+use crate::domain::conversation::{ConversationSummary, RoomName, Visibility};
+use crate::domain::event::MemberAction;
+use crate::domain::message::{
+    AppendOutcome, HistoryPage, HistoryQuery, Message, MessageChange, NewMessage,
+};
+use crate::domain::ports::{AppendError, CreateUserError, OpenSessionError};
+use crate::domain::presence::{ActiveStatus, LiveStatus, Presence, Status};
+use crate::domain::user::Username;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -2607,8 +2615,6 @@ async fn each_send_given_together_gets_its_own_answer() {
     assert_eq!(bob.as_ref().unwrap().seq, 4);
 }
 
-#[path = "service_room_tests.rs"]
 mod rooms;
 
-#[path = "service_block_tests.rs"]
 mod blocks;

@@ -2,13 +2,15 @@
 //! rules are in [`crate::domain::blocking`], and the other use cases apply
 //! them where presence shows and where messages and invitations go.
 
-use super::{
-    Caller, ChatError, ChatService, Event, Presence, Status, User, UserId, blocking, routing,
-};
+use super::{Caller, ChatError, ChatService};
+use crate::domain::blocking;
+use crate::domain::event::Event;
+use crate::domain::ids::UserId;
+use crate::domain::presence::{Presence, Status};
+use crate::domain::routing;
+use crate::domain::user::User;
 
 impl ChatService {
-    // ------------------------------------------------------------ blocks
-
     /// Blocks a user (blocking them again changes nothing). When they share
     /// a conversation with the caller, their sessions hear the caller went
     /// offline, as the caller is to them from now on.
