@@ -386,7 +386,6 @@ pub fn error_code(e: &ChatError) -> (&'static str, String) {
         ChatError::NotFound(_) => "not_found",
         ChatError::Conflict(_) => "conflict",
         ChatError::RateLimited(_) => "rate_limited",
-        ChatError::Unavailable => "unavailable",
         ChatError::Internal(_) => "internal",
     };
     // Display of Internal is a fixed "internal error": the cause stays in logs.

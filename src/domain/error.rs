@@ -23,9 +23,6 @@ pub enum ChatError {
     /// A limit was reached; trying later may work.
     #[error("{0}")]
     RateLimited(String),
-    /// A dependency (the store) is not answering.
-    #[error("service unavailable")]
-    Unavailable,
     /// Something broke that the client cannot fix; the detail is for logs only.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),

@@ -5,61 +5,27 @@ use super::{Caller, ChatError, ChatService, Draft, Recipient};
 use crate::domain::blocking;
 use crate::domain::conversation::{ConversationKind, ConversationSummary, next_read_marker};
 use crate::domain::event::Event;
-use crate::domain::ids::{ConversationId, MessageId, UserId};
+use crate::domain::ids::{ConversationId, MessageId};
 use crate::domain::membership::{Action, authorize};
-use crate::domain::message::{
-    ClientMsgId, HistoryPage, HistoryQuery, Message, MessageBody, MessageChange,
-};
+use crate::domain::message::{HistoryPage, HistoryQuery, Message, MessageBody, MessageChange};
 use crate::domain::routing;
 
 impl ChatService {
-    /// Sends a private message, creating the direct conversation on first use.
-    ///
-    /// # Errors
-    /// `NotFound` when no user has the id `to`.
-    pub async fn send_private_message(
-        &self,
-        caller: &Caller,
-        to: &UserId,
-        body: MessageBody,
-        client_msg_id: Option<ClientMsgId>,
-    ) -> Result<Message, ChatError> {
-        let send = Draft {
-            to: Recipient::User(to.clone()),
-            body,
-            client_msg_id,
-        };
-        self.send_one(caller, send).await
-    }
-
-    /// Sends a message to a conversation the caller is in. The message is
+    /// Sends a message: to a conversation the caller is in, or to a user,
+    /// in their direct conversation (created on first use). The message is
     /// committed before this returns; a retry with the same clientMsgId
     /// returns the original and sends no second event.
     ///
     /// # Errors
-    /// `NotFound` for an unknown conversation, `Forbidden` for a non-member.
-    pub async fn send_message(
-        &self,
-        caller: &Caller,
-        conversation: &ConversationId,
-        body: MessageBody,
-        client_msg_id: Option<ClientMsgId>,
-    ) -> Result<Message, ChatError> {
-        let send = Draft {
-            to: Recipient::Conversation(conversation.clone()),
-            body,
-            client_msg_id,
-        };
-        self.send_one(caller, send).await
-    }
-
-    async fn send_one(&self, caller: &Caller, send: Draft) -> Result<Message, ChatError> {
-        let mut results = self.send_all(caller, vec![send]).await;
+    /// `NotFound` for an unknown conversation or user, `Forbidden` for a
+    /// non-member or a sender the other member blocks.
+    pub async fn send(&self, caller: &Caller, draft: Draft) -> Result<Message, ChatError> {
+        let mut results = self.send_all(caller, vec![draft]).await;
         results.pop().expect("one result per send")
     }
 
     /// Sends several messages of one session at once, each answered as
-    /// [`Self::send_message`] or [`Self::send_private_message`] would answer
+    /// [`Self::send`] would answer
     /// it, in their order. Messages to one conversation get seqs in the
     /// order given, and all of them may share one commit.
     pub async fn send_all(

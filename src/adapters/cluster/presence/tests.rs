@@ -656,7 +656,8 @@ async fn a_failed_reaper_close_is_counted_and_retried_later() {
     .await;
 
     let reaped = Counter::default();
-    let mut failing = |_: Caller| async { Err(ChatError::Unavailable) };
+    let mut failing =
+        |_: Caller| async { Err(ChatError::Internal(anyhow::anyhow!("unavailable"))) };
     assert_eq!(reap(&p, &reaped, &mut failing).await, 0);
     assert_eq!((p.reap_failures(), reaped.get()), (1, 0));
 

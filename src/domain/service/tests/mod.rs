@@ -166,6 +166,49 @@ fn assert_internal(e: &ChatError) {
     );
 }
 
+// ------------------------------------------------------------ sends
+
+/// The two ways a client sends, as the tests spell them.
+impl ChatService {
+    async fn send_message(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+        body: MessageBody,
+        client_msg_id: Option<ClientMsgId>,
+    ) -> Result<Message, ChatError> {
+        let to = Recipient::Conversation(conversation.clone());
+        self.send(
+            caller,
+            Draft {
+                to,
+                body,
+                client_msg_id,
+            },
+        )
+        .await
+    }
+
+    async fn send_private_message(
+        &self,
+        caller: &Caller,
+        to: &UserId,
+        body: MessageBody,
+        client_msg_id: Option<ClientMsgId>,
+    ) -> Result<Message, ChatError> {
+        let to = Recipient::User(to.clone());
+        self.send(
+            caller,
+            Draft {
+                to,
+                body,
+                client_msg_id,
+            },
+        )
+        .await
+    }
+}
+
 // ------------------------------------------------------------ harness
 
 /// Builds a [`ChatService`] from mocks. Every mock but the clock starts with

@@ -9,28 +9,9 @@ use super::*;
 use std::future::Future;
 
 use crate::domain::membership::Denied;
+use crate::domain::membership::tests::{ROLES, Role};
 
 // ------------------------------------------------------------ fixtures
-
-/// The standings a caller can have in a conversation. Owners, members and
-/// invited users are all members (the contract gives owners no powers);
-/// former members and strangers are both non-members.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Owner,
-    Member,
-    Invited,
-    FormerMember,
-    Stranger,
-}
-
-const ROLES: [Role; 5] = [
-    Role::Owner,
-    Role::Member,
-    Role::Invited,
-    Role::FormerMember,
-    Role::Stranger,
-];
 
 const MEMBER_ROLES: [Role; 3] = [Role::Owner, Role::Member, Role::Invited];
 
@@ -50,10 +31,6 @@ impl Role {
             Role::FormerMember => "fred",
             Role::Stranger => "sam",
         }
-    }
-
-    fn is_member(self) -> bool {
-        MEMBER_ROLES.contains(&self)
     }
 
     /// That user on their first session.
