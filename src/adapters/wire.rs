@@ -9,13 +9,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::adapters::failure::ChatError;
 use crate::domain::conversation::MAX_ROOM_NAME_CHARS;
 use crate::domain::event::MemberAction;
 use crate::domain::message::HistoryQuery;
+use crate::domain::page::PageLimit;
 use crate::domain::service::{Draft, MAX_PRESENCE_IDS, Recipient};
 use crate::domain::{
-    ActiveStatus, ChatError, ClientMsgId, ConversationId, ConversationKind, ConversationSummary,
-    Event, Message, MessageBody, MessageId, Presence, RoomName, Status, Timestamp, User, UserId,
+    ActiveStatus, ClientMsgId, ConversationId, ConversationKind, ConversationSummary, Event,
+    Message, MessageBody, MessageId, Presence, RoomName, Status, Timestamp, User, UserId,
     Visibility,
 };
 
@@ -436,7 +438,7 @@ pub enum Request {
     /// `getConnectedUsers`.
     GetConnectedUsers {
         /// Page size.
-        limit: Option<u64>,
+        limit: PageLimit,
     },
     /// `getPresence`.
     GetPresence {
@@ -481,7 +483,7 @@ pub enum Request {
         /// Continue after the page that ended here (a `nextCursor`).
         cursor: Option<ConversationId>,
         /// Page size.
-        limit: Option<u64>,
+        limit: PageLimit,
     },
     /// `editMessage`.
     EditMessage {
@@ -692,9 +694,7 @@ impl Request {
                     _ => return Err("active is required and must be a boolean".into()),
                 },
             },
-            "getConnectedUsers" => Self::GetConnectedUsers {
-                limit: f.opt_uint("limit")?,
-            },
+            "getConnectedUsers" => Self::GetConnectedUsers { limit: f.limit()? },
             "getPresence" => Self::GetPresence {
                 user_ids: f.id_list("userIds")?,
             },
@@ -741,7 +741,7 @@ impl Request {
                         return Err("prefix must be a string of at most 64 characters".into());
                     }
                 },
-                limit: f.opt_uint("limit")?,
+                limit: f.limit()?,
             },
             "editMessage" => Self::EditMessage {
                 conversation_id: f.conversation()?,
@@ -816,6 +816,10 @@ impl Fields<'_> {
                 .map(Some)
                 .ok_or_else(|| format!("{name} must be a non-negative integer")),
         }
+    }
+
+    fn limit(&self) -> Result<PageLimit, String> {
+        PageLimit::parse(self.opt_uint("limit")?).map_err(|e| e.to_string())
     }
 
     fn id_list(&self, name: &str) -> Result<Vec<UserId>, String> {

@@ -50,7 +50,7 @@ pub enum Allowed {
     AlreadyDone,
 }
 
-/// Why an action is refused; every variant is `forbidden` on the wire.
+/// Why an action is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
     /// Only members may do this.
@@ -63,19 +63,6 @@ pub enum Denied {
     NotSender,
     /// The other user blocks the caller: no direct message, no invitation.
     Blocked,
-}
-
-impl Denied {
-    /// The explanation a client sees.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::NotMember => "not a member of this conversation",
-            Self::PrivateRoom => "this room is private; ask a member for an invitation",
-            Self::NotARoom => "this is a direct conversation, not a room",
-            Self::NotSender => "only the sender may change a message",
-            Self::Blocked => "this user does not accept this from you",
-        }
-    }
 }
 
 /// Decides whether a caller with the given standing may take `action`.

@@ -34,7 +34,7 @@ use crate::domain::error::PortError;
 use crate::domain::ports::{OpenSessionError, PresenceRegistry};
 use crate::domain::presence::{ActiveStatus, LiveStatus, TooManySessions};
 use crate::domain::service::{Caller, ChatService};
-use crate::domain::{ChatError, SessionId, Timestamp, User, UserId, Username};
+use crate::domain::{SessionId, Timestamp, User, UserId, Username};
 
 /// Longest wait for a close, which no client waits for: when thousands of
 /// sessions end at once (a network blip, a bench run ending) their closes
@@ -558,7 +558,7 @@ pub fn spawn_tasks(
 async fn run_tasks<F, Fut>(presence: Arc<ClusterPresence>, reaped: Counter, mut close: F)
 where
     F: FnMut(Caller) -> Fut,
-    Fut: Future<Output = Result<(), ChatError>>,
+    Fut: Future<Output = Result<(), PortError>>,
 {
     let mut claimed = claim(&presence, &mut close).await;
     let mut heartbeat = tokio::time::interval(presence.heartbeat_every());
@@ -603,7 +603,7 @@ async fn heartbeat_once(presence: &ClusterPresence) -> bool {
 async fn claim<F, Fut>(presence: &ClusterPresence, close: &mut F) -> bool
 where
     F: FnMut(Caller) -> Fut,
-    Fut: Future<Output = Result<(), ChatError>>,
+    Fut: Future<Output = Result<(), PortError>>,
 {
     match presence.claim_node().await {
         Ok(left) => {
@@ -627,7 +627,7 @@ where
 async fn reap<F, Fut>(presence: &ClusterPresence, reaped: &Counter, close: &mut F) -> usize
 where
     F: FnMut(Caller) -> Fut,
-    Fut: Future<Output = Result<(), ChatError>>,
+    Fut: Future<Output = Result<(), PortError>>,
 {
     let mut done = 0;
     for _ in 0..REAP_BATCHES_PER_TICK {

@@ -42,13 +42,14 @@ use super::registry::{
 };
 use super::socket::{Upgrade, WsStream};
 use crate::adapters::cluster::Cluster;
+use crate::adapters::failure::ChatError;
 use crate::adapters::metrics::{CloseLabel, Metrics};
 use crate::adapters::wire::{
     self, ConversationDto, ConversationsContent, HistoryContent, Inbound, MAX_REPLY_BYTES,
     MessageContent, MessageDto, PresenceDto, Request, RoomsContent, UserDto,
 };
 use crate::domain::service::{Caller, ChatService, Draft};
-use crate::domain::{ChatError, ConversationSummary, Event, Message, Timestamp};
+use crate::domain::{ConversationSummary, Event, Message, Timestamp};
 
 /// How sessions behave; one copy shared by all.
 #[derive(Debug, Clone)]
@@ -726,7 +727,7 @@ impl Session<'_> {
             let id = id.as_deref();
             answers[at] = Some(match result {
                 Ok(message) => (self.sent(id, &message), None),
-                Err(e) => (self.failed(id, &e), None),
+                Err(e) => (self.failed(id, &e.into()), None),
             });
         }
     }

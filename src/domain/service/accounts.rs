@@ -1,26 +1,27 @@
 //! Accounts: registering, signing in, checking tokens, finding users.
 
-use super::{Authenticated, ChatError, ChatService, SignedIn, USERS_PAGE, page_limit};
+use super::{Authenticated, ChatService, SignedIn, USERS_PAGE};
 use crate::domain::blocking;
+use crate::domain::error::{AuthenticateError, LoginError, PortError, RegisterError};
 use crate::domain::ids::UserId;
+use crate::domain::page::PageLimit;
 use crate::domain::ports::CreateUserError;
 use crate::domain::user::{Password, User, Username};
-
-const INVALID_CREDENTIALS: &str = "invalid username or password";
 
 impl ChatService {
     /// Registers a new user and signs them in.
     ///
     /// # Errors
-    /// `BadRequest` naming the broken rule, `Conflict` for a taken name.
-    pub async fn register(&self, username: &str, password: &str) -> Result<SignedIn, ChatError> {
-        let username = Username::parse(username).map_err(ChatError::bad_request)?;
-        let password = Password::parse(password).map_err(ChatError::bad_request)?;
-        const TAKEN: &str = "username is taken";
+    /// [`RegisterError::Taken`] for a name taken, whatever its case.
+    pub async fn register(
+        &self,
+        username: Username,
+        password: Password,
+    ) -> Result<SignedIn, RegisterError> {
         // Cheap check first, so a taken name costs no password hash; the
         // store's unique constraint still settles races.
         if self.ports.users.credentials(&username).await?.is_some() {
-            return Err(ChatError::Conflict(TAKEN));
+            return Err(RegisterError::Taken);
         }
         let hash = self.ports.auth.hash_password(&password).await?;
         let user = match self
@@ -30,18 +31,20 @@ impl ChatService {
             .await
         {
             Ok(user) => user,
-            Err(CreateUserError::Duplicate) => return Err(ChatError::Conflict(TAKEN)),
+            Err(CreateUserError::Duplicate) => return Err(RegisterError::Taken),
             Err(CreateUserError::Unknown(e)) => return Err(e.into()),
         };
-        self.sign_in(user)
+        Ok(self.sign_in(user)?)
     }
 
     /// Checks a username and password. Unknown users and wrong passwords get
     /// the same answer after about the same time.
     ///
     /// # Errors
-    /// `Unauthorized` for any credentials that do not match a user.
-    pub async fn login(&self, username: &str, password: &str) -> Result<SignedIn, ChatError> {
+    /// [`LoginError::InvalidCredentials`] for any that do not match a user.
+    // The name is not parsed at the edge: a name that breaks the rules is
+    // one that matches no user, not a bad request.
+    pub async fn login(&self, username: &str, password: &str) -> Result<SignedIn, LoginError> {
         let found = match Username::parse(username) {
             Ok(name) => self.ports.users.credentials(&name).await?,
             Err(_) => None,
@@ -51,12 +54,12 @@ impl ChatService {
         // about as long.
         let matches = self.ports.auth.verify_password(password, hash).await?;
         match user {
-            Some(user) if matches => self.sign_in(user),
-            _ => Err(ChatError::Unauthorized(INVALID_CREDENTIALS)),
+            Some(user) if matches => Ok(self.sign_in(user)?),
+            _ => Err(LoginError::InvalidCredentials),
         }
     }
 
-    fn sign_in(&self, user: User) -> Result<SignedIn, ChatError> {
+    fn sign_in(&self, user: User) -> Result<SignedIn, PortError> {
         let token = self.ports.auth.issue_token(&user, self.now())?;
         Ok(SignedIn { user, token })
     }
@@ -64,21 +67,24 @@ impl ChatService {
     /// Checks a bearer token and that its user still exists.
     ///
     /// # Errors
-    /// `Unauthorized` for a missing, bad or expired token, or a deleted user.
-    pub async fn authenticate(&self, token: Option<&str>) -> Result<Authenticated, ChatError> {
-        const BAD_TOKEN: &str = "missing, invalid or expired token";
-        let token = token.ok_or(ChatError::Unauthorized(BAD_TOKEN))?;
+    /// [`AuthenticateError::InvalidToken`] for a missing, bad or expired
+    /// token, or a deleted user.
+    pub async fn authenticate(
+        &self,
+        token: Option<&str>,
+    ) -> Result<Authenticated, AuthenticateError> {
+        let token = token.ok_or(AuthenticateError::InvalidToken)?;
         let claims = self
             .ports
             .auth
             .verify_token(token, self.now())
-            .map_err(|_| ChatError::Unauthorized(BAD_TOKEN))?;
+            .map_err(|_| AuthenticateError::InvalidToken)?;
         let user = self
             .ports
             .users
             .user(&claims.user_id)
             .await?
-            .ok_or(ChatError::Unauthorized(BAD_TOKEN))?;
+            .ok_or(AuthenticateError::InvalidToken)?;
         Ok(Authenticated {
             user,
             expires_at: claims.expires_at,
@@ -87,16 +93,13 @@ impl ChatService {
 
     /// Users whose name starts with `prefix`, each with whether they are
     /// online as `viewer` may see it (never, for a user who blocks them).
-    ///
-    /// # Errors
-    /// `BadRequest` for a limit of 0.
     pub async fn find_users(
         &self,
         viewer: &UserId,
         prefix: &str,
-        limit: Option<u64>,
-    ) -> Result<Vec<(User, bool)>, ChatError> {
-        let limit = page_limit(limit, USERS_PAGE.0 as usize, USERS_PAGE.1 as usize)? as u32;
+        limit: PageLimit,
+    ) -> Result<Vec<(User, bool)>, PortError> {
+        let limit = limit.within(USERS_PAGE.0, USERS_PAGE.1) as u32;
         let users = self.ports.users.users_by_prefix(prefix, limit).await?;
         let ids: Vec<UserId> = users.iter().map(|u| u.id.clone()).collect();
         let live = self.ports.presence.live(&ids).await?;

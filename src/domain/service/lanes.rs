@@ -8,7 +8,8 @@ use std::hash::{Hash, Hasher};
 use async_lock::Mutex;
 use futures::channel::oneshot;
 
-use super::{Caller, ChatError, ChatService, Draft, NO_CONVERSATION};
+use super::{Caller, ChatService, Draft};
+use crate::domain::error::{PortError, SendError};
 use crate::domain::event::Event;
 use crate::domain::ids::{ConversationId, SessionId};
 use crate::domain::membership::Denied;
@@ -47,11 +48,11 @@ impl Lane {
 struct Waiting {
     message: NewMessage,
     session: SessionId,
-    reply: oneshot::Sender<Result<Message, ChatError>>,
+    reply: oneshot::Sender<Result<Message, SendError>>,
 }
 
 /// Where a queued message's sender hears how it went.
-pub(super) type Outcome = oneshot::Receiver<Result<Message, ChatError>>;
+pub(super) type Outcome = oneshot::Receiver<Result<Message, SendError>>;
 
 impl ChatService {
     /// Puts a message in its conversation's lane.
@@ -88,7 +89,7 @@ impl ChatService {
         &self,
         lane: &Lane,
         mut answer: Outcome,
-    ) -> Result<Message, ChatError> {
+    ) -> Result<Message, SendError> {
         // Sends queued together are often all done by the first one's turn.
         if let Ok(Some(done)) = answer.try_recv() {
             return done;
@@ -107,9 +108,8 @@ impl ChatService {
                 // Only if a turn holder was cancelled half-way; the message
                 // may or may not be stored, and a retry with its clientMsgId
                 // tells.
-                return Err(ChatError::Internal(anyhow::anyhow!(
-                    "the send was interrupted"
-                )));
+                let interrupted = anyhow::anyhow!("the send was interrupted");
+                return Err(SendError::Unknown(PortError(interrupted)));
             }
             self.append_in_order(batch).await;
         }
@@ -139,10 +139,10 @@ impl ChatService {
                     Ok(message)
                 }
                 Ok(AppendOutcome::Duplicate(original)) => Ok(original),
-                Err(AppendError::NoSuchConversation) => Err(ChatError::NotFound(NO_CONVERSATION)),
-                Err(AppendError::NotMember) => Err(Denied::NotMember.into()),
-                Err(AppendError::Blocked) => Err(Denied::Blocked.into()),
-                Err(AppendError::Unknown(e)) => Err(e.into()),
+                Err(AppendError::NoSuchConversation) => Err(SendError::NoSuchConversation),
+                Err(AppendError::NotMember) => Err(SendError::Refused(Denied::NotMember)),
+                Err(AppendError::Blocked) => Err(SendError::Refused(Denied::Blocked)),
+                Err(AppendError::Unknown(e)) => Err(SendError::Unknown(e)),
             };
             let _ = reply.send(result);
         }

@@ -1,9 +1,10 @@
 //! Messages: sending, reading history, read markers, typing, edits and
 //! deletions.
 
-use super::{Caller, ChatError, ChatService, Draft, Recipient};
+use super::{Caller, ChatService, Draft, Recipient};
 use crate::domain::blocking;
 use crate::domain::conversation::{ConversationKind, ConversationSummary, next_read_marker};
+use crate::domain::error::{ChangeMessageError, ConversationError, PortError, SendError};
 use crate::domain::event::Event;
 use crate::domain::ids::{ConversationId, MessageId};
 use crate::domain::membership::{Action, authorize};
@@ -17,22 +18,21 @@ impl ChatService {
     /// returns the original and sends no second event.
     ///
     /// # Errors
-    /// `NotFound` for an unknown conversation or user, `Forbidden` for a
-    /// non-member or a sender the other member blocks.
-    pub async fn send(&self, caller: &Caller, draft: Draft) -> Result<Message, ChatError> {
+    /// [`SendError`]: no such conversation or user, or the rules refuse
+    /// (not a member, blocked by the other member).
+    pub async fn send(&self, caller: &Caller, draft: Draft) -> Result<Message, SendError> {
         let mut results = self.send_all(caller, vec![draft]).await;
         results.pop().expect("one result per send")
     }
 
     /// Sends several messages of one session at once, each answered as
-    /// [`Self::send`] would answer
-    /// it, in their order. Messages to one conversation get seqs in the
+    /// [`Self::send`] would answer it, in their order. Messages to one conversation get seqs in the
     /// order given, and all of them may share one commit.
     pub async fn send_all(
         &self,
         caller: &Caller,
         sends: Vec<Draft>,
-    ) -> Vec<Result<Message, ChatError>> {
+    ) -> Vec<Result<Message, SendError>> {
         // Targets are resolved one after the other, and every message
         // queued before any waits for its turn: a session's messages keep
         // their order, and a conversation's turn holder takes them all.
@@ -57,12 +57,13 @@ impl ChatService {
         &self,
         caller: &Caller,
         to: &Recipient,
-    ) -> Result<ConversationId, ChatError> {
+    ) -> Result<ConversationId, SendError> {
         let to = match to {
             Recipient::Conversation(id) => return Ok(id.clone()),
             Recipient::User(to) => to,
         };
-        let recipient = self.existing_user(to).await?;
+        let recipient = self.ports.users.user(to).await?;
+        let recipient = recipient.ok_or(SendError::NoSuchUser)?;
         Ok(self
             .ports
             .messages
@@ -73,13 +74,13 @@ impl ChatService {
     /// A page of a conversation's history.
     ///
     /// # Errors
-    /// `NotFound` for an unknown conversation, `Forbidden` for a non-member.
+    /// [`ConversationError`]: no such conversation, or not a member.
     pub async fn history(
         &self,
         caller: &Caller,
         conversation: &ConversationId,
         query: HistoryQuery,
-    ) -> Result<HistoryPage, ChatError> {
+    ) -> Result<HistoryPage, ConversationError> {
         self.allowed(caller, conversation, Action::ReadHistory)
             .await?;
         Ok(self.ports.messages.history(conversation, query).await?)
@@ -89,12 +90,8 @@ impl ChatService {
     pub async fn conversations(
         &self,
         caller: &Caller,
-    ) -> Result<Vec<ConversationSummary>, ChatError> {
-        Ok(self
-            .ports
-            .messages
-            .conversations_of(&caller.user.id)
-            .await?)
+    ) -> Result<Vec<ConversationSummary>, PortError> {
+        self.ports.messages.conversations_of(&caller.user.id).await
     }
 
     /// Moves the caller's read marker forward (never back, never past the
@@ -102,13 +99,13 @@ impl ChatService {
     /// Returns the marker as it now stands.
     ///
     /// # Errors
-    /// `NotFound` for an unknown conversation, `Forbidden` for a non-member.
+    /// [`ConversationError`]: no such conversation, or not a member.
     pub async fn mark_read(
         &self,
         caller: &Caller,
         conversation: &ConversationId,
         seq: u64,
-    ) -> Result<u64, ChatError> {
+    ) -> Result<u64, ConversationError> {
         let (conv, membership) = self
             .member_of(caller, conversation, Action::MarkRead)
             .await?;
@@ -144,13 +141,13 @@ impl ChatService {
     /// Tells the other members that the caller started or stopped typing.
     ///
     /// # Errors
-    /// `NotFound` for an unknown conversation, `Forbidden` for a non-member.
+    /// [`ConversationError`]: no such conversation, or not a member.
     pub async fn typing(
         &self,
         caller: &Caller,
         conversation: &ConversationId,
         active: bool,
-    ) -> Result<(), ChatError> {
+    ) -> Result<(), ConversationError> {
         let (conv, _) = self.allowed(caller, conversation, Action::Typing).await?;
         let mut members = self.ports.messages.member_ids(conversation).await?;
         let direct = matches!(conv.kind, ConversationKind::Direct);
@@ -176,15 +173,15 @@ impl ChatService {
     /// every member but the caller's gets `messageUpdated`.
     ///
     /// # Errors
-    /// `NotFound` for an unknown conversation or message, `Forbidden` for a
-    /// non-member or someone else's message, `BadRequest` for a deleted one.
+    /// [`ChangeMessageError`]: no such conversation or message, not a
+    /// member or not the sender, or a deleted message.
     pub async fn edit_message(
         &self,
         caller: &Caller,
         conversation: &ConversationId,
         message: &MessageId,
         body: MessageBody,
-    ) -> Result<Message, ChatError> {
+    ) -> Result<Message, ChangeMessageError> {
         let change = MessageChange::Edit {
             body,
             at: self.now(),
@@ -203,7 +200,7 @@ impl ChatService {
         caller: &Caller,
         conversation: &ConversationId,
         message: &MessageId,
-    ) -> Result<Message, ChatError> {
+    ) -> Result<Message, ChangeMessageError> {
         self.change_message(caller, conversation, message, MessageChange::Delete)
             .await
     }
@@ -214,8 +211,7 @@ impl ChatService {
         conversation: &ConversationId,
         id: &MessageId,
         change: MessageChange,
-    ) -> Result<Message, ChatError> {
-        const NO_MESSAGE: &str = "message not found";
+    ) -> Result<Message, ChangeMessageError> {
         let (conv, _) = self
             .member_of(caller, conversation, Action::ReadHistory)
             .await?;
@@ -225,7 +221,7 @@ impl ChatService {
             .messages
             .message(conversation, id)
             .await?
-            .ok_or(ChatError::NotFound(NO_MESSAGE))?;
+            .ok_or(ChangeMessageError::NoSuchMessage)?;
         let own = current.sender_id == caller.user.id;
         let action = match change {
             MessageChange::Edit { .. } => Action::Edit { own },
@@ -234,7 +230,7 @@ impl ChatService {
         authorize(&conv.kind, true, action)?;
         match (&change, current.deleted) {
             (MessageChange::Edit { .. }, true) => {
-                return Err(ChatError::bad_request("the message is deleted"));
+                return Err(ChangeMessageError::Deleted);
             }
             (MessageChange::Delete, true) => return Ok(current),
             _ => {}
@@ -244,7 +240,7 @@ impl ChatService {
             .messages
             .update_message(conversation, id, change)
             .await?
-            .ok_or(ChatError::NotFound(NO_MESSAGE))?;
+            .ok_or(ChangeMessageError::NoSuchMessage)?;
         let members = self.ports.messages.member_ids(conversation).await?;
         let delivery = routing::to_members_but_actor_session(members, &caller.session);
         self.ports

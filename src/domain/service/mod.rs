@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::conversation::{Conversation, Membership};
-use super::error::ChatError;
+use super::error::ConversationError;
 use super::event::Event;
 use super::ids::{ConversationId, SessionId, UserId};
 use super::membership::{Action, Allowed, Denied, authorize};
@@ -31,7 +31,7 @@ mod rooms;
 use lanes::{LANES, Lane};
 
 /// Default and largest page of `GET /users`.
-pub const USERS_PAGE: (u32, u32) = (20, 100);
+pub const USERS_PAGE: (usize, usize) = (20, 100);
 /// Default and largest page of `listRooms`.
 pub const ROOMS_PAGE: (usize, usize) = (50, 200);
 /// Default and largest page of `getConnectedUsers`.
@@ -134,8 +134,6 @@ pub struct ChatService {
     lanes: Box<[Lane]>,
 }
 
-const NO_CONVERSATION: &str = "conversation not found";
-
 impl ChatService {
     /// Wires the core to its adapters.
     pub fn new(ports: Ports, limits: Limits) -> Self {
@@ -157,22 +155,13 @@ impl ChatService {
         self.ports.clock.now()
     }
 
-    /// The user with this id; `NotFound` when there is none.
-    async fn existing_user(&self, id: &UserId) -> Result<User, ChatError> {
-        self.ports
-            .users
-            .user(id)
-            .await?
-            .ok_or(ChatError::NotFound("user not found"))
-    }
-
     /// Checks that the caller is a member allowed to take `action`.
     async fn member_of(
         &self,
         caller: &Caller,
         conversation: &ConversationId,
         action: Action,
-    ) -> Result<(Conversation, Membership), ChatError> {
+    ) -> Result<(Conversation, Membership), ConversationError> {
         let (conv, membership) = self.standing(caller, conversation).await?;
         authorize(&conv.kind, membership.is_some(), action)?;
         let membership = membership.ok_or(Denied::NotMember)?;
@@ -185,7 +174,7 @@ impl ChatService {
         caller: &Caller,
         conversation: &ConversationId,
         action: Action,
-    ) -> Result<(Conversation, Allowed), ChatError> {
+    ) -> Result<(Conversation, Allowed), ConversationError> {
         let (conv, membership) = self.standing(caller, conversation).await?;
         let allowed = authorize(&conv.kind, membership.is_some(), action)?;
         Ok((conv, allowed))
@@ -196,7 +185,7 @@ impl ChatService {
         &self,
         caller: &Caller,
         conversation: &ConversationId,
-    ) -> Result<(Conversation, Option<Membership>), ChatError> {
+    ) -> Result<(Conversation, Option<Membership>), ConversationError> {
         match self
             .ports
             .messages
@@ -205,18 +194,8 @@ impl ChatService {
         {
             Access::Member(c, m) => Ok((c, Some(m))),
             Access::NotMember(c) => Ok((c, None)),
-            Access::NoSuchConversation => Err(ChatError::NotFound(NO_CONVERSATION)),
+            Access::NoSuchConversation => Err(ConversationError::NoSuchConversation),
         }
-    }
-}
-
-/// A page size from an optional client value: default when absent, clamped
-/// to the maximum, and 0 refused.
-fn page_limit(limit: Option<u64>, default: usize, max: usize) -> Result<usize, ChatError> {
-    match limit {
-        None => Ok(default),
-        Some(0) => Err(ChatError::bad_request("limit must be a positive integer")),
-        Some(n) => Ok(usize::try_from(n).unwrap_or(max).min(max)),
     }
 }
 

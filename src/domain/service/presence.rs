@@ -3,10 +3,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{CONNECTED_PAGE, Caller, ChatError, ChatService, MAX_PRESENCE_IDS, page_limit};
+use super::{CONNECTED_PAGE, Caller, ChatService, MAX_PRESENCE_IDS};
 use crate::domain::blocking;
+use crate::domain::error::{PortError, PresenceError};
 use crate::domain::event::Event;
 use crate::domain::ids::UserId;
+use crate::domain::page::PageLimit;
 use crate::domain::ports::OpenSessionError;
 use crate::domain::presence::{ActiveStatus, LiveStatus, Presence, Status};
 use crate::domain::routing;
@@ -18,18 +20,14 @@ impl ChatService {
     /// user's contacts when it brings the user online.
     ///
     /// # Errors
-    /// `RateLimited` when the user is at the session limit.
-    pub async fn open_session(&self, caller: &Caller) -> Result<(), ChatError> {
+    /// [`OpenSessionError::TooMany`] when the user is at the session limit.
+    pub async fn open_session(&self, caller: &Caller) -> Result<(), OpenSessionError> {
         let limit = self.limits.max_sessions_per_user;
         let came_online = self
             .ports
             .presence
             .open(&caller.user, &caller.session, self.now(), limit)
-            .await
-            .map_err(|e| match e {
-                OpenSessionError::TooMany(t) => ChatError::RateLimited(t.to_string()),
-                OpenSessionError::Unknown(e) => e.into(),
-            })?;
+            .await?;
         if came_online {
             let announced = self
                 .announce(&caller.user, Status::Online, Some(self.now()))
@@ -37,7 +35,7 @@ impl ChatService {
             if let Err(e) = announced {
                 // The caller will not get a session; do not leave one behind.
                 let _ = self.close_session(caller).await;
-                return Err(e);
+                return Err(e.into());
             }
         }
         Ok(())
@@ -45,7 +43,7 @@ impl ChatService {
 
     /// Unregisters a session; when it was the user's last, tells their
     /// contacts they went offline.
-    pub async fn close_session(&self, caller: &Caller) -> Result<(), ChatError> {
+    pub async fn close_session(&self, caller: &Caller) -> Result<(), PortError> {
         let now = self.now();
         // Recorded before the registry forgets the session, so that anyone
         // who sees the user offline also sees when they were last here.
@@ -59,16 +57,12 @@ impl ChatService {
             self.announce(&caller.user, Status::Offline, Some(now))
                 .await?;
         }
-        Ok(recorded?)
+        recorded
     }
 
     /// Records that the caller did something, for `lastSeen`.
-    pub async fn touch(&self, caller: &Caller) -> Result<(), ChatError> {
-        Ok(self
-            .ports
-            .presence
-            .touch(&caller.user.id, self.now())
-            .await?)
+    pub async fn touch(&self, caller: &Caller) -> Result<(), PortError> {
+        self.ports.presence.touch(&caller.user.id, self.now()).await
     }
 
     async fn announce(
@@ -76,7 +70,7 @@ impl ChatService {
         user: &User,
         status: Status,
         last_seen: Option<Timestamp>,
-    ) -> Result<(), ChatError> {
+    ) -> Result<(), PortError> {
         let contacts = self.ports.messages.contacts(&user.id).await?;
         let blocked = self.blocked_ids(&user.id).await?;
         let delivery = routing::to_contacts(contacts, &user.id, &blocked);
@@ -97,14 +91,12 @@ impl ChatService {
     /// Up to `limit` users who have a session open, as the caller may see
     /// them: without those who block the caller.
     ///
-    /// # Errors
-    /// `BadRequest` for a limit of 0.
     pub async fn connected_users(
         &self,
         caller: &Caller,
-        limit: Option<u64>,
-    ) -> Result<Vec<User>, ChatError> {
-        let limit = page_limit(limit, CONNECTED_PAGE.0, CONNECTED_PAGE.1)?;
+        limit: PageLimit,
+    ) -> Result<Vec<User>, PortError> {
+        let limit = limit.within(CONNECTED_PAGE.0, CONNECTED_PAGE.1);
         let blockers = self.ports.blocks.blockers_of(&caller.user.id).await?;
         // Asked for as many more as could be left out, so that a full page
         // stays full.
@@ -123,18 +115,17 @@ impl ChatService {
     /// ids are skipped.
     ///
     /// # Errors
-    /// `BadRequest` for more than [`MAX_PRESENCE_IDS`] ids.
+    /// [`PresenceError::TooManyIds`] for more than [`MAX_PRESENCE_IDS`] ids.
     pub async fn presence_of(
         &self,
         caller: &Caller,
         ids: Vec<UserId>,
-    ) -> Result<Vec<Presence>, ChatError> {
+    ) -> Result<Vec<Presence>, PresenceError> {
         if ids.len() > MAX_PRESENCE_IDS {
-            return Err(ChatError::bad_request(format!(
-                "userIds must list at most {MAX_PRESENCE_IDS} ids"
-            )));
+            let max = MAX_PRESENCE_IDS;
+            return Err(PresenceError::TooManyIds { max });
         }
-        self.presence_seen_by(&caller.user.id, ids).await
+        Ok(self.presence_seen_by(&caller.user.id, ids).await?)
     }
 
     /// The presence of each existing user among `ids` as `viewer` may see it.
@@ -142,7 +133,7 @@ impl ChatService {
         &self,
         viewer: &UserId,
         ids: Vec<UserId>,
-    ) -> Result<Vec<Presence>, ChatError> {
+    ) -> Result<Vec<Presence>, PortError> {
         let mut ids = ids;
         let mut seen = HashSet::new();
         ids.retain(|id| seen.insert(id.clone()));
@@ -193,7 +184,7 @@ impl ChatService {
         &self,
         caller: &Caller,
         status: ActiveStatus,
-    ) -> Result<Presence, ChatError> {
+    ) -> Result<Presence, PortError> {
         let now = self.now();
         let (live, changed) = self
             .ports

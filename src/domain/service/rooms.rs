@@ -1,11 +1,13 @@
 //! Rooms: creating, joining, inviting, leaving and listing them.
 
-use super::{Answer, Caller, ChatError, ChatService, NO_CONVERSATION, ROOMS_PAGE, page_limit};
+use super::{Answer, Caller, ChatService, ROOMS_PAGE};
 use crate::domain::blocking;
 use crate::domain::conversation::{ConversationSummary, RoomName, RoomsPage, Visibility};
+use crate::domain::error::{ConversationError, InviteError, PortError};
 use crate::domain::event::{Event, MemberAction};
 use crate::domain::ids::{ConversationId, UserId};
 use crate::domain::membership::{Action, Allowed, Denied};
+use crate::domain::page::PageLimit;
 use crate::domain::routing;
 use crate::domain::user::User;
 
@@ -17,12 +19,14 @@ impl ChatService {
         caller: &Caller,
         name: RoomName,
         visibility: Visibility,
-    ) -> Result<ConversationSummary, ChatError> {
+    ) -> Result<ConversationSummary, PortError> {
         let messages = &self.ports.messages;
         let id = messages
             .create_room(&name, visibility, &caller.user.id, self.now())
             .await?;
-        let summary = self.summary(&id, &caller.user.id).await?;
+        let summary = messages.summary(&id, &caller.user.id).await?;
+        let summary =
+            summary.ok_or_else(|| PortError(anyhow::anyhow!("a room just created is missing")))?;
         let event = member_event(&id, &caller.user, MemberAction::Joined);
         let delivery =
             routing::to_members_but_actor_session(vec![caller.user.id.clone()], &caller.session);
@@ -34,13 +38,13 @@ impl ChatService {
     /// member hears of it, the joining user included.
     ///
     /// # Errors
-    /// `NotFound` for an unknown id; `Forbidden` for a private room or a
+    /// [`ConversationError`]: no such conversation, or a private room or a
     /// direct conversation.
     pub async fn join_room(
         &self,
         caller: &Caller,
         conversation: &ConversationId,
-    ) -> Result<Answer<ConversationSummary>, ChatError> {
+    ) -> Result<Answer<ConversationSummary>, ConversationError> {
         let _in_order = self.lane(conversation).turn.lock().await;
         let (_, allowed) = self.allowed(caller, conversation, Action::Join).await?;
         if allowed == Allowed::AlreadyDone {
@@ -55,23 +59,26 @@ impl ChatService {
     /// the invited user included. Inviting a member changes nothing.
     ///
     /// # Errors
-    /// `NotFound` for an unknown room or user; `Forbidden` for a non-member
-    /// caller or a direct conversation.
+    /// [`InviteError`]: no such room or user, or a non-member caller, a
+    /// direct conversation or an invitee who blocks the caller.
     pub async fn invite_to_room(
         &self,
         caller: &Caller,
         conversation: &ConversationId,
         invitee: &UserId,
-    ) -> Result<Answer<ConversationSummary>, ChatError> {
+    ) -> Result<Answer<ConversationSummary>, InviteError> {
         let _in_order = self.lane(conversation).turn.lock().await;
         self.allowed(caller, conversation, Action::Invite).await?;
-        let invitee = self.existing_user(invitee).await?;
+        let invitee = self.ports.users.user(invitee).await?;
+        let invitee = invitee.ok_or(InviteError::NoSuchUser)?;
         let blockers = self.ports.blocks.blockers_of(&caller.user.id).await?;
         if !blocking::may_invite(&invitee.id, &blockers) {
             return Err(Denied::Blocked.into());
         }
-        self.admit(caller, conversation, &invitee, MemberAction::Invited)
-            .await
+        let answer = self
+            .admit(caller, conversation, &invitee, MemberAction::Invited)
+            .await?;
+        Ok(answer)
     }
 
     /// Adds `who` to the room and tells every member (nothing when `who`
@@ -82,7 +89,7 @@ impl ChatService {
         conversation: &ConversationId,
         who: &User,
         action: MemberAction,
-    ) -> Result<Answer<ConversationSummary>, ChatError> {
+    ) -> Result<Answer<ConversationSummary>, ConversationError> {
         let added = self
             .ports
             .messages
@@ -104,13 +111,13 @@ impl ChatService {
     /// of it; no further events of the room reach the leaver.
     ///
     /// # Errors
-    /// `NotFound` for an unknown id; `Forbidden` for a non-member or a
+    /// [`ConversationError`]: no such conversation, or a non-member or a
     /// direct conversation.
     pub async fn leave_room(
         &self,
         caller: &Caller,
         conversation: &ConversationId,
-    ) -> Result<Answer<()>, ChatError> {
+    ) -> Result<Answer<()>, ConversationError> {
         let _in_order = self.lane(conversation).turn.lock().await;
         self.allowed(caller, conversation, Action::Leave).await?;
         let removed = self
@@ -133,17 +140,14 @@ impl ChatService {
 
     /// Rooms the caller may see whose name starts with `prefix`, after the
     /// room `after` when given, and whether more follow.
-    ///
-    /// # Errors
-    /// `BadRequest` for a limit of 0.
     pub async fn list_rooms(
         &self,
         caller: &Caller,
         prefix: &str,
         after: Option<&ConversationId>,
-        limit: Option<u64>,
-    ) -> Result<RoomsPage, ChatError> {
-        let limit = page_limit(limit, ROOMS_PAGE.0, ROOMS_PAGE.1)?;
+        limit: PageLimit,
+    ) -> Result<RoomsPage, PortError> {
+        let limit = limit.within(ROOMS_PAGE.0, ROOMS_PAGE.1);
         // One more than asked for says whether more follow.
         let mut rooms = self
             .ports
@@ -163,7 +167,7 @@ impl ChatService {
         also: Option<&UserId>,
         caller: &Caller,
         event: Event,
-    ) -> Result<(), ChatError> {
+    ) -> Result<(), PortError> {
         let mut members = self.ports.messages.member_ids(conversation).await?;
         members.extend(also.cloned());
         let delivery = routing::to_members_but_actor_session(members, &caller.session);
@@ -171,16 +175,17 @@ impl ChatService {
         Ok(())
     }
 
-    pub(super) async fn summary(
+    /// The conversation as `viewer` sees it.
+    async fn summary(
         &self,
         conversation: &ConversationId,
         viewer: &UserId,
-    ) -> Result<ConversationSummary, ChatError> {
+    ) -> Result<ConversationSummary, ConversationError> {
         self.ports
             .messages
             .summary(conversation, viewer)
             .await?
-            .ok_or(ChatError::NotFound(NO_CONVERSATION))
+            .ok_or(ConversationError::NoSuchConversation)
     }
 }
 

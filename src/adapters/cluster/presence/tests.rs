@@ -656,21 +656,14 @@ async fn a_failed_reaper_close_is_counted_and_retried_later() {
     .await;
 
     let reaped = Counter::default();
-    let mut failing =
-        |_: Caller| async { Err(ChatError::Internal(anyhow::anyhow!("unavailable"))) };
+    let mut failing = |_: Caller| async { Err(PortError(anyhow::anyhow!("unavailable"))) };
     assert_eq!(reap(&p, &reaped, &mut failing).await, 0);
     assert_eq!((p.reap_failures(), reaped.get()), (1, 0));
 
     let closer = p.clone();
     let mut closing = move |c: Caller| {
         let closer = closer.clone();
-        async move {
-            closer
-                .close(&c.user.id, &c.session)
-                .await
-                .map(|_| ())
-                .map_err(Into::into)
-        }
+        async move { closer.close(&c.user.id, &c.session).await.map(|_| ()) }
     };
     assert_eq!(reap(&p, &reaped, &mut closing).await, 1);
     assert_eq!(reaped.get(), 1);
