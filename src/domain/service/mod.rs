@@ -4,7 +4,8 @@
 //!
 //! One file per capability: [`accounts`], [`messages`], [`rooms`],
 //! [`presence`] (sessions and who is online), [`blocks`]; [`lanes`] keeps
-//! each conversation's commits and deliveries in order.
+//! each conversation's commits and deliveries in order. [`UseCases`] is
+//! the same use cases as a trait, for the inbound adapters.
 
 use std::sync::Arc;
 
@@ -27,8 +28,12 @@ mod lanes;
 mod messages;
 mod presence;
 mod rooms;
+mod usecases;
 
 use lanes::{LANES, Lane};
+#[cfg(test)]
+pub use usecases::MockUseCases;
+pub use usecases::UseCases;
 
 /// Default and largest page of `GET /users`.
 pub const USERS_PAGE: (usize, usize) = (20, 100);
