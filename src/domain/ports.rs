@@ -13,6 +13,7 @@ use super::conversation::{Conversation, ConversationSummary, Membership, RoomNam
 use super::error::PortError;
 use super::event::Event;
 use super::ids::{ConversationId, MessageId, SessionId, UserId};
+use super::membership::Denied;
 use super::message::{
     AppendOutcome, HistoryPage, HistoryQuery, Message, MessageChange, NewMessage,
 };
@@ -48,6 +49,17 @@ pub enum AppendError {
     /// The store failed.
     #[error(transparent)]
     Unknown(#[from] PortError),
+}
+
+impl From<Denied> for AppendError {
+    /// A refusal of [`super::membership::authorize_send`], which refuses
+    /// only these two ways, as the store reports it.
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::Blocked => Self::Blocked,
+            _ => Self::NotMember,
+        }
+    }
 }
 
 /// Why a session could not be registered.
