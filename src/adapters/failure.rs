@@ -182,3 +182,55 @@ impl From<BlockError> for ChatError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::wire::error_code;
+
+    fn answer(e: impl Into<ChatError>) -> (&'static str, String) {
+        error_code(&e.into())
+    }
+
+    #[test]
+    fn each_refusal_is_forbidden_and_says_which_rule() {
+        assert_eq!(
+            answer(ConversationError::Refused(Denied::NotMember)),
+            ("forbidden", "not a member of this conversation".into())
+        );
+        assert_eq!(
+            answer(SendError::Refused(Denied::Blocked)),
+            (
+                "forbidden",
+                "this user does not accept this from you".into()
+            )
+        );
+    }
+
+    #[test]
+    fn what_is_missing_is_not_found_and_named() {
+        assert_eq!(
+            answer(InviteError::NoSuchUser),
+            ("not_found", "user not found".into())
+        );
+        assert_eq!(
+            answer(ChangeMessageError::NoSuchMessage),
+            ("not_found", "message not found".into())
+        );
+    }
+
+    #[test]
+    fn a_port_failure_is_internal_and_its_cause_stays_in_the_logs() {
+        let e = RegisterError::Unknown(PortError(anyhow::anyhow!("disk on fire")));
+        assert_eq!(answer(e), ("internal", "internal error".into()));
+    }
+
+    #[test]
+    fn the_session_limit_is_rate_limited_and_names_the_limit() {
+        let e = OpenSessionError::TooMany(crate::domain::presence::TooManySessions { limit: 3 });
+        assert_eq!(
+            answer(e),
+            ("rate_limited", "at most 3 sessions per user".into())
+        );
+    }
+}
