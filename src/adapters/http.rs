@@ -26,7 +26,7 @@ use super::ws::Mailbox;
 use super::ws::session::{self, PendingSession, SessionEnv};
 use super::ws::socket;
 use crate::domain::error::LoginError;
-use crate::domain::service::{Caller, ChatService, SignedIn};
+use crate::domain::service::{Caller, SignedIn, UseCases};
 use crate::domain::{PageLimit, Password, SessionId, Username};
 
 /// Largest HTTP request body and WebSocket frame, in bytes.
@@ -85,8 +85,8 @@ pub enum Listener {
 pub type AuthLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 
 impl HttpState {
-    fn service(&self) -> &ChatService {
-        &self.sessions.service
+    fn service(&self) -> &dyn UseCases {
+        &*self.sessions.service
     }
 
     fn metrics(&self) -> &Metrics {

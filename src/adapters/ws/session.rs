@@ -48,7 +48,7 @@ use crate::adapters::wire::{
     self, ConversationDto, ConversationsContent, HistoryContent, Inbound, MAX_REPLY_BYTES,
     MessageContent, MessageDto, PresenceDto, Request, RoomsContent, UserDto,
 };
-use crate::domain::service::{Caller, ChatService, Draft};
+use crate::domain::service::{Caller, Draft, UseCases};
 use crate::domain::{ConversationSummary, Event, Message, Timestamp};
 
 /// How sessions behave; one copy shared by all.
@@ -69,7 +69,7 @@ pub struct WsSettings {
 /// What every session needs from the rest of the server.
 pub struct SessionEnv {
     /// The use cases.
-    pub service: Arc<ChatService>,
+    pub service: Arc<dyn UseCases>,
     /// Where this session registers to receive events.
     pub registry: Arc<SessionRegistry>,
     /// Counters.
