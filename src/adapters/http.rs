@@ -18,14 +18,16 @@ use tracing::{error, warn};
 
 use super::edge::forwarded::client_key;
 use super::edge::{LogLimiter, LoginThrottle, Slot, TrustedProxies};
+use super::failure::ChatError;
 use super::metrics::Metrics;
 use super::web;
 use super::wire::{self, ErrorDto, UserDto};
 use super::ws::Mailbox;
 use super::ws::session::{self, PendingSession, SessionEnv};
 use super::ws::socket;
-use crate::domain::service::{Caller, ChatService, SignedIn};
-use crate::domain::{ChatError, SessionId};
+use crate::domain::error::LoginError;
+use crate::domain::service::{Caller, SignedIn, UseCases};
+use crate::domain::{PageLimit, Password, SessionId, Username};
 
 /// Largest HTTP request body and WebSocket frame, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -83,8 +85,8 @@ pub enum Listener {
 pub type AuthLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 
 impl HttpState {
-    fn service(&self) -> &ChatService {
-        &self.sessions.service
+    fn service(&self) -> &dyn UseCases {
+        &*self.sessions.service
     }
 
     fn metrics(&self) -> &Metrics {
@@ -268,12 +270,17 @@ async fn route(
     match path.as_str() {
         "/api/v1/register" => {
             let (username, password) = credentials(req, state.request_timeout).await?;
-            let signed = state.service().register(&username, &password).await?;
+            let username = Username::parse(&username).map_err(ChatError::from)?;
+            let password = Password::parse(&password).map_err(ChatError::from)?;
+            let service = state.service();
+            let signed = service.register(username, password).await;
+            let signed = signed.map_err(ChatError::from)?;
             Ok(signed_in(StatusCode::CREATED, &signed))
         }
         "/api/v1/login" => login(state, client, req).await,
         "/api/v1/me" => {
-            let auth = state.service().authenticate(bearer(&req)).await?;
+            let auth = state.service().authenticate(bearer(&req)).await;
+            let auth = auth.map_err(ChatError::from)?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "user": UserDto::from(&auth.user) }),
@@ -331,10 +338,10 @@ async fn login(
             Ok(signed_in(StatusCode::OK, &signed))
         }
         Err(e) => {
-            if matches!(e, ChatError::Unauthorized(_)) {
+            if matches!(e, LoginError::InvalidCredentials) {
                 attempt.failed(Instant::now());
             }
-            Err(e.into())
+            Err(ChatError::from(e).into())
         }
     }
 }
@@ -499,7 +506,8 @@ fn credentials_in(body: &Map<String, Value>) -> Result<(String, String), ApiErro
 }
 
 async fn users(state: &HttpState, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
-    let auth = state.service().authenticate(bearer(req)).await?;
+    let auth = state.service().authenticate(bearer(req)).await;
+    let auth = auth.map_err(ChatError::from)?;
     let prefix = query_param(req, "prefix").unwrap_or_default();
     let limit = match query_param(req, "limit") {
         None => None,
@@ -508,10 +516,12 @@ async fn users(state: &HttpState, req: &Request<Incoming>) -> Result<HttpRespons
                 .ok_or_else(|| ApiError::bad_request("limit must be a positive integer"))?,
         ),
     };
+    let limit = PageLimit::parse(limit).map_err(ChatError::bad_request)?;
     let found = state
         .service()
         .find_users(&auth.user.id, &prefix, limit)
-        .await?;
+        .await
+        .map_err(ChatError::from)?;
     let users: Vec<Value> = found
         .iter()
         .map(|(u, online)| json!({ "id": u.id.as_str(), "username": u.username.as_str(), "online": online }))
@@ -536,7 +546,8 @@ async fn upgrade(
     let token = bearer(&req)
         .map(str::to_owned)
         .or_else(|| query_param(&req, "access_token"));
-    let auth = state.service().authenticate(token.as_deref()).await?;
+    let auth = state.service().authenticate(token.as_deref()).await;
+    let auth = auth.map_err(ChatError::from)?;
     if !hyper_tungstenite::is_upgrade_request(&req) {
         let mut res = error_response(&ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
@@ -564,7 +575,8 @@ async fn upgrade(
     };
     let (response, websocket) = socket::upgrade(&mut req, state.ws_config)
         .map_err(|_| ApiError::bad_request("invalid WebSocket handshake"))?;
-    state.service().open_session(&caller).await?;
+    let opened = state.service().open_session(&caller).await;
+    opened.map_err(ChatError::from)?;
 
     // The session keeps the connection's slot: it counts toward its
     // address's cap for as long as it lasts.

@@ -2,7 +2,8 @@
 //! or driving the core's ports.
 //!
 //! - `http` and `ws` are inbound: they parse requests, call the use cases
-//!   and render answers, through the one wire format in `wire`.
+//!   and render answers, through the one wire format in `wire`; `failure`
+//!   turns the core's use-case errors into the contract's codes and texts.
 //! - `ws::SessionRegistry` is also the outbound `Transport`.
 //! - `store` (diesel + SQLite), `auth` (argon2id + JWT), `presence` (in
 //!   memory) and `clock` implement the other ports.
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod edge;
+pub mod failure;
 #[cfg(test)]
 mod fuzzing;
 pub mod http;

@@ -24,12 +24,12 @@ use super::wire::MAX_REPLY_BYTES;
 use super::ws::alarms::Alarms;
 use super::ws::session::{SessionEnv, WsSettings};
 use super::ws::{Attach, SessionRegistry};
-use crate::domain::service::ChatService;
+use crate::domain::service::UseCases;
 
 /// The parts the server needs, built by the composition root.
 pub struct Wiring {
     /// The use cases.
-    pub service: Arc<ChatService>,
+    pub service: Arc<dyn UseCases>,
     /// The session registry (the same object the service uses as `Transport`).
     pub registry: Arc<SessionRegistry>,
     /// Counters.

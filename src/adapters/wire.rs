@@ -9,13 +9,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::adapters::failure::ChatError;
 use crate::domain::conversation::MAX_ROOM_NAME_CHARS;
 use crate::domain::event::MemberAction;
 use crate::domain::message::HistoryQuery;
+use crate::domain::page::PageLimit;
 use crate::domain::service::{Draft, MAX_PRESENCE_IDS, Recipient};
 use crate::domain::{
-    ActiveStatus, ChatError, ClientMsgId, ConversationId, ConversationKind, ConversationSummary,
-    Event, Message, MessageBody, MessageId, Presence, RoomName, Status, Timestamp, User, UserId,
+    ActiveStatus, ClientMsgId, ConversationId, ConversationKind, ConversationSummary, Event,
+    Message, MessageBody, MessageId, Presence, RoomName, Status, Timestamp, User, UserId,
     Visibility,
 };
 
@@ -386,7 +388,6 @@ pub fn error_code(e: &ChatError) -> (&'static str, String) {
         ChatError::NotFound(_) => "not_found",
         ChatError::Conflict(_) => "conflict",
         ChatError::RateLimited(_) => "rate_limited",
-        ChatError::Unavailable => "unavailable",
         ChatError::Internal(_) => "internal",
     };
     // Display of Internal is a fixed "internal error": the cause stays in logs.
@@ -437,7 +438,7 @@ pub enum Request {
     /// `getConnectedUsers`.
     GetConnectedUsers {
         /// Page size.
-        limit: Option<u64>,
+        limit: PageLimit,
     },
     /// `getPresence`.
     GetPresence {
@@ -482,7 +483,7 @@ pub enum Request {
         /// Continue after the page that ended here (a `nextCursor`).
         cursor: Option<ConversationId>,
         /// Page size.
-        limit: Option<u64>,
+        limit: PageLimit,
     },
     /// `editMessage`.
     EditMessage {
@@ -693,9 +694,7 @@ impl Request {
                     _ => return Err("active is required and must be a boolean".into()),
                 },
             },
-            "getConnectedUsers" => Self::GetConnectedUsers {
-                limit: f.opt_uint("limit")?,
-            },
+            "getConnectedUsers" => Self::GetConnectedUsers { limit: f.limit()? },
             "getPresence" => Self::GetPresence {
                 user_ids: f.id_list("userIds")?,
             },
@@ -742,7 +741,7 @@ impl Request {
                         return Err("prefix must be a string of at most 64 characters".into());
                     }
                 },
-                limit: f.opt_uint("limit")?,
+                limit: f.limit()?,
             },
             "editMessage" => Self::EditMessage {
                 conversation_id: f.conversation()?,
@@ -817,6 +816,10 @@ impl Fields<'_> {
                 .map(Some)
                 .ok_or_else(|| format!("{name} must be a non-negative integer")),
         }
+    }
+
+    fn limit(&self) -> Result<PageLimit, String> {
+        PageLimit::parse(self.opt_uint("limit")?).map_err(|e| e.to_string())
     }
 
     fn id_list(&self, name: &str) -> Result<Vec<UserId>, String> {

@@ -1,56 +1,174 @@
-//! The errors a use case can end in, one variant per answer a client can get.
-//! Adapters turn them into the contract's error codes; infrastructure
-//! failures arrive here opaque and leave as `internal` without detail.
+//! The ways a use case can fail: one enum per use case, or per family of
+//! use cases that fail in exactly the same ways, with a variant per business
+//! case and one opaque `Unknown` for whatever broke underneath. Variants
+//! carry data, not sentences: the adapters choose the wire code and the
+//! words a client reads (`crate::adapters::failure`).
 
-/// Why a use case failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ChatError {
-    /// The request breaks a rule; the message says which.
-    #[error("{0}")]
-    BadRequest(String),
-    /// Missing or wrong credentials or token.
-    #[error("{0}")]
-    Unauthorized(&'static str),
-    /// The caller may not do this (e.g. not a member).
-    #[error("{0}")]
-    Forbidden(&'static str),
-    /// The named thing does not exist.
-    #[error("{0}")]
-    NotFound(&'static str),
-    /// It exists already (e.g. a taken username).
-    #[error("{0}")]
-    Conflict(&'static str),
-    /// A limit was reached; trying later may work.
-    #[error("{0}")]
-    RateLimited(String),
-    /// A dependency (the store) is not answering.
-    #[error("service unavailable")]
-    Unavailable,
-    /// Something broke that the client cannot fix; the detail is for logs only.
-    #[error("internal error")]
-    Internal(#[source] anyhow::Error),
-}
-
-impl ChatError {
-    /// A bad request with the given explanation.
-    pub fn bad_request(message: impl std::fmt::Display) -> Self {
-        Self::BadRequest(message.to_string())
-    }
-}
-
-impl From<super::membership::Denied> for ChatError {
-    fn from(d: super::membership::Denied) -> Self {
-        ChatError::Forbidden(d.reason())
-    }
-}
+use super::membership::Denied;
 
 /// An infrastructure failure in a port adapter, opaque to the core.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct PortError(#[from] pub anyhow::Error);
 
-impl From<PortError> for ChatError {
-    fn from(e: PortError) -> Self {
-        ChatError::Internal(e.0)
+/// Why `register` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// Another user has the name, without regard to case.
+    #[error("username taken")]
+    Taken,
+    /// A port failed.
+    #[error(transparent)]
+    Unknown(#[from] PortError),
+}
+
+/// Why `login` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// No user has this name and password (which of the two is not said).
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// A port failed.
+    #[error(transparent)]
+    Unknown(#[from] PortError),
+}
+
+/// Why `authenticate` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthenticateError {
+    /// No token, or one that is malformed, expired or of a deleted user.
+    #[error("invalid token")]
+    InvalidToken,
+    /// A port failed.
+    #[error(transparent)]
+    Unknown(#[from] PortError),
+}
+
+/// Why `presence_of` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PresenceError {
+    /// More ids than one request may ask about.
+    #[error("more than {max} ids")]
+    TooManyIds {
+        /// The most one request may ask about.
+        max: usize,
+    },
+    /// A port failed.
+    #[error(transparent)]
+    Unknown(#[from] PortError),
+}
+
+/// Why a use case in one conversation failed: `history`, `mark_read`,
+/// `typing`, `join_room`, `leave_room`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConversationError {
+    /// No conversation has the id.
+    #[error("no such conversation")]
+    NoSuchConversation,
+    /// The membership rules refuse it.
+    #[error("refused: {0:?}")]
+    Refused(Denied),
+    /// A port failed.
+    #[error(transparent)]
+    Unknown(#[from] PortError),
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No conversation has the id.
+    #[error("no such conversation")]
+    NoSuchConversation,
+    /// No user has the id the message is addressed to.
+    #[error("no such user")]
+    NoSuchUser,
+    /// The membership or blocking rules refuse it.
+    #[error("refused: {0:?}")]
+    Refused(Denied),
+    /// A port failed, or the send was interrupted (a retry with its
+    /// clientMsgId tells whether it was stored).
+    #[error(transparent)]
+    Unknown(#[from] PortError),
+}
+
+/// Why `invite_to_room` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InviteError {
+    /// The membership or blocking rules refuse it.
+    #[error("refused: {0:?}")]
+    Refused(Denied),
+    /// No conversation has the id.
+    #[error("no such conversation")]
+    NoSuchConversation,
+    /// No user has the invitee's id.
+    #[error("no such user")]
+    NoSuchUser,
+    /// A port failed.
+    #[error(transparent)]
+    Unknown(#[from] PortError),
+}
+
+/// Why `edit_message` or `delete_message` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeMessageError {
+    /// No conversation has the id.
+    #[error("no such conversation")]
+    NoSuchConversation,
+    /// The conversation has no message with the id.
+    #[error("no such message")]
+    NoSuchMessage,
+    /// The membership rules refuse it (not a member, not the sender).
+    #[error("refused: {0:?}")]
+    Refused(Denied),
+    /// The message is deleted and cannot be edited (deleting it again is
+    /// not an error).
+    #[error("message deleted")]
+    Deleted,
+    /// A port failed.
+    #[error(transparent)]
+    Unknown(#[from] PortError),
+}
+
+/// Why `block_user` or `unblock_user` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// The caller named themself.
+    #[error("self block")]
+    Yourself,
+    /// No user has the id.
+    #[error("no such user")]
+    NoSuchUser,
+    /// A port failed.
+    #[error(transparent)]
+    Unknown(#[from] PortError),
+}
+
+/// The refusals and failures of a use case that begins as a conversation
+/// use case does (`allowed`, `member_of`), in its own error type.
+macro_rules! from_conversation {
+    ($($error:ident),+) => {$(
+        impl From<Denied> for $error {
+            fn from(d: Denied) -> Self {
+                Self::Refused(d)
+            }
+        }
+
+        impl From<ConversationError> for $error {
+            fn from(e: ConversationError) -> Self {
+                match e {
+                    ConversationError::NoSuchConversation => Self::NoSuchConversation,
+                    ConversationError::Refused(d) => Self::Refused(d),
+                    ConversationError::Unknown(e) => Self::Unknown(e),
+                }
+            }
+        }
+    )+};
+}
+
+from_conversation!(InviteError, ChangeMessageError);
+
+impl From<Denied> for ConversationError {
+    fn from(d: Denied) -> Self {
+        Self::Refused(d)
     }
 }

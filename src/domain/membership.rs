@@ -5,6 +5,7 @@
 //! the creator of a room no extra powers. Former members and strangers are
 //! both non-members.
 
+use super::blocking;
 use super::conversation::{ConversationKind, Visibility};
 
 /// Something a caller asks to do in an existing conversation.
@@ -12,8 +13,12 @@ use super::conversation::{ConversationKind, Visibility};
 pub enum Action {
     /// getHistory.
     ReadHistory,
-    /// sendMessage.
-    Send,
+    /// sendMessage and sendPrivateMessage; `blocked_by_a_member` when a
+    /// member of the conversation blocks the sender.
+    Send {
+        /// A member blocks the sender.
+        blocked_by_a_member: bool,
+    },
     /// markRead.
     MarkRead,
     /// typing.
@@ -45,7 +50,7 @@ pub enum Allowed {
     AlreadyDone,
 }
 
-/// Why an action is refused; every variant is `forbidden` on the wire.
+/// Why an action is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
     /// Only members may do this.
@@ -60,19 +65,6 @@ pub enum Denied {
     Blocked,
 }
 
-impl Denied {
-    /// The explanation a client sees.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::NotMember => "not a member of this conversation",
-            Self::PrivateRoom => "this room is private; ask a member for an invitation",
-            Self::NotARoom => "this is a direct conversation, not a room",
-            Self::NotSender => "only the sender may change a message",
-            Self::Blocked => "this user does not accept this from you",
-        }
-    }
-}
-
 /// Decides whether a caller with the given standing may take `action`.
 ///
 /// # Errors
@@ -82,19 +74,57 @@ pub fn authorize(
     is_member: bool,
     action: Action,
 ) -> Result<Allowed, Denied> {
-    let room_visibility = match kind {
+    let room = match kind {
         ConversationKind::Room { visibility, .. } => Some(*visibility),
         ConversationKind::Direct => None,
     };
+    decide(room, is_member, action)
+}
+
+/// The decision on a send, from what a store reads inside the transaction
+/// that stores the message (where membership and blocks cannot change
+/// under it): [`authorize`] with [`Action::Send`]. A store applies this
+/// rule rather than one of its own.
+///
+/// # Errors
+/// [`Denied::NotMember`] or [`Denied::Blocked`].
+pub fn authorize_send(
+    direct: bool,
+    is_member: bool,
+    blocked_by_a_member: bool,
+) -> Result<(), Denied> {
+    // A room's visibility does not bear on a send.
+    let room = (!direct).then_some(Visibility::Public);
+    decide(
+        room,
+        is_member,
+        Action::Send {
+            blocked_by_a_member,
+        },
+    )
+    .map(drop)
+}
+
+/// The rules, over a room's visibility (`None` for a direct conversation).
+fn decide(room: Option<Visibility>, is_member: bool, action: Action) -> Result<Allowed, Denied> {
     match action {
-        Action::Join => match (room_visibility, is_member) {
+        Action::Join => match (room, is_member) {
             (None, _) => Err(Denied::NotARoom),
             (Some(_), true) => Ok(Allowed::AlreadyDone),
             (Some(Visibility::Public), false) => Ok(Allowed::Proceed),
             (Some(Visibility::Private), false) => Err(Denied::PrivateRoom),
         },
         _ if !is_member => Err(Denied::NotMember),
-        Action::Invite | Action::Leave if room_visibility.is_none() => Err(Denied::NotARoom),
+        Action::Send {
+            blocked_by_a_member,
+        } => {
+            if blocking::may_send(room.is_none(), blocked_by_a_member) {
+                Ok(Allowed::Proceed)
+            } else {
+                Err(Denied::Blocked)
+            }
+        }
+        Action::Invite | Action::Leave if room.is_none() => Err(Denied::NotARoom),
         Action::Edit { own: false } | Action::Delete { own: false } => Err(Denied::NotSender),
         _ => Ok(Allowed::Proceed),
     }
@@ -107,12 +137,13 @@ pub fn listed(visibility: Visibility, is_member: bool) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// The roles a caller can have; the first three are members.
-    #[derive(Debug, Clone, Copy)]
-    enum Role {
+    /// The standings a caller can have in a conversation; the first three
+    /// are members.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Role {
         Owner,
         Member,
         Invited,
@@ -120,7 +151,7 @@ mod tests {
         Stranger,
     }
 
-    const ROLES: [Role; 5] = [
+    pub(crate) const ROLES: [Role; 5] = [
         Role::Owner,
         Role::Member,
         Role::Invited,
@@ -128,8 +159,11 @@ mod tests {
         Role::Stranger,
     ];
 
-    fn is_member(role: Role) -> bool {
-        matches!(role, Role::Owner | Role::Member | Role::Invited)
+    impl Role {
+        /// Whether a caller with this role is a member.
+        pub(crate) fn is_member(self) -> bool {
+            matches!(self, Role::Owner | Role::Member | Role::Invited)
+        }
     }
 
     fn room(visibility: Visibility) -> ConversationKind {
@@ -141,7 +175,9 @@ mod tests {
 
     const MEMBER_ONLY: [Action; 6] = [
         Action::ReadHistory,
-        Action::Send,
+        Action::Send {
+            blocked_by_a_member: false,
+        },
         Action::MarkRead,
         Action::Typing,
         Action::Edit { own: true },
@@ -157,8 +193,8 @@ mod tests {
         ] {
             for role in ROLES {
                 for action in MEMBER_ONLY {
-                    let got = authorize(&kind, is_member(role), action);
-                    let want = if is_member(role) {
+                    let got = authorize(&kind, role.is_member(), action);
+                    let want = if role.is_member() {
                         Ok(Allowed::Proceed)
                     } else {
                         Err(Denied::NotMember)
@@ -178,8 +214,8 @@ mod tests {
         ] {
             for role in ROLES {
                 for action in [Action::Edit { own: false }, Action::Delete { own: false }] {
-                    let got = authorize(&kind, is_member(role), action);
-                    let want = if is_member(role) {
+                    let got = authorize(&kind, role.is_member(), action);
+                    let want = if role.is_member() {
                         Denied::NotSender
                     } else {
                         Denied::NotMember
@@ -193,8 +229,8 @@ mod tests {
     #[test]
     fn anyone_may_join_a_public_room_and_members_joining_again_change_nothing() {
         for role in ROLES {
-            let got = authorize(&room(Visibility::Public), is_member(role), Action::Join);
-            let want = if is_member(role) {
+            let got = authorize(&room(Visibility::Public), role.is_member(), Action::Join);
+            let want = if role.is_member() {
                 Allowed::AlreadyDone
             } else {
                 Allowed::Proceed
@@ -206,8 +242,8 @@ mod tests {
     #[test]
     fn a_private_room_cannot_be_joined_by_former_members_or_strangers() {
         for role in ROLES {
-            let got = authorize(&room(Visibility::Private), is_member(role), Action::Join);
-            let want = if is_member(role) {
+            let got = authorize(&room(Visibility::Private), role.is_member(), Action::Join);
+            let want = if role.is_member() {
                 Ok(Allowed::AlreadyDone)
             } else {
                 Err(Denied::PrivateRoom)
@@ -221,8 +257,8 @@ mod tests {
         for visibility in [Visibility::Public, Visibility::Private] {
             for role in ROLES {
                 for action in [Action::Invite, Action::Leave] {
-                    let got = authorize(&room(visibility), is_member(role), action);
-                    let want = if is_member(role) {
+                    let got = authorize(&room(visibility), role.is_member(), action);
+                    let want = if role.is_member() {
                         Ok(Allowed::Proceed)
                     } else {
                         Err(Denied::NotMember)
@@ -237,8 +273,8 @@ mod tests {
     fn nobody_joins_invites_to_or_leaves_a_direct_conversation() {
         for role in ROLES {
             for action in [Action::Join, Action::Invite, Action::Leave] {
-                let got = authorize(&ConversationKind::Direct, is_member(role), action);
-                let want = if is_member(role) || action == Action::Join {
+                let got = authorize(&ConversationKind::Direct, role.is_member(), action);
+                let want = if role.is_member() || action == Action::Join {
                     Denied::NotARoom
                 } else {
                     Denied::NotMember
@@ -251,12 +287,47 @@ mod tests {
     #[test]
     fn private_rooms_are_listed_for_their_members_only() {
         for role in ROLES {
-            assert!(listed(Visibility::Public, is_member(role)), "{role:?}");
+            assert!(listed(Visibility::Public, role.is_member()), "{role:?}");
             assert_eq!(
-                listed(Visibility::Private, is_member(role)),
-                is_member(role),
+                listed(Visibility::Private, role.is_member()),
+                role.is_member(),
                 "{role:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_member_blocking_the_sender_closes_a_direct_conversation_but_no_room() {
+        let blocked = Action::Send {
+            blocked_by_a_member: true,
+        };
+        let direct = ConversationKind::Direct;
+        assert_eq!(authorize(&direct, true, blocked), Err(Denied::Blocked));
+        assert_eq!(authorize(&direct, false, blocked), Err(Denied::NotMember));
+        for visibility in [Visibility::Public, Visibility::Private] {
+            let got = authorize(&room(visibility), true, blocked);
+            assert_eq!(got, Ok(Allowed::Proceed), "{visibility:?}");
+        }
+    }
+
+    #[test]
+    fn a_store_deciding_a_send_decides_as_authorize() {
+        for direct in [true, false] {
+            for is_member in [true, false] {
+                for blocked_by_a_member in [true, false] {
+                    let kind = if direct {
+                        ConversationKind::Direct
+                    } else {
+                        room(Visibility::Private)
+                    };
+                    let send = Action::Send {
+                        blocked_by_a_member,
+                    };
+                    let want = authorize(&kind, is_member, send).map(drop);
+                    let got = authorize_send(direct, is_member, blocked_by_a_member);
+                    assert_eq!(got, want, "{direct} {is_member} {blocked_by_a_member}");
+                }
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Messages: the body rules, the stored message, and history paging.
 
 use super::ids::{ConversationId, MessageId, UserId};
+use super::page::{InvalidLimit, PageLimit};
 use super::time::Timestamp;
 use super::user::{User, Username};
 
@@ -176,23 +177,15 @@ impl HistoryQuery {
         after_seq: Option<u64>,
         limit: Option<u64>,
     ) -> Result<Self, InvalidLimit> {
-        let limit = match limit {
-            None => DEFAULT_HISTORY_LIMIT,
-            Some(0) => return Err(InvalidLimit),
-            Some(n) => n.min(u64::from(MAX_HISTORY_LIMIT)) as u32,
-        };
+        let max = MAX_HISTORY_LIMIT as usize;
+        let limit = PageLimit::parse(limit)?.within(DEFAULT_HISTORY_LIMIT as usize, max);
         Ok(Self {
             before_seq,
             after_seq,
-            limit,
+            limit: limit as u32,
         })
     }
 }
-
-/// A `limit` below 1.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("limit must be a positive integer")]
-pub struct InvalidLimit;
 
 /// One page of history, oldest message first.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

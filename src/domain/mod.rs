@@ -12,6 +12,7 @@ pub mod event;
 pub mod ids;
 pub mod membership;
 pub mod message;
+pub mod page;
 pub mod ports;
 pub mod positions;
 pub mod presence;
@@ -24,10 +25,10 @@ pub use conversation::{
     Conversation, ConversationKind, ConversationSummary, Membership, RoomName, RoomsPage,
     Visibility,
 };
-pub use error::ChatError;
 pub use event::Event;
 pub use ids::{ConversationId, MessageId, SessionId, UserId};
 pub use message::{ClientMsgId, HistoryPage, HistoryQuery, Message, MessageBody};
+pub use page::PageLimit;
 pub use presence::{ActiveStatus, Presence, Status};
 pub use time::Timestamp;
 pub use user::{Password, User, Username};

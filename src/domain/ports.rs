@@ -13,6 +13,7 @@ use super::conversation::{Conversation, ConversationSummary, Membership, RoomNam
 use super::error::PortError;
 use super::event::Event;
 use super::ids::{ConversationId, MessageId, SessionId, UserId};
+use super::membership::Denied;
 use super::message::{
     AppendOutcome, HistoryPage, HistoryQuery, Message, MessageChange, NewMessage,
 };
@@ -42,12 +43,23 @@ pub enum AppendError {
     #[error("not a member of this conversation")]
     NotMember,
     /// It is a direct conversation whose other member blocks the sender
-    /// ([`super::blocking::may_send`]).
+    /// ([`super::membership::authorize_send`]).
     #[error("the other member blocks the sender")]
     Blocked,
     /// The store failed.
     #[error(transparent)]
     Unknown(#[from] PortError),
+}
+
+impl From<Denied> for AppendError {
+    /// A refusal of [`super::membership::authorize_send`], which refuses
+    /// only these two ways, as the store reports it.
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::Blocked => Self::Blocked,
+            _ => Self::NotMember,
+        }
+    }
 }
 
 /// Why a session could not be registered.
@@ -119,6 +131,13 @@ pub trait MessageStore: Send + Sync {
     /// Succeeds only when the store answers queries.
     async fn ping(&self) -> Result<(), PortError>;
 
+    /// Whether `conversation` exists and whether `user` is in it.
+    async fn access(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+    ) -> Result<Access, PortError>;
+
     /// The one direct conversation between `a` and `b` (who may be the same
     /// user), created with both as members if it does not exist yet. MUST
     /// return the same id for (a, b) and (b, a), even when both race.
@@ -129,13 +148,6 @@ pub trait MessageStore: Send + Sync {
         now: Timestamp,
     ) -> Result<ConversationId, PortError>;
 
-    /// Whether `conversation` exists and whether `user` is in it.
-    async fn access(
-        &self,
-        conversation: &ConversationId,
-        user: &UserId,
-    ) -> Result<Access, PortError>;
-
     /// Every member of the conversation.
     async fn member_ids(&self, conversation: &ConversationId) -> Result<Vec<UserId>, PortError>;
 
@@ -145,10 +157,11 @@ pub trait MessageStore: Send + Sync {
     /// conversation: it returns [`AppendOutcome::Duplicate`] with the original.
     ///
     /// # Errors
-    /// [`AppendError::NoSuchConversation`], [`AppendError::NotMember`] or
-    /// [`AppendError::Blocked`] (as [`super::blocking::may_send`] decides,
-    /// from the blocks stored through [`BlockStore`]), checked inside the
-    /// same transaction.
+    /// [`AppendError::NoSuchConversation`], or [`AppendError::NotMember`]
+    /// or [`AppendError::Blocked`] as [`super::membership::authorize_send`]
+    /// decides (the store supplies the facts, from the members and the
+    /// blocks stored through [`BlockStore`], and decides nothing itself),
+    /// checked inside the same transaction.
     async fn append(&self, message: NewMessage) -> Result<AppendOutcome, AppendError>;
 
     /// Appends several messages in order, each exactly as [`Self::append`]
@@ -227,8 +240,9 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<Option<ConversationSummary>, PortError>;
 
     /// Up to `limit` rooms whose name starts with `prefix` ignoring case,
-    /// ordered by name (its case-folded form, then id): every public room,
-    /// and the private rooms `viewer` is in; each as `viewer` sees it.
+    /// ordered by name (its case-folded form, then id): the rooms that
+    /// [`super::membership::listed`] shows `viewer` (every public room, and
+    /// the private rooms `viewer` is in), each as `viewer` sees it.
     /// With `after`, only the rooms that come after that room in this
     /// order; an `after` that names no room is ignored.
     async fn list_rooms(

@@ -22,9 +22,10 @@ impl Delivery {
     }
 }
 
-/// `message`, `messageUpdated` and `receipt`: every session of every member,
-/// the actor's other sessions included, except the session that acted (it
-/// gets the ack instead).
+/// `message`, `messageUpdated`, `receipt` and `member`: every session of
+/// every member (for `member`, the one who left too), the actor's other
+/// sessions included, except the session that acted (it gets the ack, and
+/// the event after it where it must hear of it).
 pub fn to_members_but_actor_session(members: Vec<UserId>, actor: &SessionId) -> Delivery {
     Delivery {
         users: members,
@@ -36,15 +37,6 @@ pub fn to_members_but_actor_session(members: Vec<UserId>, actor: &SessionId) -> 
 /// already know.
 pub fn to_other_members(mut members: Vec<UserId>, actor: &UserId) -> Delivery {
     members.retain(|m| m != actor);
-    Delivery {
-        users: members,
-        except: None,
-    }
-}
-
-/// `member`: every session of every member, the one joining or invited
-/// included, and the one leaving too (it must learn its other devices left).
-pub fn to_all_members(members: Vec<UserId>) -> Delivery {
     Delivery {
         users: members,
         except: None,
@@ -93,13 +85,6 @@ mod tests {
     #[test]
     fn typing_to_oneself_reaches_nobody() {
         assert!(to_other_members(ids(&["ann"]), &UserId::new("ann")).is_empty());
-    }
-
-    #[test]
-    fn member_events_reach_everyone_including_the_subject() {
-        let d = to_all_members(ids(&["ann", "bob"]));
-        assert_eq!(d.users, ids(&["ann", "bob"]));
-        assert_eq!(d.except, None);
     }
 
     #[test]

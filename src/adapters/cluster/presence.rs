@@ -17,7 +17,7 @@ use tracing::warn;
 use crate::domain::error::PortError;
 use crate::domain::ports::PresenceRegistry;
 use crate::domain::service::{Caller, ChatService};
-use crate::domain::{ChatError, SessionId, User};
+use crate::domain::{SessionId, User};
 
 /// Expired entries handled per reaper batch.
 const REAP_BATCH: usize = 1000;
@@ -105,7 +105,7 @@ pub(super) async fn run_tasks<P, F, Fut>(presence: Arc<P>, reaped: Counter, mut 
 where
     P: SharedPresence + ?Sized,
     F: FnMut(Caller) -> Fut,
-    Fut: Future<Output = Result<(), ChatError>>,
+    Fut: Future<Output = Result<(), PortError>>,
 {
     let mut claimed = claim(&presence, &mut close).await;
     let mut heartbeat = tokio::time::interval(presence.heartbeat_every());
@@ -151,7 +151,7 @@ async fn claim<P, F, Fut>(presence: &Arc<P>, close: &mut F) -> bool
 where
     P: SharedPresence + ?Sized,
     F: FnMut(Caller) -> Fut,
-    Fut: Future<Output = Result<(), ChatError>>,
+    Fut: Future<Output = Result<(), PortError>>,
 {
     match presence.claim_node().await {
         Ok(left) => {
@@ -176,7 +176,7 @@ pub(super) async fn reap<P, F, Fut>(presence: &Arc<P>, reaped: &Counter, close: 
 where
     P: SharedPresence + ?Sized,
     F: FnMut(Caller) -> Fut,
-    Fut: Future<Output = Result<(), ChatError>>,
+    Fut: Future<Output = Result<(), PortError>>,
 {
     let mut done = 0;
     for _ in 0..REAP_BATCHES_PER_TICK {

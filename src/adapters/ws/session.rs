@@ -42,13 +42,14 @@ use super::registry::{
     SLOW_CONSUMER, SessionHandle, SessionRegistry, TOKEN_EXPIRED, TOO_LARGE, cost,
 };
 use super::socket::{Upgrade, WsStream};
+use crate::adapters::failure::ChatError;
 use crate::adapters::metrics::{CloseLabel, Metrics};
 use crate::adapters::wire::{
     self, ConversationDto, ConversationsContent, HistoryContent, Inbound, MAX_REPLY_BYTES,
     MessageContent, MessageDto, PresenceDto, Request, RoomsContent, UserDto,
 };
-use crate::domain::service::{Caller, ChatService, Draft};
-use crate::domain::{ChatError, ConversationSummary, Event, Message, Timestamp};
+use crate::domain::service::{Caller, Draft, UseCases};
+use crate::domain::{ConversationSummary, Event, Message, Timestamp};
 
 /// How sessions behave; one copy shared by all.
 #[derive(Debug, Clone)]
@@ -68,7 +69,7 @@ pub struct WsSettings {
 /// What every session needs from the rest of the server.
 pub struct SessionEnv {
     /// The use cases.
-    pub service: Arc<ChatService>,
+    pub service: Arc<dyn UseCases>,
     /// This process's sessions.
     pub registry: Arc<SessionRegistry>,
     /// Counters.
@@ -722,7 +723,7 @@ impl Session<'_> {
             let id = id.as_deref();
             answers[at] = Some(match result {
                 Ok(message) => (self.sent(id, &message), None),
-                Err(e) => (self.failed(id, &e), None),
+                Err(e) => (self.failed(id, &e.into()), None),
             });
         }
     }

@@ -12,7 +12,6 @@ use redis::AsyncCommands;
 use super::test_redis::{self, TestRedis};
 use super::*;
 use crate::adapters::cluster::presence::{REAP_EVERY, reap, run_tasks};
-use crate::domain::ChatError;
 use crate::domain::service::Caller;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -660,20 +659,14 @@ async fn a_failed_reaper_close_is_counted_and_retried_later() {
     .await;
 
     let reaped = Counter::default();
-    let mut failing = |_: Caller| async { Err(ChatError::Unavailable) };
+    let mut failing = |_: Caller| async { Err(PortError(anyhow::anyhow!("unavailable"))) };
     assert_eq!(reap(&p, &reaped, &mut failing).await, 0);
     assert_eq!((p.reap_failures(), reaped.get()), (1, 0));
 
     let closer = p.clone();
     let mut closing = move |c: Caller| {
         let closer = closer.clone();
-        async move {
-            closer
-                .close(&c.user.id, &c.session)
-                .await
-                .map(|_| ())
-                .map_err(Into::into)
-        }
+        async move { closer.close(&c.user.id, &c.session).await.map(|_| ()) }
     };
     assert_eq!(reap(&p, &reaped, &mut closing).await, 1);
     assert_eq!(reaped.get(), 1);

@@ -2,22 +2,24 @@
 //! rules are in [`crate::domain::blocking`], and the other use cases apply
 //! them where presence shows and where messages and invitations go.
 
-use super::{
-    Caller, ChatError, ChatService, Event, Presence, Status, User, UserId, blocking, routing,
-};
+use super::{Caller, ChatService};
+use crate::domain::blocking;
+use crate::domain::error::{BlockError, PortError};
+use crate::domain::event::Event;
+use crate::domain::ids::UserId;
+use crate::domain::presence::{Presence, Status};
+use crate::domain::routing;
+use crate::domain::user::User;
 
 impl ChatService {
-    // ------------------------------------------------------------ blocks
-
     /// Blocks a user (blocking them again changes nothing). When they share
     /// a conversation with the caller, their sessions hear the caller went
     /// offline, as the caller is to them from now on.
     ///
     /// # Errors
-    /// `BadRequest` for the caller themself, `NotFound` for an unknown user.
-    pub async fn block_user(&self, caller: &Caller, target: &UserId) -> Result<(), ChatError> {
-        blocking::may_block(&caller.user.id, target).map_err(ChatError::bad_request)?;
-        let target = self.existing_user(target).await?;
+    /// [`BlockError`]: the caller themself, or no such user.
+    pub async fn block_user(&self, caller: &Caller, target: &UserId) -> Result<(), BlockError> {
+        let target = self.block_target(caller, target).await?;
         let added = self
             .ports
             .blocks
@@ -40,10 +42,9 @@ impl ChatService {
     /// caller's presence again.
     ///
     /// # Errors
-    /// `BadRequest` for the caller themself, `NotFound` for an unknown user.
-    pub async fn unblock_user(&self, caller: &Caller, target: &UserId) -> Result<(), ChatError> {
-        blocking::may_block(&caller.user.id, target).map_err(ChatError::bad_request)?;
-        let target = self.existing_user(target).await?;
+    /// [`BlockError`]: the caller themself, or no such user.
+    pub async fn unblock_user(&self, caller: &Caller, target: &UserId) -> Result<(), BlockError> {
+        let target = self.block_target(caller, target).await?;
         let removed = self
             .ports
             .blocks
@@ -61,13 +62,20 @@ impl ChatService {
         Ok(())
     }
 
+    /// The user `target` names, if the caller may block or unblock them.
+    async fn block_target(&self, caller: &Caller, target: &UserId) -> Result<User, BlockError> {
+        blocking::may_block(&caller.user.id, target).map_err(|_| BlockError::Yourself)?;
+        let target = self.ports.users.user(target).await?;
+        target.ok_or(BlockError::NoSuchUser)
+    }
+
     /// The users the caller blocks, the earliest blocked first.
-    pub async fn blocked_users(&self, caller: &Caller) -> Result<Vec<User>, ChatError> {
-        Ok(self.ports.blocks.blocked_by(&caller.user.id).await?)
+    pub async fn blocked_users(&self, caller: &Caller) -> Result<Vec<User>, PortError> {
+        self.ports.blocks.blocked_by(&caller.user.id).await
     }
 
     /// The ids of the users `user` blocks.
-    pub(super) async fn blocked_ids(&self, user: &UserId) -> Result<Vec<UserId>, ChatError> {
+    pub(super) async fn blocked_ids(&self, user: &UserId) -> Result<Vec<UserId>, PortError> {
         let blocked = self.ports.blocks.blocked_by(user).await?;
         Ok(blocked.into_iter().map(|u| u.id).collect())
     }
@@ -79,7 +87,7 @@ impl ChatService {
         subject: &UserId,
         contact: UserId,
         presence: Presence,
-    ) -> Result<(), ChatError> {
+    ) -> Result<(), PortError> {
         let contacts = self.ports.messages.contacts(subject).await?;
         if contacts.contains(&contact) {
             let delivery = routing::to_contacts(vec![contact], subject, &[]);
