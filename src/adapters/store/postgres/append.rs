@@ -11,7 +11,7 @@ use super::text;
 use crate::adapters::store::common::seq;
 use crate::adapters::store::queries::{ConversationQueries, MessageQueries};
 use crate::adapters::store::schema::{conversations, messages};
-use crate::domain::blocking;
+use crate::domain::membership;
 use crate::domain::error::PortError;
 use crate::domain::message::{AppendOutcome, NewMessage};
 use crate::domain::ports::AppendError;
@@ -94,12 +94,9 @@ pub(super) fn append(
             .optional()?
             .ok_or(Abort::Failed(AppendError::NoSuchConversation))?;
         let members = conn.member_ids(&conv)?;
-        if !members.iter().any(|m| m.as_str() == sender) {
-            return Err(Abort::Failed(AppendError::NotMember));
-        }
-        if !blocking::may_send(direct, blocked) {
-            return Err(Abort::Failed(AppendError::Blocked));
-        }
+        let is_member = members.iter().any(|m| m.as_str() == sender);
+        membership::authorize_send(direct, is_member, blocked)
+            .map_err(|denied| Abort::Failed(denied.into()))?;
         // A retry of a stored send conflicts on the clientMsgId index; the
         // lock guarantees the original is committed (or stored earlier in
         // this batch), so the conflict is seen here rather than as an error.

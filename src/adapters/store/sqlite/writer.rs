@@ -19,7 +19,7 @@ use crate::adapters::store::schema::{
     blocks, conversation_keys, conversations, members, user_keys,
 };
 use crate::adapters::store::statements::{BumpSeq, InsertMessage};
-use crate::domain::blocking;
+use crate::domain::membership;
 use crate::domain::conversation::direct_key;
 use crate::domain::error::PortError;
 use crate::domain::message::{AppendOutcome, NewMessage};
@@ -291,13 +291,12 @@ pub(super) fn append(w: &mut Writer, new: NewMessage) -> Result<AppendOutcome, A
     let conv = new.conversation_id.as_str();
     let sender = new.sender.id.as_str();
     let live = w.live(conv)?.ok_or(AppendError::NoSuchConversation)?;
-    let Ok(member) = live.members.binary_search(&new.sender.id) else {
-        return Err(AppendError::NotMember);
-    };
+    // The writer's cache supplies the facts; the core's rule decides.
+    let member = live.members.binary_search(&new.sender.id);
     let blocked = live.blocked.binary_search(&new.sender.id).is_ok();
-    if !blocking::may_send(live.direct, blocked) {
-        return Err(AppendError::Blocked);
-    }
+    membership::authorize_send(live.direct, member.is_ok(), blocked)?;
+    // Unreachable while the rule holds; a row needs the sender's key.
+    let member = member.map_err(|_| AppendError::NotMember)?;
     let (conversation, sender_key) = (live.key, live.member_keys[member]);
     let seq = live.last_seq + 1;
     let conn = &mut w.conn;
