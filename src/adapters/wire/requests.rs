@@ -31,14 +31,14 @@ pub enum Inbound {
 
 /// A request other than a send.
 ///
-/// A new request type takes, in this order (the compiler asks for 3):
-/// 1. a variant here, and a row in [`REQUESTS`] reading its content;
-/// 2. its use case in `domain::service` (and the store, if it keeps
+/// A new request type takes (docs/architecture.md works one through):
+/// 1. its row in docs/protocol.md;
+/// 2. a variant here, a row in [`REQUESTS`] reading its content, and a
+///    seed in `tests/fuzz/corpus/parse_frame/` (a test asks for one);
+/// 3. its use case in `domain::service` (and in the store, if it keeps
 ///    anything new);
-/// 3. its arm in `ws::session::dispatch`, which calls the use case and
-///    writes the ack;
-/// 4. its section in docs/protocol.md, and a seed in
-///    `tests/fuzz/corpus/parse_frame/` (a test asks for one).
+/// 4. its arm in `ws::session::dispatch`, which calls the use case and
+///    writes the ack (the compiler asks for this one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// `getHistory`.
