@@ -191,7 +191,7 @@ impl Session<'_> {
                 active,
             } => {
                 service.typing(caller, &conversation_id, active).await?;
-                wire::ack(id, json!({}))
+                empty_ack(id)
             }
             Request::CreateRoom { name, visibility } => {
                 conversation_ack(id, &service.create_room(caller, name, visibility).await?)
@@ -213,27 +213,13 @@ impl Session<'_> {
             }
             Request::LeaveRoom { conversation_id } => {
                 then = service.leave_room(caller, &conversation_id).await?.then;
-                wire::ack(id, json!({}))
+                empty_ack(id)
             }
             Request::ListRooms {
                 prefix,
                 cursor,
                 limit,
-            } => {
-                let page = service
-                    .list_rooms(caller, &prefix, cursor.as_ref(), limit)
-                    .await?;
-                let (rooms, has_more, next_cursor) =
-                    wire::conversation_page(&page.rooms, page.has_more);
-                wire::ack(
-                    id,
-                    RoomsContent {
-                        rooms,
-                        has_more,
-                        next_cursor,
-                    },
-                )
-            }
+            } => self.rooms(id, &prefix, cursor, limit).await?,
             Request::GetConnectedUsers { limit } => {
                 users_ack(id, &service.connected_users(caller, limit).await?)
             }
@@ -252,11 +238,11 @@ impl Session<'_> {
             }
             Request::BlockUser { user_id } => {
                 service.block_user(caller, &user_id).await?;
-                wire::ack(id, json!({}))
+                empty_ack(id)
             }
             Request::UnblockUser { user_id } => {
                 service.unblock_user(caller, &user_id).await?;
-                wire::ack(id, json!({}))
+                empty_ack(id)
             }
             Request::GetBlocked => users_ack(id, &service.blocked_users(caller).await?),
         };
@@ -290,6 +276,30 @@ impl Session<'_> {
         };
         let has_more = page.has_more || cut;
         Ok(wire::ack(id, HistoryContent { messages, has_more }))
+    }
+
+    /// `listRooms`: the page of rooms whose name starts with `prefix`.
+    async fn rooms(
+        &self,
+        id: Option<&str>,
+        prefix: &str,
+        cursor: Option<ConversationId>,
+        limit: Option<u64>,
+    ) -> Result<Utf8Bytes, ChatError> {
+        let page = self
+            .env
+            .service
+            .list_rooms(self.caller(), prefix, cursor.as_ref(), limit)
+            .await?;
+        let (rooms, has_more, next_cursor) = wire::conversation_page(&page.rooms, page.has_more);
+        Ok(wire::ack(
+            id,
+            RoomsContent {
+                rooms,
+                has_more,
+                next_cursor,
+            },
+        ))
     }
 
     /// `getConversations`: the page after `cursor`.
@@ -343,4 +353,9 @@ fn conversation_ack(id: Option<&str>, summary: &ConversationSummary) -> Utf8Byte
 fn users_ack(id: Option<&str>, users: &[User]) -> Utf8Bytes {
     let users: Vec<UserDto> = users.iter().map(Into::into).collect();
     wire::ack(id, json!({ "users": users }))
+}
+
+/// `{}`: the ack of requests that answer with nothing but their success.
+fn empty_ack(id: Option<&str>) -> Utf8Bytes {
+    wire::ack(id, json!({}))
 }
