@@ -33,7 +33,7 @@ pub enum Inbound {
 ///
 /// A new request type takes (docs/architecture.md works one through):
 /// 1. its row in docs/protocol.md;
-/// 2. a variant here, a row in [`REQUESTS`] reading its content, and a
+/// 2. a variant here, a row in `REQUESTS` (below) reading its content, and a
 ///    seed in `tests/fuzz/corpus/parse_frame/` (a test asks for one);
 /// 3. its use case in `domain::service` (and in the store, if it keeps
 ///    anything new);
