@@ -398,3 +398,12 @@ fn a_deleted_message_has_an_empty_body_on_the_wire() {
     assert_eq!(v["content"]["message"]["clientMsgId"], Value::Null);
     assert_eq!(v["content"]["message"]["editedAt"], Value::Null);
 }
+
+#[test]
+fn the_request_table_names_each_type_once() {
+    let mut types: Vec<&str> = super::requests::request_types().collect();
+    let listed = types.len();
+    types.sort_unstable();
+    types.dedup();
+    assert_eq!(types.len(), listed);
+}
