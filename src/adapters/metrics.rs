@@ -232,67 +232,69 @@ impl Default for Metrics {
             store: StoreMetrics::default(),
             registry: Registry::default(),
         };
-        registry.register("sessions", "Open WebSocket sessions", m.sessions.clone());
-        registry.register(
-            "connected_users",
-            "Users with at least one open session",
-            m.connected_users.clone(),
-        );
-        registry.register(
-            "sessions_opened",
-            "WebSocket sessions opened",
-            m.sessions_opened.clone(),
-        );
+        let gauges = [
+            ("sessions", "Open WebSocket sessions", &m.sessions),
+            (
+                "connected_users",
+                "Users with at least one open session",
+                &m.connected_users,
+            ),
+            (
+                "outbound_queued_bytes",
+                "Bytes waiting to be written across every WebSocket session",
+                &m.outbound_bytes,
+            ),
+            (
+                "connections_open",
+                "Open HTTP connections (WebSocket sessions are counted apart)",
+                &m.connections_open,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+        let counters = [
+            (
+                "sessions_opened",
+                "WebSocket sessions opened",
+                &m.sessions_opened,
+            ),
+            ("ws_requests", "WebSocket requests received", &m.requests),
+            (
+                "messages_acked",
+                "Send requests acknowledged after commit (idempotent retries included)",
+                &m.messages_acked,
+            ),
+            (
+                "events_queued",
+                "Event frames queued for sessions",
+                &m.events_queued,
+            ),
+            ("http_requests", "HTTP requests served", &m.http_requests),
+            (
+                "ws_write_failures",
+                "WebSocket writes that failed (the peer gone, or a frame refused)",
+                &m.write_failures,
+            ),
+            (
+                "logins_throttled",
+                "Logins refused while their account was locked by failed ones",
+                &m.logins_throttled,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
         registry.register(
             "sessions_closed_by_server",
             "Sessions closed by the server, by close code",
             m.sessions_closed.clone(),
         );
-        registry.register(
-            "ws_requests",
-            "WebSocket requests received",
-            m.requests.clone(),
-        );
         registry.register("errors", "Error replies by code", m.errors.clone());
-        registry.register(
-            "messages_acked",
-            "Send requests acknowledged after commit (idempotent retries included)",
-            m.messages_acked.clone(),
-        );
-        registry.register(
-            "events_queued",
-            "Event frames queued for sessions",
-            m.events_queued.clone(),
-        );
-        registry.register(
-            "http_requests",
-            "HTTP requests served",
-            m.http_requests.clone(),
-        );
-        registry.register(
-            "ws_write_failures",
-            "WebSocket writes that failed (the peer gone, or a frame refused)",
-            m.write_failures.clone(),
-        );
-        registry.register(
-            "outbound_queued_bytes",
-            "Bytes waiting to be written across every WebSocket session",
-            m.outbound_bytes.clone(),
-        );
-        registry.register(
-            "connections_open",
-            "Open HTTP connections (WebSocket sessions are counted apart)",
-            m.connections_open.clone(),
-        );
         registry.register(
             "connections_refused",
             "Connections closed as soon as accepted, by the cap they hit",
             m.connections_refused.clone(),
-        );
-        registry.register(
-            "logins_throttled",
-            "Logins refused while their account was locked by failed ones",
-            m.logins_throttled.clone(),
         );
         m.cluster.register(&mut registry);
         m.store.register(&mut registry);

@@ -26,10 +26,10 @@ use super::common::{all_failed, seq};
 use super::engine::{DieselStore, Engine, Tx};
 use super::queries::{Sql, shared_queries};
 use super::schema::{conversations, members};
-use crate::domain::positions::{Position, SeqIndex};
 use crate::domain::error::PortError;
 use crate::domain::message::{AppendOutcome, NewMessage};
 use crate::domain::ports::AppendError;
+use crate::domain::positions::{Position, SeqIndex};
 use crate::domain::{ConversationId, UserId};
 use append::{append, append_batch, lock_conversation};
 

@@ -6,33 +6,13 @@
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
+use super::requests::request_types;
 use super::{BadFrame, Inbound, MAX_REQUEST_ID_CHARS, error, parse_any, parse_frame, parse_send};
 use crate::adapters::fuzzing::{
     corpus, field_value, mutated_corpus, mutation, object_of, odd_string, with_raw_tokens,
 };
 
 const TARGET: &str = "parse_frame";
-
-/// Every request type of the contract.
-const TYPES: &[&str] = &[
-    "sendPrivateMessage",
-    "sendMessage",
-    "editMessage",
-    "deleteMessage",
-    "getHistory",
-    "getConversations",
-    "markRead",
-    "typing",
-    "createRoom",
-    "joinRoom",
-    "inviteToRoom",
-    "leaveRoom",
-    "listRooms",
-    "getConnectedUsers",
-    "getPresence",
-    "setStatus",
-    "ping",
-];
 
 /// Every field of every request's `content`.
 const FIELDS: &[&str] = &[
@@ -91,7 +71,7 @@ fn structured_frame() -> impl Strategy<Value = String> {
         1 => field_value().prop_map(Some),
     ];
     let kind = prop_oneof![
-        6 => prop::sample::select(TYPES).prop_map(Value::from),
+        6 => prop::sample::select(request_types().collect::<Vec<_>>()).prop_map(Value::from),
         1 => odd_string().prop_map(Value::String),
         1 => field_value(),
     ];
@@ -183,11 +163,11 @@ fn the_corpus_holds_a_valid_frame_of_every_request_type() {
         .into_iter()
         .map(|(_, bytes)| String::from_utf8(bytes).unwrap())
         .collect();
-    for kind in TYPES {
+    for kind in request_types() {
         assert!(
             texts.iter().any(|t| {
                 parse_frame(t).is_ok()
-                    && serde_json::from_str::<Value>(t).is_ok_and(|v| v["type"] == *kind)
+                    && serde_json::from_str::<Value>(t).is_ok_and(|v| v["type"] == kind)
             }),
             "no valid {kind} in the corpus"
         );

@@ -19,9 +19,9 @@ use crate::adapters::store::schema::{
     blocks, conversation_keys, conversations, members, user_keys,
 };
 use crate::adapters::store::statements::{BumpSeq, InsertMessage};
-use crate::domain::membership;
 use crate::domain::conversation::direct_key;
 use crate::domain::error::PortError;
+use crate::domain::membership;
 use crate::domain::message::{AppendOutcome, NewMessage};
 use crate::domain::ports::AppendError;
 use crate::domain::{ClientMsgId, Message, MessageId, UserId};

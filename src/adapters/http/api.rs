@@ -1,0 +1,136 @@
+//! The REST endpoints: register, login, who am I, find users, health.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde_json::{Value, json};
+
+use super::body::{bearer, credentials, query_param};
+use super::error::{ApiError, error_response, json_response};
+use super::{HttpResponse, HttpState};
+use crate::adapters::failure::ChatError;
+use crate::adapters::wire::{self, UserDto};
+use crate::domain::error::LoginError;
+use crate::domain::service::SignedIn;
+use crate::domain::{PageLimit, Password, Username};
+
+/// `POST /register`: a new account, signed in.
+pub(super) async fn register(
+    state: &HttpState,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let (username, password) = credentials(req, state.request_timeout).await?;
+    let username = Username::parse(&username)?;
+    let password = Password::parse(&password)?;
+    let signed = state.service().register(username, password).await?;
+    Ok(signed_in(StatusCode::CREATED, &signed))
+}
+
+/// `POST /login` under the per-account throttle: an account locked by
+/// failed logins answers 429 before its password is checked, the same for
+/// a name that exists and one that does not.
+pub(super) async fn login(
+    state: &HttpState,
+    client: IpAddr,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let (username, password) = credentials(req, state.request_timeout).await?;
+    let attempt = match state
+        .login_throttle
+        .begin(&username, client, Instant::now())
+    {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            state.metrics().logins_throttled.inc();
+            return Err(ApiError::rate_limited(
+                "too many failed logins to this account; try again later",
+                wait,
+            ));
+        }
+    };
+    match state.service().login(&username, &password).await {
+        Ok(signed) => {
+            attempt.succeeded(client, Instant::now());
+            Ok(signed_in(StatusCode::OK, &signed))
+        }
+        Err(e) => {
+            if matches!(e, LoginError::InvalidCredentials) {
+                attempt.failed(Instant::now());
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// `GET /me`: the account the token is for.
+pub(super) async fn me(
+    state: &HttpState,
+    req: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let auth = state.service().authenticate(bearer(req)).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "user": UserDto::from(&auth.user) }),
+    ))
+}
+
+/// `GET /healthz`: whether the store answers.
+pub(super) async fn health(state: &HttpState) -> HttpResponse {
+    if state.service().healthy().await {
+        json_response(StatusCode::OK, &json!({ "status": "ok" }))
+    } else {
+        error_response(&ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the store is not answering",
+        ))
+    }
+}
+
+/// `GET /users`: accounts whose name starts with `prefix`, and whether
+/// each is online.
+pub(super) async fn users(
+    state: &HttpState,
+    req: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let auth = state.service().authenticate(bearer(req)).await?;
+    let prefix = query_param(req, "prefix").unwrap_or_default();
+    let limit = match query_param(req, "limit") {
+        None => None,
+        Some(raw) => Some(
+            decimal(&raw)
+                .ok_or_else(|| ApiError::bad_request("limit must be a positive integer"))?,
+        ),
+    };
+    let limit = PageLimit::parse(limit).map_err(ChatError::bad_request)?;
+    let found = state
+        .service()
+        .find_users(&auth.user.id, &prefix, limit)
+        .await?;
+    let users: Vec<Value> = found
+        .iter()
+        .map(|(u, online)| json!({ "id": u.id.as_str(), "username": u.username.as_str(), "online": online }))
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "users": users })))
+}
+
+/// A non-negative decimal integer, saturating: a limit past `u64::MAX` is
+/// as far above the largest page as any other, not malformed.
+fn decimal(raw: &str) -> Option<u64> {
+    raw.parse().ok().or_else(|| {
+        (!raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit())).then_some(u64::MAX)
+    })
+}
+
+fn signed_in(status: StatusCode, s: &SignedIn) -> HttpResponse {
+    json_response(
+        status,
+        &json!({
+            "user": UserDto::from(&s.user),
+            "token": s.token.token,
+            "expiresAt": wire::rfc3339(s.token.expires_at),
+        }),
+    )
+}
