@@ -11,7 +11,8 @@
 //!   session registry that delivers events (the `Transport` port). They
 //!   also serve the web client (`adapters::web`), which is a client of
 //!   the public contract like any other. `adapters::cluster` swaps in a
-//!   Redis-backed `Transport` and `PresenceRegistry` so that several
+//!   `Transport`, `PresenceRegistry` and session `Attach` shared over a
+//!   message bus (Redis, behind a `Bus` port) so that several
 //!   processes serve as one (docs/cluster.md). `adapters::edge` admits
 //!   connections under their caps and throttles logins (docs/security.md).
 //! - [`config`] reads the settings; `main.rs` wires it all together.

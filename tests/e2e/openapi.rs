@@ -3,7 +3,7 @@
 //! driven into every status the document gives it (but the 5xx of a failing
 //! store), and every answer has a documented status, content type, headers
 //! and a body of the documented schema. The router's own list of routes is
-//! compared with the document by a unit test in `src/adapters/http.rs`.
+//! compared with the document by a unit test in `src/adapters/http/tests.rs`.
 
 use std::collections::BTreeSet;
 
