@@ -36,7 +36,9 @@ pub enum Inbound {
 /// 1. its row in docs/protocol.md;
 /// 2. a variant here, a row in `REQUESTS` (below) reading its content, and a
 ///    seed in `tests/fuzz/corpus/parse_frame/` (a test asks for one);
-/// 3. its use case in `domain::service` (and in the store, if it keeps
+/// 3. its use case in `domain::service` (on `ChatService` and the
+///    `UseCases` trait, with its error enum in `domain::error` and that
+///    enum's `From` in `adapters::failure`; in the store too, if it keeps
 ///    anything new);
 /// 4. its arm in `ws::session::dispatch`, which calls the use case and
 ///    writes the ack (the compiler asks for this one).
