@@ -4,8 +4,9 @@
 //! - `http` and `ws` are inbound: they parse requests, call the use cases
 //!   and render answers, through the one wire format in `wire`; `failure`
 //!   turns the core's use-case errors into the contract's codes and texts.
-//! - `ws::SessionRegistry` is also the outbound `Transport`.
-//! - `store` (diesel + SQLite), `auth` (argon2id + JWT), `presence` (in
+//! - `ws::SessionRegistry` is also the outbound `Transport`; `cluster`
+//!   replaces it, and presence, when several nodes serve as one.
+//! - `store` (diesel: SQLite or PostgreSQL), `auth` (argon2id + JWT), `presence` (in
 //!   memory) and `clock` implement the other ports.
 //! - `server` accepts connections and shuts down gracefully; `edge` holds
 //!   what guards it: connection caps, the client's address behind proxies,
