@@ -50,11 +50,6 @@ impl Application {
         })
     }
 
-    /// The address it listens on.
-    pub fn address(&self) -> SocketAddr {
-        self.bound
-    }
-
     /// The port it listens on (the one picked, when the settings said 0).
     pub fn port(&self) -> u16 {
         self.bound.port()
@@ -65,7 +60,9 @@ impl Application {
         self.run_until(shutdown_signal()).await;
     }
 
-    /// Serves until `shutdown` resolves, then drains and leaves the cluster.
+    /// Serves until `shutdown` resolves, then drains and leaves the cluster
+    /// (a test may pass a future that never resolves, and leave SIGTERM to
+    /// its own process).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         let cluster = self.wiring.cluster.clone();
         info!("listening on http://{}", self.bound);

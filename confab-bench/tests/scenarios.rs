@@ -44,7 +44,8 @@ async fn server() -> TestServer {
     .unwrap();
     let app = Application::build(settings).await.unwrap();
     let port = app.port();
-    tokio::spawn(app.run_until_stopped());
+    // Until the test's runtime drops it: SIGTERM stays the test process's.
+    tokio::spawn(app.run_until(std::future::pending()));
     TestServer { port, _data: data }
 }
 
