@@ -15,10 +15,12 @@
 //!   message bus (Redis, behind a `Bus` port) so that several
 //!   processes serve as one (docs/cluster.md). `adapters::edge` admits
 //!   connections under their caps and throttles logins (docs/security.md).
-//! - [`config`] reads the settings; `main.rs` wires it all together.
+//! - [`config`] reads the settings; [`app`] wires it all together, and
+//!   `main.rs` runs it.
 //!
 //! The wire contract is `docs/protocol.md`.
 
 pub mod adapters;
+pub mod app;
 pub mod config;
 pub mod domain;

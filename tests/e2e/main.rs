@@ -5,7 +5,6 @@
 //! (The web client's behaviour is tested in a browser: `tests/browser`.)
 
 mod auth;
-mod bench;
 mod blocking;
 mod edge;
 mod files;

@@ -1,20 +1,52 @@
-//! The load generator (`confab-bench`) at tiny scale against a real server:
-//! each scenario runs, prints exactly one JSON object with `--json`, and
-//! finds nothing lost.
+//! The load generator at tiny scale against a real server, run in this
+//! process: each scenario runs, prints exactly one JSON object with
+//! `--json`, and finds nothing lost.
 
 use std::path::Path;
 use std::process::Command;
 
+use confab::app::Application;
+use confab::config::Settings;
 use serde_json::Value;
 
-use crate::helpers::TestServer;
+/// A confab server serving in this process, on a port of its own.
+struct TestServer {
+    port: u16,
+    _data: tempfile::TempDir,
+}
 
+impl TestServer {
+    /// `http://127.0.0.1:PORT` + path.
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The process the server runs in: this one.
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+/// Starts a server on the test's runtime with the end-to-end harness's
+/// settings (cheap hashes, no throttling of one address's many users).
 async fn server() -> TestServer {
-    TestServer::start_with(&[
-        ("CONFAB_RATE_PER_SEC", "100000"),
-        ("CONFAB_RATE_BURST", "100000"),
+    let data = tempfile::tempdir().unwrap();
+    let settings = Settings::from_overrides(&[
+        ("port", "0"),
+        ("data_dir", data.path().to_str().unwrap()),
+        ("argon2_memory_kib", "64"),
+        ("argon2_iterations", "1"),
+        ("auth_rate_per_sec", "100000"),
+        ("auth_rate_burst", "100000"),
+        ("rate_per_sec", "100000"),
+        ("rate_burst", "100000"),
     ])
-    .await
+    .unwrap();
+    let app = Application::build(settings).await.unwrap();
+    let port = app.port();
+    // Until the test's runtime drops it: SIGTERM stays the test process's.
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestServer { port, _data: data }
 }
 
 /// Runs confab-bench with `--json` against `s`; returns its JSON output.
@@ -74,7 +106,7 @@ fn assert_clean_run(v: &Value, lost_key: &str) {
     assert_cpu_figures(v);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_connect_holds_sessions_and_reports_memory() {
     let s = server().await;
     let dir = tempfile::tempdir().unwrap();
@@ -125,7 +157,7 @@ async fn bench_connect_holds_sessions_and_reports_memory() {
     assert_eq!(v["connected"], 4, "{v}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_dm_closed_loop_loses_nothing() {
     let s = server().await;
     let dir = tempfile::tempdir().unwrap();
@@ -144,7 +176,7 @@ async fn bench_dm_closed_loop_loses_nothing() {
     assert!(v["server"]["cpu_us_per_msg"].is_number(), "{v}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_dm_open_loop_loses_nothing() {
     let s = server().await;
     let dir = tempfile::tempdir().unwrap();
@@ -166,7 +198,7 @@ async fn bench_dm_open_loop_loses_nothing() {
     assert!((1..=acked).contains(&wakes), "{v}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_room_reaches_every_member() {
     let s = server().await;
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,277 @@
+//! The composition root: the adapters built from the settings and wired to
+//! the core, ready to serve until a shutdown signal. `main.rs` runs one;
+//! a test or a tool may run one inside its own process.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::adapters::auth::{self, HashCost, JwtAuthenticator};
+use crate::adapters::clock::SystemClock;
+use crate::adapters::cluster::{self, Cluster};
+use crate::adapters::edge::connections::raise_open_files_limit;
+use crate::adapters::edge::{ConnectionLimits, LoginThrottle};
+use crate::adapters::metrics::Metrics;
+use crate::adapters::presence::InMemoryPresence;
+use crate::adapters::server::{self, EdgeSettings, Wiring};
+use crate::adapters::store::{PgStore, SqliteStore};
+use crate::adapters::ws::session::WsSettings;
+use crate::adapters::ws::{Attach, Outbound, SessionRegistry};
+use crate::config::{Database, Settings};
+use crate::domain::ports::{BlockStore, MessageStore, PresenceRegistry, Transport, UserStore};
+use crate::domain::positions::SeqIndex;
+use crate::domain::service::{ChatService, Limits, Ports};
+
+/// A server built and listening, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    bound: SocketAddr,
+    wiring: Wiring,
+    /// This node's membership, in cluster mode: left after the last session.
+    cluster: Option<Arc<Cluster>>,
+}
+
+impl Application {
+    /// Opens the store, binds the listener (port 0 picks a free one),
+    /// joins the cluster when `redis_url` is set, and wires it all to the
+    /// core.
+    ///
+    /// # Errors
+    /// When the store, the listener, the secret or the cluster cannot be
+    /// had, or the open files limit leaves no room for connections.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let (listener, wiring, cluster) = wire(settings).await?;
+        let bound = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            bound,
+            wiring,
+            cluster,
+        })
+    }
+
+    /// The port it listens on (the one picked, when the settings said 0).
+    pub fn port(&self) -> u16 {
+        self.bound.port()
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then drains and leaves the cluster.
+    pub async fn run_until_stopped(self) {
+        self.run_until(shutdown_signal()).await;
+    }
+
+    /// Serves until `shutdown` resolves, then drains and leaves the cluster
+    /// (a test may pass a future that never resolves, and leave SIGTERM to
+    /// its own process).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        info!("listening on http://{}", self.bound);
+        server::serve(self.listener, self.wiring, shutdown).await;
+        if let Some(cluster) = self.cluster {
+            cluster.leave().await;
+        }
+    }
+}
+
+/// The listener, bound, and everything the server needs, built from
+/// `settings` and wired to the core.
+async fn wire(settings: Settings) -> anyhow::Result<(TcpListener, Wiring, Option<Arc<Cluster>>)> {
+    let database = settings.database()?;
+    info!("database: {database}");
+    let metrics = Arc::new(Metrics::default());
+    let opened = metrics.clone();
+    let scrub = settings.sqlite_scrub();
+    let (users, messages, blocks, index) =
+        tokio::task::spawn_blocking(move || open_store(&database, &opened, scrub)).await??;
+    let secret = match &settings.jwt_secret {
+        Some(s) => s.clone().into_bytes(),
+        None => {
+            let path = settings.secret_path();
+            let (secret, made) = auth::load_or_create_secret(&path)?;
+            let verb = if made {
+                "generated a JWT secret into"
+            } else {
+                "using the JWT secret in"
+            };
+            info!("no jwt_secret configured: {verb} {}", path.display());
+            secret
+        }
+    };
+    let cost = HashCost {
+        memory_kib: settings.argon2_memory_kib,
+        iterations: settings.argon2_iterations,
+    };
+    let auth = JwtAuthenticator::new(&secret, settings.token_ttl_secs, cost)?;
+    let registry = Arc::new(SessionRegistry::new(metrics.clone()));
+    // Bound first: the address is the node's default name in a cluster.
+    let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+    let bound = listener.local_addr()?;
+    let (cluster, presence, transport): (_, Arc<dyn PresenceRegistry>, Arc<dyn Transport>) =
+        match settings.cluster(bound) {
+            Some(cluster_settings) => {
+                let Some(index) = index else {
+                    anyhow::bail!("cluster mode needs PostgreSQL");
+                };
+                let broker = cluster::redis::connect(&cluster_settings).await?;
+                let cluster = Cluster::join(
+                    cluster_settings,
+                    broker,
+                    registry.clone(),
+                    messages.clone(),
+                    index,
+                    metrics.clone(),
+                )
+                .await?;
+                let (presence, transport) = (cluster.presence(), cluster.transport());
+                (Some(cluster), presence, transport)
+            }
+            None => (
+                None,
+                Arc::new(InMemoryPresence::default()),
+                registry.clone(),
+            ),
+        };
+    let ports = Ports {
+        users,
+        messages,
+        blocks,
+        auth: Arc::new(auth),
+        presence,
+        transport,
+        clock: Arc::new(SystemClock),
+    };
+    let limits = Limits {
+        max_sessions_per_user: settings.max_sessions_per_user as usize,
+    };
+    let service = Arc::new(ChatService::new(ports, limits));
+    if let Some(cluster) = &cluster {
+        cluster.start(service.clone());
+    }
+    let (rate_per_sec, rate_burst) = settings.rate();
+    let edge = edge(&settings, &metrics).await?;
+    let attach: Arc<dyn Attach> = match &cluster {
+        Some(cluster) => cluster.clone(),
+        None => registry.clone(),
+    };
+    let wiring = Wiring {
+        service,
+        registry,
+        metrics,
+        ws: WsSettings {
+            heartbeat: settings.heartbeat(),
+            rate_per_sec,
+            rate_burst,
+            outbound: Arc::new(Outbound::new(
+                settings.outbound_queue,
+                settings.outbound_session_bytes,
+                settings.outbound_total_bytes,
+                settings.slow_consumer_secs,
+            )),
+            close_timeout: std::time::Duration::from_secs(10),
+        },
+        grace: settings.shutdown_grace(),
+        auth_rate: settings.auth_rate(),
+        attach,
+        edge,
+    };
+    Ok((listener, wiring, cluster))
+}
+
+/// The timeouts, caps and throttles at the edge, and the metrics listener.
+async fn edge(settings: &Settings, metrics: &Metrics) -> anyhow::Result<EdgeSettings> {
+    let (before, open_files) = raise_open_files_limit().context("reading the open files limit")?;
+    if open_files > before {
+        info!("open files limit raised from {before} to {open_files} (the hard limit)");
+    }
+    let total = open_files
+        .checked_sub(settings.reserved_fds)
+        .filter(|n| *n > 0);
+    let Some(total) = total else {
+        anyhow::bail!(
+            "the open files limit ({open_files}) leaves no room for connections with reserved_fds = {}; raise the limit (ulimit -n) or lower reserved_fds",
+            settings.reserved_fds
+        );
+    };
+    let trusted_proxies = Arc::new(settings.trusted_proxies()?);
+    let limits = Arc::new(ConnectionLimits::new(
+        usize::try_from(total).unwrap_or(usize::MAX),
+        settings.max_connections_per_address,
+        trusted_proxies.clone(),
+        metrics.connections_open.clone(),
+        metrics.sessions.clone(),
+    ));
+    info!(
+        "connections: at most {} in all (open files {open_files} less {} reserved), {} per client address",
+        limits.total(),
+        settings.reserved_fds,
+        limits.per_address()
+    );
+    let metrics_listener = match settings.metrics_addr()? {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on metrics_addr {addr}"))?;
+            info!(
+                "metrics served on http://{}/metrics",
+                listener.local_addr()?
+            );
+            Some(listener)
+        }
+        None => None,
+    };
+    Ok(EdgeSettings {
+        request_timeout: settings.request_timeout(),
+        limits,
+        trusted_proxies,
+        login_throttle: LoginThrottle::new(
+            settings.login_free_failures,
+            std::time::Duration::from_secs(settings.login_max_lock_secs),
+        ),
+        metrics_listener,
+    })
+}
+
+/// The store the configuration names: both ports on one adapter, and
+/// the cluster's index when it can be shared by several nodes.
+type Stores = (
+    Arc<dyn UserStore>,
+    Arc<dyn MessageStore>,
+    Arc<dyn BlockStore>,
+    Option<Arc<dyn SeqIndex>>,
+);
+
+/// Opens the store the configuration names; SQLite's empties its WAL
+/// within `scrub` of an edit or a delete.
+fn open_store(
+    database: &Database,
+    metrics: &Metrics,
+    scrub: std::time::Duration,
+) -> anyhow::Result<Stores> {
+    Ok(match database {
+        Database::Sqlite(path) => {
+            let store = Arc::new(SqliteStore::open(path, metrics.store.clone(), scrub)?);
+            (store.clone(), store.clone(), store, None)
+        }
+        Database::Postgres(url) => {
+            // libpq may quote the part of a URL it cannot parse, password included.
+            let opened = PgStore::open(url).map_err(|e| anyhow!(database.scrub(&format!("{e:#}"))));
+            let store = Arc::new(opened?);
+            (store.clone(), store.clone(), store.clone(), Some(store))
+        }
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
