@@ -62,47 +62,17 @@ impl ClusterMetrics {
     }
 
     fn register(&self, registry: &mut Registry) {
+        // One metric a line: a table reads down, a wrapped one does not.
+        #[rustfmt::skip]
         let counters = [
-            (
-                "cluster_published",
-                "Events published to Redis for other nodes",
-                &self.published,
-            ),
-            (
-                "cluster_publish_dropped",
-                "Events not published (queue full or Redis failing)",
-                &self.publish_dropped,
-            ),
-            (
-                "cluster_received",
-                "Events received from other nodes",
-                &self.received,
-            ),
-            (
-                "cluster_duplicates_dropped",
-                "Message events dropped as already given",
-                &self.duplicates_dropped,
-            ),
-            (
-                "cluster_gap_fills",
-                "Delivery gaps filled from the store",
-                &self.gap_fills,
-            ),
-            (
-                "cluster_gap_filled_messages",
-                "Messages given by gap fills",
-                &self.gap_filled_messages,
-            ),
-            (
-                "cluster_probe_failures",
-                "Pub/sub liveness probes that did not come back",
-                &self.probe_failures,
-            ),
-            (
-                "presence_reaped",
-                "Sessions of dead nodes closed by this node",
-                &self.presence_reaped,
-            ),
+            ("cluster_published", "Events published to Redis for other nodes", &self.published),
+            ("cluster_publish_dropped", "Events not published (queue full or Redis failing)", &self.publish_dropped),
+            ("cluster_received", "Events received from other nodes", &self.received),
+            ("cluster_duplicates_dropped", "Message events dropped as already given", &self.duplicates_dropped),
+            ("cluster_gap_fills", "Delivery gaps filled from the store", &self.gap_fills),
+            ("cluster_gap_filled_messages", "Messages given by gap fills", &self.gap_filled_messages),
+            ("cluster_probe_failures", "Pub/sub liveness probes that did not come back", &self.probe_failures),
+            ("presence_reaped", "Sessions of dead nodes closed by this node", &self.presence_reaped),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
@@ -232,55 +202,25 @@ impl Default for Metrics {
             store: StoreMetrics::default(),
             registry: Registry::default(),
         };
+        #[rustfmt::skip]
         let gauges = [
             ("sessions", "Open WebSocket sessions", &m.sessions),
-            (
-                "connected_users",
-                "Users with at least one open session",
-                &m.connected_users,
-            ),
-            (
-                "outbound_queued_bytes",
-                "Bytes waiting to be written across every WebSocket session",
-                &m.outbound_bytes,
-            ),
-            (
-                "connections_open",
-                "Open HTTP connections (WebSocket sessions are counted apart)",
-                &m.connections_open,
-            ),
+            ("connected_users", "Users with at least one open session", &m.connected_users),
+            ("outbound_queued_bytes", "Bytes waiting to be written across every WebSocket session", &m.outbound_bytes),
+            ("connections_open", "Open HTTP connections (WebSocket sessions are counted apart)", &m.connections_open),
         ];
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
         }
+        #[rustfmt::skip]
         let counters = [
-            (
-                "sessions_opened",
-                "WebSocket sessions opened",
-                &m.sessions_opened,
-            ),
+            ("sessions_opened", "WebSocket sessions opened", &m.sessions_opened),
             ("ws_requests", "WebSocket requests received", &m.requests),
-            (
-                "messages_acked",
-                "Send requests acknowledged after commit (idempotent retries included)",
-                &m.messages_acked,
-            ),
-            (
-                "events_queued",
-                "Event frames queued for sessions",
-                &m.events_queued,
-            ),
+            ("messages_acked", "Send requests acknowledged after commit (idempotent retries included)", &m.messages_acked),
+            ("events_queued", "Event frames queued for sessions", &m.events_queued),
             ("http_requests", "HTTP requests served", &m.http_requests),
-            (
-                "ws_write_failures",
-                "WebSocket writes that failed (the peer gone, or a frame refused)",
-                &m.write_failures,
-            ),
-            (
-                "logins_throttled",
-                "Logins refused while their account was locked by failed ones",
-                &m.logins_throttled,
-            ),
+            ("ws_write_failures", "WebSocket writes that failed (the peer gone, or a frame refused)", &m.write_failures),
+            ("logins_throttled", "Logins refused while their account was locked by failed ones", &m.logins_throttled),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
