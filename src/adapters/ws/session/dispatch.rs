@@ -50,7 +50,7 @@ impl Session<'_> {
     /// order, each with the event this session gets right after that ack,
     /// if any. Consecutive sends go to the core together; any other request
     /// waits for the sends before it, so it sees them done.
-    async fn answer_all(&self, texts: Vec<Utf8Bytes>) -> Vec<Answer> {
+    pub(super) async fn answer_all(&self, texts: Vec<Utf8Bytes>) -> Vec<Answer> {
         let mut answers: Vec<Option<Answer>> = Vec::with_capacity(texts.len());
         let mut sends: Vec<Queued> = Vec::new();
         let mut touched = false;

@@ -2705,17 +2705,3 @@ fn the_service_answers_through_its_trait() {
     let service: Arc<dyn UseCases> = Arc::new(Harness::new().build());
     assert_eq!(service.now(), NOW);
 }
-
-#[tokio::test]
-async fn an_inbound_adapter_can_run_against_a_mock_of_the_use_cases() {
-    let mut mock = MockUseCases::new();
-    mock.expect_authenticate()
-        .times(1)
-        .returning(|_| Err(AuthenticateError::InvalidToken));
-    let cases: Arc<dyn UseCases> = Arc::new(mock);
-    let got = cases.authenticate(None).await;
-    assert!(
-        matches!(got, Err(AuthenticateError::InvalidToken)),
-        "{got:?}"
-    );
-}
