@@ -71,13 +71,9 @@ pub trait UseCases: Send + Sync {
         caller: &Caller,
         status: ActiveStatus,
     ) -> Result<Presence, PortError>;
-    /// [`ChatService::send`].
-    async fn send(&self, caller: &Caller, draft: Draft) -> Result<Message, SendError>;
     /// [`ChatService::send_all`].
     async fn send_all(&self, caller: &Caller, sends: Vec<Draft>)
     -> Vec<Result<Message, SendError>>;
-    /// [`ChatService::conversations`].
-    async fn conversations(&self, caller: &Caller) -> Result<Vec<ConversationSummary>, PortError>;
     /// [`ChatService::history`].
     async fn history(
         &self,
@@ -85,6 +81,8 @@ pub trait UseCases: Send + Sync {
         conversation: &ConversationId,
         query: HistoryQuery,
     ) -> Result<HistoryPage, ConversationError>;
+    /// [`ChatService::conversations`].
+    async fn conversations(&self, caller: &Caller) -> Result<Vec<ConversationSummary>, PortError>;
     /// [`ChatService::mark_read`].
     async fn mark_read(
         &self,
@@ -92,6 +90,8 @@ pub trait UseCases: Send + Sync {
         conversation: &ConversationId,
         seq: u64,
     ) -> Result<u64, ConversationError>;
+    /// [`ChatService::send`].
+    async fn send(&self, caller: &Caller, draft: Draft) -> Result<Message, SendError>;
     /// [`ChatService::typing`].
     async fn typing(
         &self,
