@@ -6,7 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// Label of the error counter: the contract's error code.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,9 +74,7 @@ impl ClusterMetrics {
             ("cluster_probe_failures", "Pub/sub liveness probes that did not come back", &self.probe_failures),
             ("presence_reaped", "Sessions of dead nodes closed by this node", &self.presence_reaped),
         ];
-        for (name, help, counter) in counters {
-            registry.register(name, help, counter.clone());
-        }
+        register_all(registry, &counters);
         registry.register(
             "cluster_resyncs",
             "Comparisons of delivery cursors with the store, by cause",
@@ -209,22 +207,7 @@ impl Default for Metrics {
             ("outbound_queued_bytes", "Bytes waiting to be written across every WebSocket session", &m.outbound_bytes),
             ("connections_open", "Open HTTP connections (WebSocket sessions are counted apart)", &m.connections_open),
         ];
-        for (name, help, gauge) in gauges {
-            registry.register(name, help, gauge.clone());
-        }
-        #[rustfmt::skip]
-        let counters = [
-            ("sessions_opened", "WebSocket sessions opened", &m.sessions_opened),
-            ("ws_requests", "WebSocket requests received", &m.requests),
-            ("messages_acked", "Send requests acknowledged after commit (idempotent retries included)", &m.messages_acked),
-            ("events_queued", "Event frames queued for sessions", &m.events_queued),
-            ("http_requests", "HTTP requests served", &m.http_requests),
-            ("ws_write_failures", "WebSocket writes that failed (the peer gone, or a frame refused)", &m.write_failures),
-            ("logins_throttled", "Logins refused while their account was locked by failed ones", &m.logins_throttled),
-        ];
-        for (name, help, counter) in counters {
-            registry.register(name, help, counter.clone());
-        }
+        register_all(&mut registry, &gauges);
         registry.register(
             "sessions_closed_by_server",
             "Sessions closed by the server, by close code",
@@ -236,6 +219,17 @@ impl Default for Metrics {
             "Connections closed as soon as accepted, by the cap they hit",
             m.connections_refused.clone(),
         );
+        #[rustfmt::skip]
+        let counters = [
+            ("sessions_opened", "WebSocket sessions opened", &m.sessions_opened),
+            ("ws_requests", "WebSocket requests received", &m.requests),
+            ("messages_acked", "Send requests acknowledged after commit (idempotent retries included)", &m.messages_acked),
+            ("events_queued", "Event frames queued for sessions", &m.events_queued),
+            ("http_requests", "HTTP requests served", &m.http_requests),
+            ("ws_write_failures", "WebSocket writes that failed (the peer gone, or a frame refused)", &m.write_failures),
+            ("logins_throttled", "Logins refused while their account was locked by failed ones", &m.logins_throttled),
+        ];
+        register_all(&mut registry, &counters);
         m.cluster.register(&mut registry);
         m.store.register(&mut registry);
         Self { registry, ..m }
@@ -261,5 +255,12 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Registers each metric of a table under its name and help text.
+fn register_all<M: Metric + Clone>(registry: &mut Registry, table: &[(&str, &str, &M)]) {
+    for (name, help, metric) in table {
+        registry.register(*name, *help, (*metric).clone());
     }
 }

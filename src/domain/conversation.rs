@@ -59,6 +59,11 @@ pub enum Visibility {
     Private,
 }
 
+impl Visibility {
+    /// Every visibility; [`crate::domain::membership::listing`] reads it.
+    pub const ALL: [Visibility; 2] = [Visibility::Public, Visibility::Private];
+}
+
 /// What kind of conversation it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConversationKind {

@@ -133,7 +133,27 @@ fn decide(room: Option<Visibility>, is_member: bool, action: Action) -> Result<A
 /// Whether a room shows up in `listRooms` for this caller: public rooms for
 /// everyone, private rooms for their members only.
 pub fn listed(visibility: Visibility, is_member: bool) -> bool {
-    visibility == Visibility::Public || is_member
+    match visibility {
+        Visibility::Public => true,
+        Visibility::Private => is_member,
+    }
+}
+
+/// [`listed`] as the filter of a query: the visibilities whose rooms are
+/// listed for everyone, and those listed for their members only. A store
+/// pages `listRooms` in its query, so it filters by this rather than by a
+/// rule of its own.
+pub fn listing() -> (Vec<Visibility>, Vec<Visibility>) {
+    let mut everyone = Vec::new();
+    let mut members_only = Vec::new();
+    for visibility in Visibility::ALL {
+        if listed(visibility, false) {
+            everyone.push(visibility);
+        } else if listed(visibility, true) {
+            members_only.push(visibility);
+        }
+    }
+    (everyone, members_only)
 }
 
 #[cfg(test)]
@@ -292,6 +312,20 @@ pub(crate) mod tests {
                 listed(Visibility::Private, role.is_member()),
                 role.is_member(),
                 "{role:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_listing_filter_is_the_listing_rule() {
+        let (everyone, members_only) = listing();
+        assert_eq!(everyone, [Visibility::Public]);
+        assert_eq!(members_only, [Visibility::Private]);
+        for visibility in Visibility::ALL {
+            assert_eq!(
+                everyone.contains(&visibility) || members_only.contains(&visibility),
+                listed(visibility, true),
+                "{visibility:?}"
             );
         }
     }

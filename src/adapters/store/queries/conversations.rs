@@ -85,6 +85,7 @@ macro_rules! conversation_queries {
             };
             use $crate::adapters::store::schema::{conversations, members, users};
             use $crate::domain::conversation::MEMBERS_LISTED;
+            use $crate::domain::membership;
             use $crate::domain::ports::Access;
             use $crate::domain::{ConversationSummary, Membership, Timestamp, UserId, Visibility};
 
@@ -284,6 +285,12 @@ macro_rules! conversation_queries {
                     limit: u32,
                 ) -> anyhow::Result<Vec<ConversationSummary>> {
                     let (lo, hi) = prefix_range(key_prefix);
+                    // The core's listing rule, as the filter's two lists.
+                    let (everyone, members_only) = membership::listing();
+                    let column = |v: Vec<Visibility>| -> Vec<&'static str> {
+                        v.into_iter().map(visibility_column).collect()
+                    };
+                    let (everyone, members_only) = (column(everyone), column(members_only));
                     let after = match after {
                         Some(id) => conversations::table
                             .filter(conversations::id.eq(id))
@@ -304,8 +311,10 @@ macro_rules! conversation_queries {
                         .filter(conversations::kind.eq("room"))
                         .filter(
                             conversations::visibility
-                                .eq("public")
-                                .or(members::user_id.is_not_null()),
+                                .eq_any(&everyone)
+                                .or(members::user_id
+                                    .is_not_null()
+                                    .and(conversations::visibility.eq_any(&members_only))),
                         )
                         .filter(conversations::name_key.ge(lo))
                         .filter(conversations::name_key.lt(&hi))
