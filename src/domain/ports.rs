@@ -242,7 +242,8 @@ pub trait MessageStore: Send + Sync {
     /// Up to `limit` rooms whose name starts with `prefix` ignoring case,
     /// ordered by name (its case-folded form, then id): the rooms that
     /// [`super::membership::listed`] shows `viewer` (every public room, and
-    /// the private rooms `viewer` is in), each as `viewer` sees it.
+    /// the private rooms `viewer` is in), each as `viewer` sees it: the
+    /// query filters by [`super::membership::listing`], not a rule of its own.
     /// With `after`, only the rooms that come after that room in this
     /// order; an `after` that names no room is ignored.
     async fn list_rooms(
