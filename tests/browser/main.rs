@@ -14,6 +14,7 @@ mod webdriver;
 
 mod blocking;
 mod dead_link;
+mod devices;
 mod direct;
 mod reading;
 mod reconnect;

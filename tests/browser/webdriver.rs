@@ -353,6 +353,19 @@ impl Browser {
         value.as_str().unwrap_or_default().to_owned()
     }
 
+    /// The handles of the browser's windows and tabs.
+    pub async fn windows(&self) -> Vec<String> {
+        let value = self
+            .call(reqwest::Method::GET, "/window/handles", None)
+            .await;
+        serde_json::from_value(value).expect("a list of window handles")
+    }
+
+    /// Sends the commands that follow to the window or tab `handle`.
+    pub async fn switch_to(&self, handle: &str) {
+        self.post("/window", json!({ "handle": handle })).await;
+    }
+
     /// Resizes the window to `width` x `height`.
     pub async fn resize(&self, width: u32, height: u32) {
         self.post("/window/rect", json!({ "width": width, "height": height }))

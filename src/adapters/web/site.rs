@@ -22,6 +22,8 @@ pub(super) const FILES: &[(&str, &str, &[u8])] = &[
     ("sidebar.js", JS, include_bytes!("assets/sidebar.js")),
     ("chat.js", JS, include_bytes!("assets/chat.js")),
     ("block.js", JS, include_bytes!("assets/block.js")),
+    ("tokens.js", JS, include_bytes!("assets/tokens.js")),
+    ("account.js", JS, include_bytes!("assets/account.js")),
     ("style.css", CSS, include_bytes!("assets/style.css")),
     ("icon.svg", SVG, include_bytes!("assets/icon.svg")),
 ];

@@ -9,9 +9,13 @@ export class ApiError extends Error {
   }
 }
 
-async function call(method, path, { token, body } = {}) {
+async function call(method, path, { token, body, cookie = false } = {}) {
   const headers = {};
   if (token) headers.Authorization = `Bearer ${token}`;
+  // Cookie mode: the refresh token travels only in an HttpOnly cookie that
+  // no script here can read. The server requires the header to use the
+  // cookie, which a form on another site cannot send.
+  if (cookie) headers['X-Confab-Refresh'] = 'cookie';
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let res;
   try {
@@ -20,6 +24,7 @@ async function call(method, path, { token, body } = {}) {
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: 'no-store',
+      credentials: 'same-origin',
     });
   } catch {
     throw new ApiError(0, 'unavailable', 'The server cannot be reached.');
@@ -32,14 +37,54 @@ async function call(method, path, { token, body } = {}) {
   return data;
 }
 
-/** Creates an account: `{user, token, expiresAt}`. */
+// Register, login and refresh answer `{user, token, expiresAt, sessionId,
+// refreshExpiresAt}`, the refresh token set as a cookie (`refreshToken` is
+// null). Without a `deviceName` the server names the device after the
+// browser ("Chrome on Linux").
+
+/** Creates an account and signs this device in. */
 export function register(username, password) {
-  return call('POST', '/api/v1/register', { body: { username, password } });
+  return call('POST', '/api/v1/register', { body: { username, password }, cookie: true });
 }
 
-/** Logs in: `{user, token, expiresAt}`. */
+/** Signs this device in. */
 export function login(username, password) {
-  return call('POST', '/api/v1/login', { body: { username, password } });
+  return call('POST', '/api/v1/login', { body: { username, password }, cookie: true });
+}
+
+/**
+ * A fresh access token for this device, from the refresh cookie (which it
+ * rotates): a 401 when there is no device session (never signed in, logged
+ * out, ended elsewhere), a 409 when another tab has just rotated it.
+ */
+export function refresh() {
+  return call('POST', '/api/v1/token/refresh', { cookie: true });
+}
+
+/** The user's live devices: `[{id, name, createdAt, lastUsedAt, lastAddress, current}]`, most recently used first. */
+export async function sessions(token) {
+  const data = await call('GET', '/api/v1/sessions', { token });
+  return data.sessions;
+}
+
+/** Logs out another device (its connections close with 4003); a 404 when it is already gone. */
+export function endSession(token, id) {
+  return call('DELETE', `/api/v1/sessions/${encodeURIComponent(id)}`, { token });
+}
+
+/** Logs this device out and clears its refresh cookie. */
+export function logout(token) {
+  return call('POST', '/api/v1/logout', { token });
+}
+
+/** Logs out every device of the user, this one included. */
+export function logoutAll(token) {
+  return call('POST', '/api/v1/logout-all', { token });
+}
+
+/** Changes the password and logs out every other device: a 403 for a wrong current password, a 400 for a bad new one. */
+export function changePassword(token, currentPassword, newPassword) {
+  return call('POST', '/api/v1/password', { token, body: { currentPassword, newPassword } });
 }
 
 /** The token's user: `{user}`; a 401 when the token is no longer good. */

@@ -1,46 +1,51 @@
 // confab's web client: signs in over HTTP, then lives on one WebSocket.
 // Everything it does goes through the public contract (docs/protocol.md).
 
+import { AccountPanel, problem } from './account.js';
 import * as api from './api.js';
 import { Chat, explain } from './chat.js';
 import { Connection } from './connection.js';
 import { $, el, initial } from './dom.js';
 import { Sidebar } from './sidebar.js';
 import { State } from './state.js';
+import { Tokens, refresh } from './tokens.js';
 
-const SESSION_KEY = 'confab.session';
+// Where versions before cookie mode kept the token; removed on sight.
+const OLD_SESSION_KEY = 'confab.session';
+// Why the user was signed out, for the login screen after the reload. No
+// token is ever kept in storage: only this sentence.
 const NOTICE_KEY = 'confab.notice';
+const EXPIRED = 'Your session has expired. Log in again.';
+const REVOKED = 'This device was logged out. Log in again.';
+const RESTORE_RETRY_MS = 5000;
 const TYPING_SHOWN_MS = 8000;
 const AWAY_AFTER_HIDDEN_MS = 60000;
 const SEARCH_DELAY_MS = 200;
 const PHONE = window.matchMedia('(max-width: 720px)');
 
-function savedSession() {
-  try {
-    const s = JSON.parse(sessionStorage.getItem(SESSION_KEY));
-    return s && s.token && s.user ? s : null;
-  } catch {
-    return null;
-  }
-}
+// The app has been started (by a restored session or by the form).
+let started = false;
 
-/** Forgets the token and starts over at the login screen, saying why. */
+/** Starts over at the login screen, saying why. */
 function signOut(notice) {
-  sessionStorage.removeItem(SESSION_KEY);
-  if (notice) sessionStorage.setItem(NOTICE_KEY, notice);
-  // A fresh page drops every socket, timer and message the old user had.
+  // Set even when empty: the next page goes straight to the login screen
+  // rather than trying to restore a session that has just ended.
+  sessionStorage.setItem(NOTICE_KEY, notice || '');
+  // A fresh page drops every socket, timer and message the old user had,
+  // and the access token with them.
   location.reload();
 }
 
 // ------------------------------------------------------------ signing in
 
-function showAuth() {
+function showAuth(notice) {
   $('app').hidden = true;
   $('auth').hidden = false;
-  const notice = sessionStorage.getItem(NOTICE_KEY);
-  sessionStorage.removeItem(NOTICE_KEY);
-  setAuthMessage(notice || '');
+  setAuthMessage(notice);
   $('username').focus();
+}
+
+function bindAuthForm() {
   $('auth-form').addEventListener('submit', async (e) => {
     e.preventDefault();
     const creating = e.submitter && e.submitter.id === 'register-button';
@@ -52,8 +57,8 @@ function showAuth() {
       const signed = creating
         ? await api.register(username, password)
         : await api.login(username, password);
-      sessionStorage.setItem(SESSION_KEY, JSON.stringify(signed));
       $('password').value = '';
+      if (started) return;
       $('auth').hidden = true;
       startApp(signed);
     } catch (error) {
@@ -81,28 +86,39 @@ function setAuthMessage(text) {
 
 // ------------------------------------------------------------ the app
 
-function startApp(session) {
-  const state = new State(session.user);
+function startApp(signed) {
+  started = true;
+  const state = new State(signed.user);
   let chat = null;
   let sidebar = null;
   // Set by bindInvite, called from the conversation header.
   let openInvite = () => {};
+  // The user is logging this device out: the 4003 that closes this tab's
+  // connection meanwhile is no news to them.
+  let leaving = false;
 
-  $('me-name').textContent = session.user.username;
-  $('me-avatar').textContent = initial(session.user.username);
+  $('me-name').textContent = signed.user.username;
+  $('me-avatar').textContent = initial(signed.user.username);
   $('app').hidden = false;
-  $('logout').addEventListener('click', () => {
-    conn.stop();
-    signOut('');
+
+  const tokens = new Tokens(signed, {
+    renewed: (token) => conn.setToken(token),
+    ended: () => {
+      conn.stop();
+      if (!leaving) signOut(EXPIRED);
+    },
   });
 
-  const expiresIn = Date.parse(session.expiresAt) - Date.now();
-  if (Number.isFinite(expiresIn)) {
-    // setTimeout cannot wait longer than about 24.8 days.
-    setTimeout(() => signOut('Your session has expired. Log in again.'), Math.min(expiresIn, 2 ** 31 - 1));
-  }
+  $('logout').addEventListener('click', async () => {
+    $('me-error').textContent = '';
+    try {
+      await logOut(false);
+    } catch (e) {
+      $('me-error').textContent = problem(e);
+    }
+  });
 
-  const conn = new Connection(session.token, {
+  const conn = new Connection(tokens.token, {
     onState(s) {
       const bar = $('connection-status');
       bar.hidden = s === 'open';
@@ -111,15 +127,44 @@ function startApp(session) {
     },
     onOpen: (welcome, isReconnect) => sync(welcome, isReconnect),
     onEvent: (type, content) => onEvent(type, content),
-    onExpired: () => signOut('Your session has expired. Log in again.'),
+    onRevoked: () => {
+      tokens.stop();
+      if (!leaving) signOut(REVOKED);
+    },
     async checkToken() {
       try {
-        await api.me(session.token);
+        await api.me(tokens.token);
         return true;
       } catch (e) {
         return e.status !== 401;
       }
     },
+    renewToken: () => tokens.renew(),
+  });
+
+  /**
+   * Logs this device out (or every device): then the login screen. Throws
+   * when the server did not do it, and the user stays signed in.
+   */
+  async function logOut(everywhere) {
+    leaving = true;
+    try {
+      await tokens.authed((token) => (everywhere ? api.logoutAll(token) : api.logout(token)));
+    } catch (e) {
+      // A 401 even after renewing: this device was logged out already.
+      if (e.status !== 401) {
+        leaving = false;
+        throw e;
+      }
+    }
+    tokens.stop();
+    conn.stop();
+    signOut('');
+  }
+
+  new AccountPanel(tokens, {
+    logOut: () => logOut(false),
+    logOutEverywhere: () => logOut(true),
   });
 
   sidebar = new Sidebar(state, {
@@ -455,13 +500,13 @@ function startApp(session) {
         $('search-status').textContent = '';
         try {
           const [people, rooms] = await Promise.all([
-            api.findUsers(session.token, prefix),
+            tokens.authed((token) => api.findUsers(token, prefix)),
             conn.request('listRooms', { prefix, limit: 10 }).then((r) => r.rooms),
           ]);
           if (ask === asked && box.value.trim() === prefix) sidebar.showResults(people, rooms);
         } catch (e) {
-          if (e.status === 401) signOut('Your session has expired. Log in again.');
-          else $('search-status').textContent = explain(e);
+          // A 401 that a renewal did not cure has signed the user out.
+          if (e.status !== 401) $('search-status').textContent = explain(e);
         }
       }, SEARCH_DELAY_MS);
     });
@@ -529,7 +574,7 @@ function startApp(session) {
       }
       timer = setTimeout(async () => {
         try {
-          const users = await api.findUsers(session.token, prefix);
+          const users = await tokens.authed((token) => api.findUsers(token, prefix));
           if (box.value.trim() !== prefix) return;
           results.replaceChildren(...users.map((u) => {
             const member = room.members.some((m) => m.id === u.id);
@@ -590,24 +635,41 @@ function startApp(session) {
 
 // ------------------------------------------------------------ start
 
-async function boot() {
-  const session = savedSession();
-  if (!session) {
-    showAuth();
+function boot() {
+  sessionStorage.removeItem(OLD_SESSION_KEY);
+  bindAuthForm();
+  const notice = sessionStorage.getItem(NOTICE_KEY);
+  sessionStorage.removeItem(NOTICE_KEY);
+  if (notice !== null) {
+    showAuth(notice);
     return;
   }
+  restore();
+}
+
+/**
+ * Picks up this device's session from the refresh cookie: the app when
+ * there is one, the login screen when there is none. While the server
+ * does not answer, the login screen says so and the cookie is tried
+ * again, until it answers or the user logs in.
+ */
+async function restore() {
   try {
-    await api.me(session.token);
+    const signed = await refresh();
+    if (started) return;
+    $('auth').hidden = true;
+    startApp(signed);
   } catch (e) {
-    if (e.status === 401) {
-      sessionStorage.removeItem(SESSION_KEY);
-      sessionStorage.setItem(NOTICE_KEY, 'Your session has expired. Log in again.');
-      showAuth();
-      return;
-    }
-    // The server is down: start anyway, the connection keeps trying.
+    if (started) return;
+    // Unreachable, busy or failing: ask again. Any other refusal (401, no
+    // session) is an answer.
+    const again = e.status === 0 || e.status === 429 || e.status >= 500;
+    const message = again ? `${problem(e)} Trying again…` : '';
+    // Shown once: a retry must not move the focus from what the user types.
+    if ($('auth').hidden) showAuth(message);
+    else setAuthMessage(message);
+    if (again) setTimeout(restore, RESTORE_RETRY_MS);
   }
-  startApp(session);
 }
 
 boot();

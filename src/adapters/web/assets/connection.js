@@ -4,6 +4,9 @@
 // (see `onOpen`), because only it knows what it has already shown.
 
 const CLOSE_TOKEN_EXPIRED = 4001;
+// The device session was ended (logged out here or elsewhere, the password
+// changed on another device): a refresh would be refused too.
+const CLOSE_SESSION_REVOKED = 4003;
 // A request unanswered this long means the connection is dead even if the
 // browser has not noticed (a laptop lid, a lost Wi-Fi, a proxy that stopped
 // forwarding). So does a welcome that does not come this long after opening.
@@ -30,13 +33,20 @@ export class RequestError extends Error {
  * A self-healing connection to `/ws`.
  *
  * Callbacks: `onOpen(welcome, isReconnect)`, `onEvent(type, content)`,
- * `onState('connecting' | 'open' | 'reconnecting')`, `onExpired()` when
- * the token is no longer accepted, `checkToken()` returning false when it
- * is not (asked when a connection fails, since a browser is not told why).
+ * `onState('connecting' | 'open' | 'reconnecting')`, `onRevoked()` when
+ * the device was logged out (close code 4003; the connection stops),
+ * `checkToken()` returning false when the token is not accepted (asked
+ * when a connection fails, since a browser is not told why), and
+ * `renewToken()` when it is not or has expired (close code 4001):
+ * resolving with a new token, or with null when the device session is
+ * over (the connection stops; the caller signs out), rejecting when the
+ * server could not be asked.
  */
 export class Connection {
   constructor(token, callbacks) {
     this.token = token;
+    // The token the current socket was opened with.
+    this.openedWith = null;
     this.callbacks = callbacks;
     this.socket = null;
     // The current socket has had its welcome: requests may go.
@@ -69,6 +79,20 @@ export class Connection {
     this.failPending('disconnected', 'Not connected.');
   }
 
+  /**
+   * Takes a renewed token: kept for reconnecting, and handed to the open
+   * connection with `reauth`, which extends its life. (A refused reauth
+   * leaves the connection open until its current expiry, close code 4001,
+   * after which it comes back with a renewed token.)
+   */
+  setToken(token) {
+    this.token = token;
+    if (this.isOpen) {
+      this.openedWith = token;
+      this.request('reauth', { token }).catch(() => {});
+    }
+  }
+
   /** Whether requests can be sent now. */
   get isOpen() {
     return this.socket !== null && this.socket.readyState === WebSocket.OPEN && this.welcomed;
@@ -97,6 +121,7 @@ export class Connection {
   open() {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const url = `${scheme}//${location.host}/ws?access_token=${encodeURIComponent(this.token)}`;
+    this.openedWith = this.token;
     const socket = new WebSocket(url);
     this.socket = socket;
     this.welcomed = false;
@@ -140,6 +165,8 @@ export class Connection {
       const within = Math.min(REPLY_TIMEOUT_MS, (heartbeat * 1000) / 2);
       clearInterval(this.keepalive);
       this.keepalive = setInterval(() => this.request('ping', {}, within).catch(() => {}), every);
+      // Renewed while this socket was being opened: it lives by the old one.
+      if (this.openedWith !== this.token) this.setToken(this.token);
       this.callbacks.onState('open');
       this.callbacks.onOpen(frame.content, isReconnect);
       return;
@@ -166,19 +193,37 @@ export class Connection {
     clearTimeout(this.welcomeTimer);
     this.failPending('disconnected', 'The connection was lost.');
     if (this.stopped) return;
-    if (code === CLOSE_TOKEN_EXPIRED) {
+    if (code === CLOSE_SESSION_REVOKED) {
       this.stopped = true;
-      this.callbacks.onExpired();
+      this.callbacks.onRevoked();
       return;
     }
     this.callbacks.onState('reconnecting');
     // A refused handshake looks like any other failure from here; ask the
     // HTTP API whether the token is still good before trying again. (A
     // connection that timed out was not refused: the network is at fault.)
-    if (!wasWelcomed && !timedOut && !(await this.callbacks.checkToken())) {
-      this.stopped = true;
-      this.callbacks.onExpired();
-      return;
+    const expired = code === CLOSE_TOKEN_EXPIRED;
+    if (expired || (!wasWelcomed && !timedOut && !(await this.callbacks.checkToken()))) {
+      if (this.stopped) return;
+      let token;
+      try {
+        token = await this.callbacks.renewToken();
+      } catch {
+        // The server could not be asked: try again later, as for any
+        // failure; a refused handshake then asks again.
+        token = undefined;
+      }
+      if (this.stopped) return;
+      if (token === null) {
+        this.stopped = true;
+        return;
+      }
+      if (token) this.token = token;
+      // Only the token was at fault: back at once with the new one.
+      if (token && expired) {
+        this.open();
+        return;
+      }
     }
     if (this.stopped) return;
     if (wasWelcomed && timedOut) {
