@@ -56,6 +56,21 @@ fn scripts_never_put_text_into_the_page_as_html() {
 }
 
 #[test]
+fn no_script_keeps_a_token_in_storage() {
+    // The access token lives in memory and the refresh token in an
+    // HttpOnly cookie; storage only ever holds the login screen's notice.
+    for (name, _, body) in FILES {
+        let text = std::str::from_utf8(body).unwrap();
+        assert!(!text.contains("localStorage"), "localStorage in {name}");
+        assert!(!text.contains("document.cookie"), "document.cookie in {name}");
+        for (at, _) in text.match_indices("sessionStorage.setItem(") {
+            let rest = &text[at + "sessionStorage.setItem(".len()..];
+            assert!(rest.starts_with("NOTICE_KEY,"), "{name} stores {rest:.40}");
+        }
+    }
+}
+
+#[test]
 fn an_unknown_name_or_an_old_version_is_not_found() {
     assert!(find(&asset_url("nope.js")).is_none());
     assert!(find("/assets/0000000000000000/app.js").is_none());
