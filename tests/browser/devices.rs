@@ -320,7 +320,6 @@ async fn short_lived_tokens_are_renewed_on_the_open_connection() {
         return;
     };
     let ann = server.register("ann").await;
-    let bob = server.register("bob").await;
     let page = Page::open(&driver, &server, DESKTOP).await;
     logged_in_watched(&page, "ann").await;
     page.b
@@ -335,6 +334,8 @@ async fn short_lived_tokens_are_renewed_on_the_open_connection() {
 
     // Three lifetimes of the access token.
     tokio::time::sleep(Duration::from_secs(9)).await;
+    // Bob signs up only now, so that his token is fresh.
+    let bob = server.register("bob").await;
     let mut from_bob = server.connect(&bob).await;
     from_bob
         .ack(
@@ -348,7 +349,8 @@ async fn short_lived_tokens_are_renewed_on_the_open_connection() {
     assert_eq!(
         socket_tokens(&page).await.len(),
         1,
-        "one connection all along: reauth extended it"
+        "one connection all along: reauth extended it (closes {:?})",
+        close_codes(&page).await
     );
     assert_eq!(close_codes(&page).await, Vec::<u64>::new());
     let reconnecting = page
@@ -399,4 +401,71 @@ async fn wait_for_login_screen_not_shown(page: &Page) {
         .eval("return !document.getElementById('auth').hidden", json!([]))
         .await;
     assert_eq!(shown, false, "the tab was signed in without the form");
+}
+
+#[tokio::test]
+async fn a_connection_closed_for_an_expired_token_comes_back_with_a_renewed_one() {
+    let Some((server, driver)) = setup(&[("CONFAB_TOKEN_TTL_SECS", "3")]).await else {
+        return;
+    };
+    let ann = server.register("ann").await;
+    let page = Page::open(&driver, &server, DESKTOP).await;
+    logged_in_watched(&page, "ann").await;
+    // Refreshes fail, as if the server were out of reach, until let through:
+    // the token expires on the open connection.
+    page.b
+        .eval(
+            "window.testBlockRefresh = true; \
+             const original = window.fetch; \
+             window.fetch = (url, init) => \
+               window.testBlockRefresh && String(url).includes('/token/refresh') \
+                 ? Promise.reject(new TypeError('blocked by the test')) \
+                 : original.call(window, url, init);",
+            json!([]),
+        )
+        .await;
+    page.b
+        .wait_for(
+            "the connection to close with 4001",
+            "JSON.parse(sessionStorage.getItem('test.closes') || '[]').includes(4001)",
+        )
+        .await;
+    page.wait_for_text("#connection-status", "Reconnecting")
+        .await;
+    let app_shown = page
+        .b
+        .eval("return !document.getElementById('app').hidden", json!([]))
+        .await;
+    assert_eq!(
+        app_shown, true,
+        "a refresh that got no answer signs no one out"
+    );
+
+    page.b
+        .eval("window.testBlockRefresh = false", json!([]))
+        .await;
+    page.b
+        .wait_for(
+            "the connection to come back",
+            "document.getElementById('connection-status').hidden",
+        )
+        .await;
+    let tokens = socket_tokens(&page).await;
+    assert!(tokens.len() >= 2, "{tokens:?}");
+    assert_ne!(
+        tokens.first(),
+        tokens.last(),
+        "it came back with a renewed token"
+    );
+    let bob = server.register("bob").await;
+    let mut from_bob = server.connect(&bob).await;
+    from_bob
+        .ack(
+            "sendPrivateMessage",
+            json!({"to": ann.id, "body": "welcome back"}),
+        )
+        .await;
+    page.open_conversation("bob").await;
+    page.wait_for_bodies(&["welcome back"]).await;
+    page.b.quit().await;
 }

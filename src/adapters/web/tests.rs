@@ -62,7 +62,10 @@ fn no_script_keeps_a_token_in_storage() {
     for (name, _, body) in FILES {
         let text = std::str::from_utf8(body).unwrap();
         assert!(!text.contains("localStorage"), "localStorage in {name}");
-        assert!(!text.contains("document.cookie"), "document.cookie in {name}");
+        assert!(
+            !text.contains("document.cookie"),
+            "document.cookie in {name}"
+        );
         for (at, _) in text.match_indices("sessionStorage.setItem(") {
             let rest = &text[at + "sessionStorage.setItem(".len()..];
             assert!(rest.starts_with("NOTICE_KEY,"), "{name} stores {rest:.40}");

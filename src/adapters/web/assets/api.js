@@ -67,19 +67,24 @@ export async function sessions(token) {
   return data.sessions;
 }
 
-/** Logs out another device (its connections close with 4003); a 404 when it is already gone. */
+/**
+ * Logs out another device (its connections close with 4003); a 404 when it
+ * is already gone. Not in cookie mode, which would clear this device's cookie.
+ */
 export function endSession(token, id) {
   return call('DELETE', `/api/v1/sessions/${encodeURIComponent(id)}`, { token });
 }
 
+// Cookie mode on the two logouts: the answer clears the refresh cookie.
+
 /** Logs this device out and clears its refresh cookie. */
 export function logout(token) {
-  return call('POST', '/api/v1/logout', { token });
+  return call('POST', '/api/v1/logout', { token, cookie: true });
 }
 
 /** Logs out every device of the user, this one included. */
 export function logoutAll(token) {
-  return call('POST', '/api/v1/logout-all', { token });
+  return call('POST', '/api/v1/logout-all', { token, cookie: true });
 }
 
 /** Changes the password and logs out every other device: a 403 for a wrong current password, a 400 for a bad new one. */

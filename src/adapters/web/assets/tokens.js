@@ -6,8 +6,10 @@
 
 import * as api from './api.js';
 
-// Renew once this share of the token's lifetime has passed.
+// Renew once this share of the token's lifetime has passed, and never
+// sooner than this after the last renewal (however short the lifetime).
 const RENEW_AT = 0.8;
+const MIN_RENEW_MS = 1000;
 // A 409 means another tab of this browser rotated the refresh token a
 // moment ago; by now the cookie holds the newest one.
 const CONFLICT_RETRY_MS = 1000;
@@ -98,7 +100,7 @@ export class Tokens {
 
   accept(signed) {
     this.value = signed.token;
-    this.schedule(Date.now() + lifetimeMs(signed) * RENEW_AT);
+    this.schedule(Date.now() + Math.max(MIN_RENEW_MS, lifetimeMs(signed) * RENEW_AT));
   }
 
   schedule(at) {
@@ -153,15 +155,17 @@ export class Tokens {
 }
 
 /**
- * How long a token lives, from its `iat` and `exp` claims (docs/protocol.md,
- * "Tokens"): both by the server's clock, so the answer holds however far off
- * this machine's clock is. `expiresAt` against the local clock otherwise.
+ * How long a token has left to live, at least, from its `iat` and `exp`
+ * claims (docs/protocol.md, "Tokens"): both by the server's clock, so the
+ * answer holds however far off this machine's clock is. They are whole
+ * seconds, so up to a second of it may be gone already. `expiresAt`
+ * against the local clock otherwise.
  */
 function lifetimeMs({ token, expiresAt }) {
   try {
     const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
     const claims = JSON.parse(atob(payload));
-    if (claims.exp > claims.iat) return (claims.exp - claims.iat) * 1000;
+    if (claims.exp > claims.iat) return (claims.exp - claims.iat - 1) * 1000;
   } catch {
     // Not a JWT we can read: fall through.
   }
