@@ -22,7 +22,9 @@ use crate::adapters::store::{PgStore, SqliteStore};
 use crate::adapters::ws::session::WsSettings;
 use crate::adapters::ws::{Attach, Outbound, SessionRegistry};
 use crate::config::{Database, Settings};
-use crate::domain::ports::{BlockStore, MessageStore, PresenceRegistry, Transport, UserStore};
+use crate::domain::ports::{
+    BlockStore, DeviceStore, MessageStore, PresenceRegistry, Revoker, Transport, UserStore,
+};
 use crate::domain::positions::SeqIndex;
 use crate::domain::service::{ChatService, Limits, Ports};
 
@@ -84,8 +86,13 @@ async fn wire(settings: Settings) -> anyhow::Result<(TcpListener, Wiring, Option
     let metrics = Arc::new(Metrics::default());
     let opened = metrics.clone();
     let scrub = settings.sqlite_scrub();
-    let (users, messages, blocks, index) =
-        tokio::task::spawn_blocking(move || open_store(&database, &opened, scrub)).await??;
+    let Stores {
+        users,
+        messages,
+        blocks,
+        devices,
+        index,
+    } = tokio::task::spawn_blocking(move || open_store(&database, &opened, scrub)).await??;
     let secret = match &settings.jwt_secret {
         Some(s) => s.clone().into_bytes(),
         None => {
@@ -111,42 +118,54 @@ async fn wire(settings: Settings) -> anyhow::Result<(TcpListener, Wiring, Option
         .await
         .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
     let bound = listener.local_addr()?;
-    let (cluster, presence, transport): (_, Arc<dyn PresenceRegistry>, Arc<dyn Transport>) =
-        match settings.cluster(bound) {
-            Some(cluster_settings) => {
-                let Some(index) = index else {
-                    anyhow::bail!("cluster mode needs PostgreSQL");
-                };
-                let broker = cluster::redis::connect(&cluster_settings).await?;
-                let cluster = Cluster::join(
-                    cluster_settings,
-                    broker,
-                    registry.clone(),
-                    messages.clone(),
-                    index,
-                    metrics.clone(),
-                )
-                .await?;
-                let (presence, transport) = (cluster.presence(), cluster.transport());
-                (Some(cluster), presence, transport)
-            }
-            None => (
-                None,
-                Arc::new(InMemoryPresence::default()),
+    let (cluster, reach): (_, Reach) = match settings.cluster(bound) {
+        Some(cluster_settings) => {
+            let Some(index) = index else {
+                anyhow::bail!("cluster mode needs PostgreSQL");
+            };
+            let broker = cluster::redis::connect(&cluster_settings).await?;
+            let cluster = Cluster::join(
+                cluster_settings,
+                broker,
                 registry.clone(),
-            ),
-        };
+                messages.clone(),
+                index,
+                devices.clone(),
+                metrics.clone(),
+            )
+            .await?;
+            let reach = Reach {
+                presence: cluster.presence(),
+                transport: cluster.transport(),
+                revoker: cluster.revoker(),
+            };
+            (Some(cluster), reach)
+        }
+        None => (
+            None,
+            Reach {
+                presence: Arc::new(InMemoryPresence::default()),
+                transport: registry.clone(),
+                revoker: registry.clone(),
+            },
+        ),
+    };
     let ports = Ports {
         users,
         messages,
         blocks,
         auth: Arc::new(auth),
-        presence,
-        transport,
+        devices,
+        revoker: reach.revoker,
+        presence: reach.presence,
+        transport: reach.transport,
         clock: Arc::new(SystemClock),
     };
     let limits = Limits {
         max_sessions_per_user: settings.max_sessions_per_user as usize,
+        max_devices_per_user: settings.max_devices_per_user as usize,
+        refresh_ttl_ms: secs_to_ms(settings.refresh_ttl_secs),
+        refresh_grace_ms: secs_to_ms(settings.refresh_grace_secs),
     };
     let service = Arc::new(ChatService::new(ports, limits));
     if let Some(cluster) = &cluster {
@@ -238,12 +257,13 @@ async fn edge(settings: &Settings, metrics: &Metrics) -> anyhow::Result<EdgeSett
 
 /// The store the configuration names: both ports on one adapter, and
 /// the cluster's index when it can be shared by several nodes.
-type Stores = (
-    Arc<dyn UserStore>,
-    Arc<dyn MessageStore>,
-    Arc<dyn BlockStore>,
-    Option<Arc<dyn SeqIndex>>,
-);
+struct Stores {
+    users: Arc<dyn UserStore>,
+    messages: Arc<dyn MessageStore>,
+    blocks: Arc<dyn BlockStore>,
+    devices: Arc<dyn DeviceStore>,
+    index: Option<Arc<dyn SeqIndex>>,
+}
 
 /// Opens the store the configuration names; SQLite's empties its WAL
 /// within `scrub` of an edit or a delete.
@@ -255,15 +275,38 @@ fn open_store(
     Ok(match database {
         Database::Sqlite(path) => {
             let store = Arc::new(SqliteStore::open(path, metrics.store.clone(), scrub)?);
-            (store.clone(), store.clone(), store, None)
+            Stores {
+                users: store.clone(),
+                messages: store.clone(),
+                blocks: store.clone(),
+                devices: store,
+                index: None,
+            }
         }
         Database::Postgres(url) => {
             // libpq may quote the part of a URL it cannot parse, password included.
             let opened = PgStore::open(url).map_err(|e| anyhow!(database.scrub(&format!("{e:#}"))));
             let store = Arc::new(opened?);
-            (store.clone(), store.clone(), store.clone(), Some(store))
+            Stores {
+                users: store.clone(),
+                messages: store.clone(),
+                blocks: store.clone(),
+                devices: store.clone(),
+                index: Some(store),
+            }
         }
     })
+}
+
+/// The ports that reach sessions: this process's, or the cluster's.
+struct Reach {
+    presence: Arc<dyn PresenceRegistry>,
+    transport: Arc<dyn Transport>,
+    revoker: Arc<dyn Revoker>,
+}
+
+fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

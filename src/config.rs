@@ -37,8 +37,18 @@ pub struct Settings {
     pub database_url: Option<String>,
     /// HS256 secret; generated and kept in `<data_dir>/jwt_secret` when unset.
     pub jwt_secret: Option<String>,
-    /// Token lifetime in seconds.
+    /// Access token lifetime in seconds (the contract's default is 24 hours).
     pub token_ttl_secs: u64,
+    /// Refresh token lifetime in seconds; each refresh starts a new one.
+    pub refresh_ttl_secs: u64,
+    /// Seconds after its rotation in which a spent refresh token presented
+    /// again is answered 409 (a race) rather than ending its session (reuse).
+    pub refresh_grace_secs: u64,
+    /// Most live device sessions per user; one more ends the least recently used.
+    pub max_devices_per_user: u32,
+    /// Seconds between checks of the open connections' device sessions
+    /// against the database (revocations a node's bus missed).
+    pub revocation_sweep_secs: u64,
     /// Longest time, in seconds, that the text an edit or a delete replaced
     /// stays in the SQLite files (the WAL is then checkpointed and emptied).
     pub sqlite_scrub_secs: u64,
@@ -184,6 +194,7 @@ impl Settings {
             reorder: Duration::from_millis(self.cluster_reorder_ms),
             resync_every: Duration::from_secs(self.cluster_resync_secs),
             probe_after: Duration::from_secs(self.cluster_probe_secs),
+            revocation_sweep: Duration::from_secs(self.revocation_sweep_secs),
             faults,
         })
     }
@@ -281,6 +292,10 @@ fn defaults() -> Result<ConfigBuilder<DefaultState>, ConfigError> {
         .and_then(|b| b.set_default("port", 8080))
         .and_then(|b| b.set_default("data_dir", "./data"))
         .and_then(|b| b.set_default("token_ttl_secs", 86_400))
+        .and_then(|b| b.set_default("refresh_ttl_secs", 30 * 86_400))
+        .and_then(|b| b.set_default("refresh_grace_secs", 30))
+        .and_then(|b| b.set_default("max_devices_per_user", 100))
+        .and_then(|b| b.set_default("revocation_sweep_secs", 10))
         .and_then(|b| b.set_default("sqlite_scrub_secs", 30))
         .and_then(|b| b.set_default("rate_per_sec", 20))
         .and_then(|b| b.set_default("rate_burst", 50))

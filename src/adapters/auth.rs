@@ -9,10 +9,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use crate::domain::device::RefreshHash;
 use crate::domain::error::PortError;
 use crate::domain::ports::{Authenticator, InvalidToken, IssuedToken, TokenClaims};
 use crate::domain::user::PasswordHash;
-use crate::domain::{Password, Timestamp, User, UserId};
+use crate::domain::{DeviceId, Password, Timestamp, User, UserId};
 
 /// Cost of argon2id; the defaults are the argon2 crate's (OWASP's) choice.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +54,16 @@ struct Claims {
     iat: i64,
     exp: i64,
     jti: String,
+    /// The device session: a token without one (from before device
+    /// sessions) is refused.
+    sid: String,
+    /// The user's generation when it was issued.
+    #[serde(rename = "gen")]
+    generation: u64,
 }
+
+/// Bytes of randomness in a refresh token: 256 bits.
+const REFRESH_BYTES: usize = 32;
 
 impl JwtAuthenticator {
     /// Builds the authenticator.
@@ -133,7 +143,13 @@ impl Authenticator for JwtAuthenticator {
         Ok(known && matches)
     }
 
-    fn issue_token(&self, user: &User, now: Timestamp) -> Result<IssuedToken, PortError> {
+    fn issue_token(
+        &self,
+        user: &User,
+        device: &DeviceId,
+        generation: u64,
+        now: Timestamp,
+    ) -> Result<IssuedToken, PortError> {
         let iat = now.secs();
         let exp = iat.saturating_add(self.ttl_secs);
         let claims = Claims {
@@ -142,6 +158,8 @@ impl Authenticator for JwtAuthenticator {
             iat,
             exp,
             jti: uuid::Uuid::new_v4().to_string(),
+            sid: device.as_str().to_owned(),
+            generation,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| PortError(e.into()))?;
@@ -161,8 +179,29 @@ impl Authenticator for JwtAuthenticator {
         }
         Ok(TokenClaims {
             user_id: UserId::new(data.claims.sub),
+            device: DeviceId::new(data.claims.sid),
+            generation: data.claims.generation,
             expires_at: Timestamp::from_millis(data.claims.exp.saturating_mul(1000)),
         })
+    }
+
+    fn new_refresh_token(&self) -> (String, RefreshHash) {
+        use base64::Engine as _;
+        use rand::RngCore;
+        let mut raw = [0u8; REFRESH_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut raw);
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        let hash = self.refresh_hash(&token);
+        (token, hash)
+    }
+
+    // A plain hash, not a slow one: the token is 256 random bits, which no
+    // amount of guessing recovers from its hash, and every refresh looks
+    // it up by this value.
+    fn refresh_hash(&self, token: &str) -> RefreshHash {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(token.as_bytes());
+        RefreshHash(digest.iter().map(|b| format!("{b:02x}")).collect())
     }
 }
 
@@ -282,15 +321,54 @@ mod tests {
     #[test]
     fn an_issued_token_verifies_with_its_claims() {
         let a = auth(b"k");
-        let t = a.issue_token(&ann(), now()).unwrap();
+        let t = a
+            .issue_token(&ann(), &DeviceId::new("d1"), 3, now())
+            .unwrap();
         let claims = a.verify_token(&t.token, now()).unwrap();
         assert_eq!(claims.user_id, UserId::new("u-ann"));
+        assert_eq!(claims.device, DeviceId::new("d1"));
+        assert_eq!(claims.generation, 3);
         assert_eq!(claims.expires_at, t.expires_at);
     }
 
     #[test]
+    fn a_token_without_a_device_session_is_refused() {
+        let a = auth(b"k");
+        let iat = now().secs();
+        let old = serde_json::json!({
+            "sub": "u-ann", "name": "ann", "iat": iat, "exp": iat + 60, "jti": "j"
+        });
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &old,
+            &EncodingKey::from_secret(b"k"),
+        )
+        .unwrap();
+        assert_eq!(a.verify_token(&token, now()), Err(InvalidToken));
+    }
+
+    #[test]
+    fn refresh_tokens_are_256_random_bits_kept_as_their_sha256() {
+        let a = auth(b"k");
+        let (one, hash) = a.new_refresh_token();
+        let (two, _) = a.new_refresh_token();
+        assert_eq!(one.len(), 43, "{one}");
+        assert_ne!(one, two);
+        assert_eq!(hash, a.refresh_hash(&one));
+        assert_eq!(hash.0.len(), 64);
+        assert!(!hash.0.contains(&one));
+        // SHA-256 of "abc", the FIPS 180-2 example.
+        assert_eq!(
+            a.refresh_hash("abc").0,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
     fn a_token_signed_with_another_key_is_refused() {
-        let t = auth(b"one").issue_token(&ann(), now()).unwrap();
+        let t = auth(b"one")
+            .issue_token(&ann(), &DeviceId::new("d1"), 3, now())
+            .unwrap();
         assert_eq!(
             auth(b"two").verify_token(&t.token, now()),
             Err(InvalidToken)
@@ -300,7 +378,9 @@ mod tests {
     #[test]
     fn an_expired_token_is_refused() {
         let a = auth(b"k");
-        let t = a.issue_token(&ann(), now()).unwrap();
+        let t = a
+            .issue_token(&ann(), &DeviceId::new("d1"), 3, now())
+            .unwrap();
         let later = Timestamp::from_millis(t.expires_at.millis() + 1);
         assert_eq!(a.verify_token(&t.token, later), Err(InvalidToken));
     }
@@ -308,7 +388,10 @@ mod tests {
     #[test]
     fn a_tampered_or_unsigned_token_is_refused() {
         let a = auth(b"k");
-        let t = a.issue_token(&ann(), now()).unwrap().token;
+        let t = a
+            .issue_token(&ann(), &DeviceId::new("d1"), 3, now())
+            .unwrap()
+            .token;
         let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
         // alg: none, same claims, no signature
         parts[0] = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0".into();

@@ -3,8 +3,9 @@
 //! here, and this is the only place those texts are written.
 
 use crate::domain::error::{
-    AuthenticateError, BlockError, ChangeMessageError, ConversationError, InviteError, LoginError,
-    PortError, PresenceError, RegisterError, SendError,
+    AccountError, AuthenticateError, BlockError, ChangeMessageError, ConversationError,
+    EndDeviceError, InviteError, LoginError, PortError, PresenceError, RefreshError, RegisterError,
+    SendError,
 };
 use crate::domain::membership::Denied;
 use crate::domain::ports::OpenSessionError;
@@ -103,6 +104,38 @@ impl From<AuthenticateError> for ChatError {
                 Self::Unauthorized("missing, invalid or expired token")
             }
             AuthenticateError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<RefreshError> for ChatError {
+    fn from(e: RefreshError) -> Self {
+        match e {
+            RefreshError::Invalid | RefreshError::Reused { .. } => {
+                Self::Unauthorized("invalid, expired or revoked refresh token")
+            }
+            RefreshError::Raced => Self::Conflict(
+                "this refresh token was just used by another request; use the newest one",
+            ),
+            RefreshError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<EndDeviceError> for ChatError {
+    fn from(e: EndDeviceError) -> Self {
+        match e {
+            EndDeviceError::NoSuchDevice => Self::NotFound("session not found"),
+            EndDeviceError::Unknown(e) => e.into(),
+        }
+    }
+}
+
+impl From<AccountError> for ChatError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::WrongPassword => Self::Forbidden("the password is wrong"),
+            AccountError::Unknown(e) => e.into(),
         }
     }
 }

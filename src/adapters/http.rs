@@ -25,6 +25,7 @@ mod api;
 mod body;
 mod error;
 mod routes;
+mod sessions;
 mod upgrade;
 
 #[cfg(test)]

@@ -172,6 +172,8 @@ pub struct Metrics {
     pub connections_refused: Family<ReasonLabel, Counter>,
     /// Logins refused because their account was locked by failed ones.
     pub logins_throttled: Counter,
+    /// Refresh tokens presented again after their rotation (sessions ended).
+    pub refresh_reuse: Counter,
     /// Cluster delivery and presence.
     pub cluster: ClusterMetrics,
     /// The SQLite store's writer (empty on PostgreSQL).
@@ -196,6 +198,7 @@ impl Default for Metrics {
             connections_open: Gauge::default(),
             connections_refused: Family::default(),
             logins_throttled: Counter::default(),
+            refresh_reuse: Counter::default(),
             cluster: ClusterMetrics::default(),
             store: StoreMetrics::default(),
             registry: Registry::default(),
@@ -228,6 +231,7 @@ impl Default for Metrics {
             ("http_requests", "HTTP requests served", &m.http_requests),
             ("ws_write_failures", "WebSocket writes that failed (the peer gone, or a frame refused)", &m.write_failures),
             ("logins_throttled", "Logins refused while their account was locked by failed ones", &m.logins_throttled),
+            ("refresh_token_reuse", "Refresh tokens presented after their rotation; each ended its session", &m.refresh_reuse),
         ];
         register_all(&mut registry, &counters);
         m.cluster.register(&mut registry);

@@ -15,6 +15,9 @@ impl Settings {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("token_ttl_secs", self.token_ttl_secs),
+            ("refresh_ttl_secs", self.refresh_ttl_secs),
+            ("max_devices_per_user", u64::from(self.max_devices_per_user)),
+            ("revocation_sweep_secs", self.revocation_sweep_secs),
             ("sqlite_scrub_secs", self.sqlite_scrub_secs),
             ("rate_per_sec", u64::from(self.rate_per_sec)),
             ("rate_burst", u64::from(self.rate_burst)),

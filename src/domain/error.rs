@@ -44,6 +44,51 @@ pub enum AuthenticateError {
     Unknown(#[from] PortError),
 }
 
+/// Why `refresh` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// Unknown, expired, spent long ago, or of an ended device session.
+    #[error("invalid refresh token")]
+    Invalid,
+    /// Spent moments ago by another request: the newest token is elsewhere.
+    #[error("refresh token just rotated")]
+    Raced,
+    /// Spent long ago: a copy was kept, by the client or by a thief. The
+    /// device session was ended; the adapter logs it.
+    #[error("refresh token reused; device session {device} of user {user} ended")]
+    Reused {
+        /// Whose device session.
+        user: crate::domain::UserId,
+        /// Which.
+        device: crate::domain::DeviceId,
+    },
+    /// A port failed.
+    #[error(transparent)]
+    Unknown(#[from] PortError),
+}
+
+/// Why ending a device session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EndDeviceError {
+    /// The caller has no live device session by that id.
+    #[error("no such session")]
+    NoSuchDevice,
+    /// A port failed.
+    #[error(transparent)]
+    Unknown(#[from] PortError),
+}
+
+/// Why a password change or an account deletion failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The password given to confirm it is not the account's.
+    #[error("wrong password")]
+    WrongPassword,
+    /// A port failed.
+    #[error(transparent)]
+    Unknown(#[from] PortError),
+}
+
 /// Why `presence_of` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {

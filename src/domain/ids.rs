@@ -53,3 +53,9 @@ id_type!(
     /// Identifies one WebSocket session (a user may have several).
     SessionId
 );
+id_type!(
+    /// Identifies one device session: a login on one device, which its
+    /// refresh tokens keep alive and whose WebSocket connections close when
+    /// it ends.
+    DeviceId
+);

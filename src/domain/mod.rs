@@ -7,6 +7,7 @@
 
 pub mod blocking;
 pub mod conversation;
+pub mod device;
 pub mod error;
 pub mod event;
 pub mod ids;
@@ -26,7 +27,7 @@ pub use conversation::{
     Visibility,
 };
 pub use event::Event;
-pub use ids::{ConversationId, MessageId, SessionId, UserId};
+pub use ids::{ConversationId, DeviceId, MessageId, SessionId, UserId};
 pub use message::{ClientMsgId, HistoryPage, HistoryQuery, Message, MessageBody};
 pub use page::PageLimit;
 pub use presence::{ActiveStatus, Presence, Status};

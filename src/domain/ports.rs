@@ -10,9 +10,12 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use super::conversation::{Conversation, ConversationSummary, Membership, RoomName, Visibility};
+use super::device::{
+    CreatedDevice, Device, NewDevice, RefreshHash, Revocation, Rotate, Rotation, TokenState,
+};
 use super::error::PortError;
 use super::event::Event;
-use super::ids::{ConversationId, MessageId, SessionId, UserId};
+use super::ids::{ConversationId, DeviceId, MessageId, SessionId, UserId};
 use super::membership::Denied;
 use super::message::{
     AppendOutcome, HistoryPage, HistoryQuery, Message, MessageChange, NewMessage,
@@ -311,6 +314,10 @@ pub struct IssuedToken {
 pub struct TokenClaims {
     /// The user it was issued to.
     pub user_id: UserId,
+    /// The device session it belongs to.
+    pub device: DeviceId,
+    /// The user's generation when it was issued.
+    pub generation: u64,
     /// When it expires.
     pub expires_at: Timestamp,
 }
@@ -336,11 +343,119 @@ pub trait Authenticator: Send + Sync {
         hash: Option<PasswordHash>,
     ) -> Result<bool, PortError>;
 
-    /// Issues a token for `user`, valid from `now` for the configured lifetime.
-    fn issue_token(&self, user: &User, now: Timestamp) -> Result<IssuedToken, PortError>;
+    /// Issues an access token for `user` on `device` in their
+    /// `generation`, valid from `now` for the configured lifetime.
+    fn issue_token(
+        &self,
+        user: &User,
+        device: &DeviceId,
+        generation: u64,
+        now: Timestamp,
+    ) -> Result<IssuedToken, PortError>;
 
-    /// Checks a token's signature, algorithm and expiry at `now`.
+    /// Checks a token's signature, algorithm and expiry at `now`, and that
+    /// it names a device session.
     fn verify_token(&self, token: &str, now: Timestamp) -> Result<TokenClaims, InvalidToken>;
+
+    /// A new refresh token, unguessable, and the hash the store keeps of it.
+    fn new_refresh_token(&self) -> (String, RefreshHash);
+
+    /// The hash of a refresh token a client presented.
+    fn refresh_hash(&self, token: &str) -> RefreshHash;
+}
+
+/// Device sessions and their refresh tokens: the source of truth for
+/// which tokens and connections are still good.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// Stores a new device session with its first refresh token, after
+    /// ending the user's least recently used live sessions beyond
+    /// `max - 1`.
+    async fn create_device(
+        &self,
+        device: NewDevice,
+        max: usize,
+    ) -> Result<CreatedDevice, PortError>;
+
+    /// What a token of `user` on `device` needs checked at `now`; `None`
+    /// when no such device session of that user exists.
+    async fn token_state(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        now: Timestamp,
+    ) -> Result<Option<TokenState>, PortError>;
+
+    /// Spends a refresh token for its successor, exactly once however many
+    /// present it at the same time; ends its device session when it was
+    /// spent before the grace window.
+    async fn rotate_refresh(&self, rotate: Rotate) -> Result<Rotation, PortError>;
+
+    /// The user's live device sessions, most recently used first.
+    async fn devices(&self, user: &UserId, now: Timestamp) -> Result<Vec<Device>, PortError>;
+
+    /// Records that a device session was used. Best effort.
+    async fn touch_device(
+        &self,
+        device: &DeviceId,
+        now: Timestamp,
+        address: Option<String>,
+    ) -> Result<(), PortError>;
+
+    /// Ends one live device session of `user`; false when there is none
+    /// by that id (ended, expired, or someone else's).
+    async fn end_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        now: Timestamp,
+    ) -> Result<bool, PortError>;
+
+    /// Ends every live device session of `user` but `keep`; with
+    /// `bump_generation`, also voids every token issued so far.
+    async fn end_devices(
+        &self,
+        user: &UserId,
+        keep: Option<DeviceId>,
+        bump_generation: bool,
+        now: Timestamp,
+    ) -> Result<(), PortError>;
+
+    /// Those of `devices` that are no longer live at `now`.
+    async fn ended_among(
+        &self,
+        devices: &[DeviceId],
+        now: Timestamp,
+    ) -> Result<Vec<DeviceId>, PortError>;
+
+    /// The user's password hash, when they exist and are not deleted.
+    async fn password_hash(&self, user: &UserId) -> Result<Option<PasswordHash>, PortError>;
+
+    /// Replaces the user's password and ends every other device session,
+    /// in one transaction.
+    async fn set_password(
+        &self,
+        user: &UserId,
+        hash: PasswordHash,
+        keep: DeviceId,
+        now: Timestamp,
+    ) -> Result<(), PortError>;
+
+    /// Deletes an account: the row stays (the name stays taken, messages
+    /// keep their sender), with no usable password, every device session
+    /// ended and every token voided.
+    async fn delete_user(&self, user: &UserId, now: Timestamp) -> Result<(), PortError>;
+}
+
+/// Closes the connections a revocation ends, on every node that has one.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait Revoker: Send + Sync {
+    /// Told after the store committed `what`. MUST NOT wait for slow
+    /// sessions or an unreachable peer: nodes that miss it catch up from
+    /// the store.
+    async fn revoked(&self, what: Revocation);
 }
 
 /// Who is connected, with how many sessions, and their chosen status.

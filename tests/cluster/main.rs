@@ -24,4 +24,5 @@ mod failover;
 mod harness;
 mod outage;
 mod presence;
+mod revocation;
 mod support;

@@ -52,6 +52,10 @@ pub struct Account {
     pub username: String,
     /// A bearer token.
     pub token: String,
+    /// The device session the token belongs to.
+    pub session: String,
+    /// That session's refresh token.
+    pub refresh: String,
 }
 
 impl TestServer {
@@ -314,6 +318,8 @@ impl TestServer {
             id: body["user"]["id"].as_str().unwrap().to_owned(),
             username: body["user"]["username"].as_str().unwrap().to_owned(),
             token: body["token"].as_str().unwrap().to_owned(),
+            session: body["sessionId"].as_str().unwrap().to_owned(),
+            refresh: body["refreshToken"].as_str().unwrap().to_owned(),
         }
     }
 

@@ -10,8 +10,16 @@ use crate::helpers::{Backend, Client, TestServer, on_each_backend};
 const SECRET: &str = "a-test-secret-of-enough-length";
 
 fn forge(secret: &str, sub: &str, exp_offset: i64) -> String {
+    forge_on(secret, sub, "no-such-session", exp_offset)
+}
+
+/// A token signed with `secret` for `sub` on device session `sid`.
+fn forge_on(secret: &str, sub: &str, sid: &str, exp_offset: i64) -> String {
     let now = chrono::Utc::now().timestamp();
-    let claims = json!({"sub": sub, "name": "x", "iat": now, "exp": now + exp_offset, "jti": "j"});
+    let claims = json!({
+        "sub": sub, "name": "x", "iat": now, "exp": now + exp_offset, "jti": "j",
+        "sid": sid, "gen": 0
+    });
     jsonwebtoken::encode(
         &Header::default(),
         &claims,
@@ -76,8 +84,14 @@ async fn every_bad_token_is_401_before_the_upgrade(backend: Backend) {
     assert_eq!(status, 200);
     assert_eq!(
         Some(200),
-        Some(s.get("/api/v1/me", Some(&forge(SECRET, &a.id, 60))).await.0)
+        Some(
+            s.get("/api/v1/me", Some(&forge_on(SECRET, &a.id, &a.session, 60)))
+                .await
+                .0
+        )
     );
+    // Signed right, but of no live device session: refused.
+    assert_refused(&s, Some(&forge(SECRET, &a.id, 60)), "no device session").await;
 }
 
 #[tokio::test]

@@ -18,5 +18,6 @@ mod outbound;
 mod postgres;
 mod presence;
 mod rooms;
+mod sessions;
 mod web;
 mod websocket;

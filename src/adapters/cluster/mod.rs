@@ -20,6 +20,7 @@ mod memory;
 mod node;
 pub mod presence;
 pub mod redis;
+mod revocation;
 mod tasks;
 pub mod tracker;
 mod transport;
@@ -43,8 +44,9 @@ use self::node::{LocalUser, Locals, Node, Outgoing, SubCommand};
 use super::metrics::Metrics;
 use super::ws::registry::SessionHandle;
 use super::ws::{Attach, SessionRegistry};
+use crate::domain::device::Revocation;
 use crate::domain::error::PortError;
-use crate::domain::ports::{MessageStore, PresenceRegistry};
+use crate::domain::ports::{DeviceStore, MessageStore, PresenceRegistry, Revoker};
 use crate::domain::positions::SeqIndex;
 use crate::domain::service::ChatService;
 use crate::domain::{SessionId, UserId};
@@ -71,6 +73,9 @@ pub struct ClusterSettings {
     pub resync_every: Duration,
     /// How long the subscriber may sit idle before it is probed.
     pub probe_after: Duration,
+    /// How often open connections' device sessions are checked against
+    /// the database (revocations the bus lost).
+    pub revocation_sweep: Duration,
     /// Test-only publish faults.
     pub faults: Faults,
 }
@@ -106,6 +111,7 @@ impl Cluster {
         registry: Arc<SessionRegistry>,
         store: Arc<dyn MessageStore>,
         index: Arc<dyn SeqIndex>,
+        devices: Arc<dyn DeviceStore>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
         info!(node = %settings.node_id, incarnation = %broker.incarnation, "cluster member");
@@ -113,11 +119,14 @@ impl Cluster {
             registry,
             store,
             index,
+            devices,
             metrics,
         };
         let (node, queues) = Node::new(settings, broker.incarnation, broker.bus, locals);
         let listening = node.bus.listen(Arc::new(node.clone()));
-        if node.bus.subscribe(&[&node.node_channel()]).await.is_err() {
+        let channels = [node.node_channel(), node.revocation_channel()];
+        let channels: Vec<&str> = channels.iter().map(String::as_str).collect();
+        if node.bus.subscribe(&channels).await.is_err() {
             listening.abort();
             anyhow::bail!("cannot subscribe on the message bus");
         }
@@ -134,6 +143,11 @@ impl Cluster {
     /// The `Transport` for the core.
     pub fn transport(&self) -> Arc<ClusterTransport> {
         Arc::new(ClusterTransport::new(self.node.clone()))
+    }
+
+    /// The `Revoker` for the core.
+    pub fn revoker(self: &Arc<Self>) -> Arc<dyn Revoker> {
+        self.clone()
     }
 
     /// The `PresenceRegistry` for the core.
@@ -196,6 +210,14 @@ impl Cluster {
 /// node subscribes to the user's channel and seeds their cursors from the
 /// store; then the session is registered, atomically with respect to every
 /// emission, so it misses nothing and gets nothing twice.
+/// Closes what ended here and tells every other node.
+#[async_trait]
+impl Revoker for Cluster {
+    async fn revoked(&self, what: Revocation) {
+        self.node.revoke(&what);
+    }
+}
+
 #[async_trait]
 impl Attach for Cluster {
     async fn attach(&self, user: &UserId, handle: SessionHandle) -> Result<(), PortError> {

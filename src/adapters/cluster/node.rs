@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::bus::{Bus, Inbox, Publish};
 use super::envelope::{self, Header, Kind, Route};
+use super::revocation::REVOCATION_SUFFIX;
 use super::tracker::{self, Fill, Item, Offered, Tracker};
 use super::{ClusterSettings, lock};
 use crate::adapters::metrics::Metrics;
@@ -23,7 +24,7 @@ use crate::adapters::ws::SessionRegistry;
 use crate::adapters::ws::registry::SessionHandle;
 use crate::domain::event::Event;
 use crate::domain::message::HistoryQuery;
-use crate::domain::ports::{Access, MessageStore};
+use crate::domain::ports::{Access, DeviceStore, MessageStore};
 use crate::domain::positions::SeqIndex;
 use crate::domain::{ConversationId, SessionId, UserId};
 
@@ -82,9 +83,12 @@ pub(super) struct Node {
     pub incarnation: String,
     /// The broker.
     pub bus: Arc<dyn Bus>,
-    registry: Arc<SessionRegistry>,
+    /// This process's sessions.
+    pub(super) registry: Arc<SessionRegistry>,
     store: Arc<dyn MessageStore>,
     index: Arc<dyn SeqIndex>,
+    /// Device sessions, for what the bus may have lost of revocations.
+    pub(super) devices: Arc<dyn DeviceStore>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     tracker: Mutex<Tracker>,
@@ -118,6 +122,8 @@ pub(super) struct Locals {
     pub store: Arc<dyn MessageStore>,
     /// Where users stand, for seeds and resync.
     pub index: Arc<dyn SeqIndex>,
+    /// Device sessions, to check open connections against.
+    pub devices: Arc<dyn DeviceStore>,
     /// Counters.
     pub metrics: Arc<Metrics>,
 }
@@ -140,6 +146,7 @@ impl Node {
             registry: locals.registry,
             store: locals.store,
             index: locals.index,
+            devices: locals.devices,
             metrics: locals.metrics,
             locals: Mutex::default(),
             subs,
@@ -309,6 +316,11 @@ impl Node {
 
     /// One envelope from the bus.
     fn arrived(self: &Arc<Self>, channel: &str, payload: &[u8]) {
+        // Compared in place: this runs for every payload the node receives.
+        if channel.strip_prefix(self.settings.prefix.as_str()) == Some(REVOCATION_SUFFIX) {
+            self.revocation_arrived(payload);
+            return;
+        }
         let Some((header, frame)) = envelope::decode(payload) else {
             warn!("dropped a pub/sub payload that is not an envelope");
             return;

@@ -43,6 +43,7 @@ pub(super) fn spawn(node: &Arc<Node>, queues: Queues) -> Vec<JoinHandle<()>> {
         tokio::spawn(run_filler(node.clone())),
         tokio::spawn(run_resync(node.clone())),
         tokio::spawn(run_probe(node.clone())),
+        tokio::spawn(run_revocation_sweep(node.clone())),
     ]);
     tasks
 }
@@ -51,7 +52,8 @@ pub(super) fn spawn(node: &Arc<Node>, queues: Queues) -> Vec<JoinHandle<()>> {
 /// unsubscribe requests in the order they were made (a user leaving and
 /// coming back must end subscribed).
 async fn run_subscriptions(node: Arc<Node>, mut commands: mpsc::UnboundedReceiver<SubCommand>) {
-    let mut desired: HashSet<String> = HashSet::from([node.node_channel()]);
+    let mut desired: HashSet<String> =
+        HashSet::from([node.node_channel(), node.revocation_channel()]);
     let mut batch = Vec::new();
     while commands.recv_many(&mut batch, 1024).await > 0 {
         let mut batch_iter = batch.drain(..).peekable();
@@ -107,6 +109,21 @@ async fn recover(node: &Arc<Node>, desired: &HashSet<String>, reason: &'static s
     node.metrics.cluster.redis_connected.set(1);
     node.touch_push();
     node.request_resync(reason);
+    // Revocations published while the bus was away are gone too.
+    let reloading = node.clone();
+    tokio::spawn(async move { reloading.reload_revocations(reason).await });
+}
+
+/// Checks the open connections' device sessions against the database every
+/// `revocation_sweep`: a node whose bus is away still closes what ended.
+async fn run_revocation_sweep(node: Arc<Node>) {
+    let mut every = tokio::time::interval(node.settings.revocation_sweep);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        node.reload_revocations("sweep").await;
+    }
 }
 
 /// Sends queued publishes in order, many per call.

@@ -15,10 +15,10 @@ use super::*;
 use crate::adapters::ws::{Mailbox, Outbound};
 use crate::domain::event::Event;
 use crate::domain::message::{HistoryPage, Message};
-use crate::domain::ports::{MockMessageStore, Transport};
+use crate::domain::ports::{MockDeviceStore, MockMessageStore, Transport};
 use crate::domain::positions::Position;
 use crate::domain::routing::Delivery;
-use crate::domain::{ConversationId, MessageId, Timestamp, Username};
+use crate::domain::{ConversationId, DeviceId, MessageId, Timestamp, Username};
 
 const REORDER: Duration = Duration::from_millis(200);
 
@@ -93,6 +93,7 @@ fn settings(node: &str) -> ClusterSettings {
         reorder: REORDER,
         resync_every: Duration::from_secs(3600),
         probe_after: Duration::from_secs(3600),
+        revocation_sweep: Duration::from_secs(3600),
         faults: Faults::None,
     }
 }
@@ -115,7 +116,7 @@ impl Rig {
         let b_metrics = Arc::new(Metrics::default());
         let b = node(&hub, &store, b_settings, b_metrics.clone()).await;
         let outbound = Arc::new(Outbound::new(1000, 1 << 20, 1 << 24, 5));
-        let bob = Mailbox::new(SessionId::new("s-bob"), outbound, None);
+        let bob = Mailbox::new(SessionId::new("s-bob"), DeviceId::new("d"), outbound, None);
         b.attach(&UserId::new("bob"), bob.clone()).await.unwrap();
         Self {
             hub,
@@ -171,9 +172,16 @@ async fn node(
     let registry = Arc::new(SessionRegistry::new(metrics.clone()));
     let messages = message_store(store.clone());
     let index = store.clone();
-    Cluster::join(settings, broker, registry, messages, index, metrics)
-        .await
-        .unwrap()
+    let mut devices = MockDeviceStore::new();
+    devices
+        .expect_ended_among()
+        .returning(|_, _| Ok(Vec::new()));
+    let devices = Arc::new(devices);
+    Cluster::join(
+        settings, broker, registry, messages, index, devices, metrics,
+    )
+    .await
+    .unwrap()
 }
 
 /// The seq an envelope carries, if any.

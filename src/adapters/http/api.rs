@@ -7,25 +7,36 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde_json::{Value, json};
 
-use super::body::{bearer, credentials, query_param};
+use super::body::{bearer, credentials_in, json_object, query_param};
 use super::error::{ApiError, error_response, json_response};
+use super::sessions::{Delivery, device_info, signed_in};
 use super::{HttpResponse, HttpState};
 use crate::adapters::failure::ChatError;
-use crate::adapters::wire::{self, UserDto};
+use crate::adapters::wire::UserDto;
 use crate::domain::error::LoginError;
-use crate::domain::service::SignedIn;
 use crate::domain::{PageLimit, Password, Username};
 
-/// `POST /register`: a new account, signed in.
+/// `POST /register`: a new account, signed in on a new device session.
 pub(super) async fn register(
     state: &HttpState,
+    peer: IpAddr,
+    client: IpAddr,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let (username, password) = credentials(req, state.request_timeout).await?;
+    let delivery = Delivery::of(state, peer, req.headers());
+    let headers = req.headers().clone();
+    let body = json_object(req, state.request_timeout).await?;
+    let (username, password) = credentials_in(&body)?;
     let username = Username::parse(&username)?;
     let password = Password::parse(&password)?;
-    let signed = state.service().register(username, password).await?;
-    Ok(signed_in(StatusCode::CREATED, &signed))
+    let device = device_info(&body, &headers, client)?;
+    let signed = state.service().register(username, password, device).await?;
+    Ok(signed_in(
+        StatusCode::CREATED,
+        &signed,
+        delivery,
+        state.service().now(),
+    ))
 }
 
 /// `POST /login` under the per-account throttle: an account locked by
@@ -33,10 +44,15 @@ pub(super) async fn register(
 /// a name that exists and one that does not.
 pub(super) async fn login(
     state: &HttpState,
+    peer: IpAddr,
     client: IpAddr,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let (username, password) = credentials(req, state.request_timeout).await?;
+    let delivery = Delivery::of(state, peer, req.headers());
+    let headers = req.headers().clone();
+    let body = json_object(req, state.request_timeout).await?;
+    let (username, password) = credentials_in(&body)?;
+    let device = device_info(&body, &headers, client)?;
     let attempt = match state
         .login_throttle
         .begin(&username, client, Instant::now())
@@ -50,10 +66,15 @@ pub(super) async fn login(
             ));
         }
     };
-    match state.service().login(&username, &password).await {
+    match state.service().login(&username, &password, device).await {
         Ok(signed) => {
             attempt.succeeded(client, Instant::now());
-            Ok(signed_in(StatusCode::OK, &signed))
+            Ok(signed_in(
+                StatusCode::OK,
+                &signed,
+                delivery,
+                state.service().now(),
+            ))
         }
         Err(e) => {
             if matches!(e, LoginError::InvalidCredentials) {
@@ -122,15 +143,4 @@ fn decimal(raw: &str) -> Option<u64> {
     raw.parse().ok().or_else(|| {
         (!raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit())).then_some(u64::MAX)
     })
-}
-
-fn signed_in(status: StatusCode, s: &SignedIn) -> HttpResponse {
-    json_response(
-        status,
-        &json!({
-            "user": UserDto::from(&s.user),
-            "token": s.token.token,
-            "expiresAt": wire::rfc3339(s.token.expires_at),
-        }),
-    )
 }

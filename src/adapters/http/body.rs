@@ -32,7 +32,7 @@ pub(super) fn query_param(req: &Request<Incoming>, name: &str) -> Option<String>
 
 /// Reads a JSON object body: 413 over 64 KiB, 400 for anything malformed,
 /// 408 when it takes longer than `timeout` to arrive.
-async fn json_object(
+pub(super) async fn json_object(
     req: Request<Incoming>,
     timeout: Duration,
 ) -> Result<Map<String, Value>, ApiError> {
@@ -118,21 +118,29 @@ pub(super) fn json_body(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-/// The `username` and `password` of a register or login request's body.
-pub(super) async fn credentials(
-    req: Request<Incoming>,
-    timeout: Duration,
-) -> Result<(String, String), ApiError> {
-    credentials_in(&json_object(req, timeout).await?)
-}
-
 /// The `username` and `password` strings of a register or login body.
 pub(super) fn credentials_in(body: &Map<String, Value>) -> Result<(String, String), ApiError> {
-    let field = |name: &str| match body.get(name) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        _ => Err(ApiError::bad_request(format!(
-            "{name} is required and must be a string"
-        ))),
-    };
-    Ok((field("username")?, field("password")?))
+    Ok((
+        string_field(body, "username")?,
+        string_field(body, "password")?,
+    ))
+}
+
+/// The string field `name` of a JSON body: 400 when missing or not a string.
+pub(super) fn string_field(body: &Map<String, Value>, name: &str) -> Result<String, ApiError> {
+    optional_string(body, name)?
+        .ok_or_else(|| ApiError::bad_request(format!("{name} is required and must be a string")))
+}
+
+/// The string field `name` of a JSON body, if there is one (`null` is
+/// none): 400 when it is anything but a string.
+pub(super) fn optional_string(
+    body: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<String>, ApiError> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::bad_request(format!("{name} must be a string"))),
+    }
 }

@@ -10,7 +10,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::error::{ApiError, error_response};
-use super::{HttpResponse, HttpState, Listener, api, upgrade};
+use super::{HttpResponse, HttpState, Listener, api, sessions, upgrade};
 use crate::adapters::edge::Slot;
 use crate::adapters::edge::forwarded::client_key;
 use crate::adapters::web;
@@ -21,13 +21,43 @@ use crate::adapters::web;
 pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/register", "POST"),
     ("/api/v1/login", "POST"),
+    ("/api/v1/token/refresh", "POST"),
     ("/api/v1/me", "GET"),
+    ("/api/v1/me", "DELETE"),
+    ("/api/v1/sessions", "GET"),
+    (SESSION_PATH, "DELETE"),
+    ("/api/v1/logout", "POST"),
+    ("/api/v1/logout-all", "POST"),
+    ("/api/v1/password", "POST"),
     ("/api/v1/users", "GET"),
     ("/api/v1/openapi.json", "GET"),
     ("/healthz", "GET"),
     ("/metrics", "GET"),
     ("/ws", "GET"),
 ];
+
+/// One device session, as the OpenAPI document spells its path.
+const SESSION_PATH: &str = "/api/v1/sessions/{id}";
+/// What the paths of [`SESSION_PATH`] start with.
+const SESSION_PREFIX: &str = "/api/v1/sessions/";
+
+/// The paths that check a password or a refresh token: throttled per
+/// client address, like login.
+const CREDENTIAL_PATHS: &[&str] = &[
+    "/api/v1/register",
+    "/api/v1/login",
+    "/api/v1/token/refresh",
+    "/api/v1/password",
+];
+
+/// The route `path` takes: its row's path in [`ROUTES`] (a session's id
+/// matched by [`SESSION_PATH`]), and that id.
+fn route_of(path: &str) -> (&str, Option<&str>) {
+    match path.strip_prefix(SESSION_PREFIX) {
+        Some(id) if !id.is_empty() && !id.contains('/') => (SESSION_PATH, Some(id)),
+        _ => (path, None),
+    }
+}
 
 /// The OpenAPI 3.1 description of [`ROUTES`], served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
@@ -105,32 +135,45 @@ async fn route(
         }
         return web_route(&req);
     }
+    let (route, id) = route_of(&path);
     // /metrics may be served on a listener of its own (`metrics_addr`).
-    let Some(&(_, allowed)) = ROUTES
+    let methods: Vec<&str> = ROUTES
         .iter()
-        .find(|(p, _)| *p == path && (*p != "/metrics" || state.metrics_here))
-    else {
+        .filter(|(p, _)| *p == route && (*p != "/metrics" || state.metrics_here))
+        .map(|(_, m)| *m)
+        .collect();
+    if methods.is_empty() {
         return Err(not_found());
-    };
-    if req.method().as_str() != allowed {
-        return Ok(method_not_allowed(allowed, &path));
     }
-    let checks_password = matches!(path.as_str(), "/api/v1/register" | "/api/v1/login");
-    let client = state.trusted_proxies.client(conn.peer(), req.headers());
+    let method = req.method().as_str().to_owned();
+    if !methods.contains(&method.as_str()) {
+        return Ok(method_not_allowed(&methods.join(", "), &path));
+    }
+    let checks_password =
+        CREDENTIAL_PATHS.contains(&route) || (route == "/api/v1/me" && method == "DELETE");
+    let peer = conn.peer();
+    let client = state.trusted_proxies.client(peer, req.headers());
     if checks_password && let Err(not_until) = state.auth_limiter.check_key(&client_key(client)) {
         return Err(ApiError::rate_limited(
             "too many attempts from this address; try again shortly",
             not_until.wait_time_from(state.auth_limiter.clock().now()),
         ));
     }
-    match path.as_str() {
-        "/api/v1/register" => api::register(state, req).await,
-        "/api/v1/login" => api::login(state, client, req).await,
-        "/api/v1/me" => api::me(state, &req).await,
-        "/api/v1/users" => api::users(state, &req).await,
-        "/healthz" => Ok(api::health(state).await),
-        "/metrics" => Ok(metrics(state)),
-        "/api/v1/openapi.json" => {
+    match (route, method.as_str()) {
+        ("/api/v1/register", _) => api::register(state, peer, client, req).await,
+        ("/api/v1/login", _) => api::login(state, peer, client, req).await,
+        ("/api/v1/token/refresh", _) => sessions::refresh(state, peer, client, req).await,
+        ("/api/v1/me", "DELETE") => sessions::delete_me(state, req).await,
+        ("/api/v1/sessions", _) => sessions::list(state, &req).await,
+        (SESSION_PATH, _) => sessions::end(state, &req, id.unwrap_or_default()).await,
+        ("/api/v1/logout", _) => sessions::logout(state, &req).await,
+        ("/api/v1/logout-all", _) => sessions::logout_all(state, &req).await,
+        ("/api/v1/password", _) => sessions::password(state, req).await,
+        ("/api/v1/me", _) => api::me(state, &req).await,
+        ("/api/v1/users", _) => api::users(state, &req).await,
+        ("/healthz", _) => Ok(api::health(state).await),
+        ("/metrics", _) => Ok(metrics(state)),
+        ("/api/v1/openapi.json", _) => {
             let mut res = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -138,7 +181,7 @@ async fn route(
             );
             Ok(res)
         }
-        "/ws" => upgrade::upgrade(state, conn, req).await,
+        ("/ws", _) => upgrade::upgrade(state, conn, req).await,
         _ => Err(not_found()),
     }
 }

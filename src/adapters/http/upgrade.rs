@@ -2,6 +2,7 @@
 //! and the session it starts.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -64,6 +65,7 @@ pub(super) async fn upgrade(
     conn.upgraded();
     let handle = Mailbox::new(
         caller.session.clone(),
+        auth.device.clone(),
         env.settings.outbound.clone(),
         Some(conn.clone()),
     );
@@ -89,7 +91,7 @@ pub(super) async fn upgrade(
     }
     let pending = PendingSession {
         caller,
-        expires_at: auth.expires_at,
+        expires_at: AtomicI64::new(auth.expires_at.millis()),
         handle,
     };
     let env = env.clone();

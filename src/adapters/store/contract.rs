@@ -22,7 +22,7 @@ use tokio::sync::Barrier;
 use crate::domain::conversation::MEMBERS_LISTED;
 use crate::domain::message::{AppendOutcome, MessageChange, NewMessage};
 use crate::domain::ports::{
-    Access, AppendError, BlockStore, CreateUserError, MessageStore, UserStore,
+    Access, AppendError, BlockStore, CreateUserError, DeviceStore, MessageStore, UserStore,
 };
 use crate::domain::user::PasswordHash;
 use crate::domain::{
@@ -32,9 +32,15 @@ use crate::domain::{
 };
 
 /// The storage ports, as one adapter provides them.
-pub(crate) trait Store: UserStore + MessageStore + BlockStore + Clone + 'static {}
+pub(crate) trait Store:
+    UserStore + MessageStore + BlockStore + DeviceStore + Clone + 'static
+{
+}
 
-impl<T: UserStore + MessageStore + BlockStore + Clone + 'static> Store for T {}
+impl<T: UserStore + MessageStore + BlockStore + DeviceStore + Clone + 'static> Store for T {}
+
+mod devices;
+pub(crate) use devices::*;
 
 /// What the suite needs from an adapter's tests.
 pub(crate) trait Fixture: Sized {
@@ -171,6 +177,13 @@ macro_rules! store_contract_tests {
             a_blocked_sender_cannot_append_to_the_direct_conversation_until_unblocked,
             a_block_leaves_rooms_open_to_the_blocked_user,
             a_block_by_another_store_on_one_database_closes_the_direct_conversation,
+            a_device_session_is_live_until_ended_and_listed_most_recent_first,
+            a_refresh_token_rotates_once_and_its_reuse_ends_the_session,
+            of_concurrent_rotations_of_one_token_on_two_stores_exactly_one_wins,
+            past_the_limit_the_least_recently_used_device_session_ends,
+            ending_every_session_keeps_one_if_asked_and_a_bump_moves_the_generation,
+            a_password_change_replaces_the_hash_and_ends_the_other_sessions,
+            a_deleted_user_keeps_the_name_but_not_the_password_nor_a_session,
         );
     };
     (@each $fixture:ty; $($test:ident,)*) => {

@@ -8,6 +8,7 @@
 mod common;
 #[cfg(test)]
 mod contract;
+mod devices;
 mod engine;
 mod gather;
 pub mod group_commit;

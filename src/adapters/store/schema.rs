@@ -13,6 +13,29 @@ diesel::table! {
         password_hash -> Text,
         created_at -> BigInt,
         last_seen -> Nullable<BigInt>,
+        generation -> BigInt,
+        deleted_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    devices (id) {
+        id -> Text,
+        user_id -> Text,
+        name -> Text,
+        created_at -> BigInt,
+        last_used_at -> BigInt,
+        last_address -> Nullable<Text>,
+        refresh_expires_at -> BigInt,
+        ended_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (hash) {
+        hash -> Text,
+        device_id -> Text,
+        rotated_at -> Nullable<BigInt>,
     }
 }
 
@@ -77,6 +100,8 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(devices -> users (user_id));
+diesel::joinable!(refresh_tokens -> devices (device_id));
 diesel::joinable!(members -> conversations (conversation_id));
 diesel::joinable!(members -> users (user_id));
 diesel::joinable!(messages -> conversations (conversation_id));
@@ -84,6 +109,8 @@ diesel::joinable!(messages -> users (sender_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
+    devices,
+    refresh_tokens,
     conversations,
     members,
     messages,

@@ -14,6 +14,9 @@ use crate::domain::{
     ActiveStatus, ClientMsgId, ConversationId, MessageBody, MessageId, RoomName, UserId, Visibility,
 };
 
+/// Longest access token `reauth` reads; real ones are a few hundred bytes.
+const MAX_TOKEN_BYTES: usize = 4096;
+
 /// Longest request id a client may send.
 pub const MAX_REQUEST_ID_CHARS: usize = 64;
 /// Longest id (user, conversation, message) accepted in a request; real ids
@@ -87,6 +90,11 @@ pub enum Request {
     },
     /// `ping`.
     Ping,
+    /// `reauth`: a fresh access token of the connection's device session.
+    Reauth {
+        /// The token.
+        token: String,
+    },
     /// `createRoom`.
     CreateRoom {
         /// Its name.
@@ -358,6 +366,17 @@ const REQUESTS: &[(&str, ReadContent)] = &[
         })
     }),
     ("ping", |_| Ok(Request::Ping)),
+    ("reauth", |f| {
+        Ok(Request::Reauth {
+            token: match f.0.get("token") {
+                Some(Value::String(t)) if !t.is_empty() && t.len() <= MAX_TOKEN_BYTES => t.clone(),
+                Some(Value::String(_)) => {
+                    return Err(format!("token must be 1 to {MAX_TOKEN_BYTES} bytes"));
+                }
+                _ => return Err("token is required and must be a string".into()),
+            },
+        })
+    }),
     ("createRoom", |f| {
         Ok(Request::CreateRoom {
             name: match f.0.get("name") {

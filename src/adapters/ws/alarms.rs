@@ -154,6 +154,7 @@ mod tests {
     fn mailbox() -> Arc<Mailbox> {
         Mailbox::new(
             SessionId::new("s"),
+            crate::domain::DeviceId::new("d"),
             Arc::new(super::super::Outbound::new(4, 1 << 20, 1 << 20, 5)),
             None,
         )

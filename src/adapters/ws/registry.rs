@@ -21,10 +21,12 @@ use smallvec::SmallVec;
 use super::super::edge::Slot;
 use super::super::metrics::Metrics;
 use super::super::wire;
+use crate::domain::device::Revocation;
 use crate::domain::event::Event;
+use crate::domain::ports::Revoker;
 use crate::domain::ports::Transport;
 use crate::domain::routing::Delivery;
-use crate::domain::{SessionId, UserId};
+use crate::domain::{DeviceId, SessionId, UserId};
 
 /// Close code: server going away (shutdown).
 pub const GOING_AWAY: u16 = 1001;
@@ -36,6 +38,9 @@ pub const INVALID_DATA: u16 = 1007;
 pub const TOO_LARGE: u16 = 1009;
 /// Close code: the session's token expired.
 pub const TOKEN_EXPIRED: u16 = 4001;
+/// Close code: the connection's device session was ended (logged out,
+/// revoked): the client must sign in again rather than refresh.
+pub const SESSION_REVOKED: u16 = 4003;
 /// Close code: the session could not keep up with its events.
 pub const SLOW_CONSUMER: u16 = 4008;
 /// Close code: normal closure.
@@ -53,7 +58,7 @@ const RANG: u64 = u64::MAX;
 
 /// [`Mailbox::pending`] counts bytes in its low 48 bits and frames above
 /// them: one atomic for both, so a push checks both limits at once and the
-/// mailbox stays 128 bytes.
+/// mailbox stays small.
 const BYTE_BITS: u32 = 48;
 /// The byte count's bits of [`Mailbox::pending`].
 const BYTE_MASK: u64 = (1 << BYTE_BITS) - 1;
@@ -84,6 +89,7 @@ fn reason_for(code: u16) -> &'static str {
         INVALID_DATA => "invalid UTF-8",
         TOO_LARGE => "frame too large",
         TOKEN_EXPIRED => "token expired",
+        SESSION_REVOKED => "session revoked",
         SLOW_CONSUMER => "slow consumer",
         _ => "",
     }
@@ -143,6 +149,9 @@ pub fn cost(frame: &Frame) -> usize {
 #[derive(Debug)]
 pub struct Mailbox {
     id: SessionId,
+    /// The device session whose token opened it: the connection closes
+    /// with 4003 when that ends.
+    device: DeviceId,
     /// The limits, and the running total of every session.
     outbound: Arc<Outbound>,
     queue: Mutex<VecDeque<Frame>>,
@@ -153,7 +162,8 @@ pub struct Mailbox {
     pending: AtomicU64,
     /// The close code asked for, [`OPEN`] until then. A code rather than
     /// a code and its text: the text follows from the code ([`reason_for`]),
-    /// and the 28 bytes saved take the mailbox down to 128.
+    /// and the 28 bytes saved took the mailbox down to 128 (144 since it
+    /// knows its device session).
     close: AtomicU32,
     /// The session task, waiting for frames or a close request.
     waker: AtomicWaker,
@@ -177,15 +187,17 @@ pub struct Mailbox {
 pub type SessionHandle = Arc<Mailbox>;
 
 impl Mailbox {
-    /// An empty mailbox for `id`, bounded by `outbound`, holding the
-    /// connection's `slot` while the session lasts.
+    /// An empty mailbox for `id`, opened by `device`, bounded by
+    /// `outbound`, holding the connection's `slot` while the session lasts.
     pub fn new(
         id: SessionId,
+        device: DeviceId,
         outbound: Arc<Outbound>,
         connection: Option<Arc<Slot>>,
     ) -> SessionHandle {
         Arc::new(Self {
             id,
+            device,
             outbound,
             queue: Mutex::default(),
             pending: AtomicU64::new(0),
@@ -197,6 +209,11 @@ impl Mailbox {
             alarm: AtomicU64::new(NO_ALARM),
             _connection: connection,
         })
+    }
+
+    /// The device session that opened it.
+    pub fn device(&self) -> &DeviceId {
+        &self.device
     }
 
     /// The session.
@@ -459,6 +476,40 @@ impl SessionRegistry {
         }
         self.metrics.events_queued.inc_by(queued);
         queued
+    }
+}
+
+impl SessionRegistry {
+    /// Closes with 4003 this process's connections that `what` ends.
+    pub fn revoke(&self, what: &Revocation) {
+        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        let user = what.user();
+        for handle in sessions.by_user.get(user).into_iter().flatten() {
+            if what.ends(user, handle.device()) {
+                handle.close(SESSION_REVOKED);
+            }
+        }
+    }
+
+    /// The device sessions of this process's connections, each once.
+    pub fn devices(&self) -> Vec<(UserId, DeviceId)> {
+        let sessions = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        let mut seen = std::collections::HashSet::new();
+        sessions
+            .by_user
+            .iter()
+            .flat_map(|(user, list)| list.iter().map(move |h| (user, h.device())))
+            .filter(|(_, device)| seen.insert((*device).clone()))
+            .map(|(user, device)| (user.clone(), device.clone()))
+            .collect()
+    }
+}
+
+/// A single process: what ends is closed here, the only place it can be.
+#[async_trait]
+impl Revoker for SessionRegistry {
+    async fn revoked(&self, what: Revocation) {
+        self.revoke(&what);
     }
 }
 

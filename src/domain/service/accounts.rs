@@ -1,8 +1,9 @@
-//! Accounts: registering, signing in, checking tokens, finding users.
+//! Accounts: registering, signing in, finding users.
 
-use super::{Authenticated, ChatService, SignedIn, USERS_PAGE};
+use super::{ChatService, SignedIn, USERS_PAGE};
 use crate::domain::blocking;
-use crate::domain::error::{AuthenticateError, LoginError, PortError, RegisterError};
+use crate::domain::device::DeviceInfo;
+use crate::domain::error::{LoginError, PortError, RegisterError};
 use crate::domain::ids::UserId;
 use crate::domain::page::PageLimit;
 use crate::domain::ports::CreateUserError;
@@ -17,6 +18,7 @@ impl ChatService {
         &self,
         username: Username,
         password: Password,
+        device: DeviceInfo,
     ) -> Result<SignedIn, RegisterError> {
         // Cheap check first, so a taken name costs no password hash; the
         // store's unique constraint still settles races.
@@ -34,7 +36,7 @@ impl ChatService {
             Err(CreateUserError::Duplicate) => return Err(RegisterError::Taken),
             Err(CreateUserError::Unknown(e)) => return Err(e.into()),
         };
-        Ok(self.sign_in(user)?)
+        Ok(self.sign_in(user, device).await?)
     }
 
     /// Checks a username and password. Unknown users and wrong passwords get
@@ -44,7 +46,12 @@ impl ChatService {
     /// [`LoginError::InvalidCredentials`] for any that do not match a user.
     // The name is not parsed at the edge: a name that breaks the rules is
     // one that matches no user, not a bad request.
-    pub async fn login(&self, username: &str, password: &str) -> Result<SignedIn, LoginError> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        device: DeviceInfo,
+    ) -> Result<SignedIn, LoginError> {
         let found = match Username::parse(username) {
             Ok(name) => self.ports.users.credentials(&name).await?,
             Err(_) => None,
@@ -54,41 +61,9 @@ impl ChatService {
         // about as long.
         let matches = self.ports.auth.verify_password(password, hash).await?;
         match user {
-            Some(user) if matches => Ok(self.sign_in(user)?),
+            Some(user) if matches => Ok(self.sign_in(user, device).await?),
             _ => Err(LoginError::InvalidCredentials),
         }
-    }
-
-    fn sign_in(&self, user: User) -> Result<SignedIn, PortError> {
-        let token = self.ports.auth.issue_token(&user, self.now())?;
-        Ok(SignedIn { user, token })
-    }
-
-    /// Checks a bearer token and that its user still exists.
-    ///
-    /// # Errors
-    /// [`AuthenticateError::InvalidToken`] for a missing, bad or expired
-    /// token, or a deleted user.
-    pub async fn authenticate(
-        &self,
-        token: Option<&str>,
-    ) -> Result<Authenticated, AuthenticateError> {
-        let token = token.ok_or(AuthenticateError::InvalidToken)?;
-        let claims = self
-            .ports
-            .auth
-            .verify_token(token, self.now())
-            .map_err(|_| AuthenticateError::InvalidToken)?;
-        let user = self
-            .ports
-            .users
-            .user(&claims.user_id)
-            .await?
-            .ok_or(AuthenticateError::InvalidToken)?;
-        Ok(Authenticated {
-            user,
-            expires_at: claims.expires_at,
-        })
     }
 
     /// Users whose name starts with `prefix`, each with whether they are

@@ -12,18 +12,19 @@ use std::sync::Arc;
 use super::conversation::{Conversation, Membership};
 use super::error::ConversationError;
 use super::event::Event;
-use super::ids::{ConversationId, SessionId, UserId};
+use super::ids::{ConversationId, DeviceId, SessionId, UserId};
 use super::membership::{Action, Allowed, Denied, authorize};
 use super::message::{ClientMsgId, MessageBody};
 use super::ports::{
-    Access, Authenticator, BlockStore, Clock, IssuedToken, MessageStore, PresenceRegistry,
-    Transport, UserStore,
+    Access, Authenticator, BlockStore, Clock, DeviceStore, IssuedToken, MessageStore,
+    PresenceRegistry, Revoker, Transport, UserStore,
 };
 use super::time::Timestamp;
 use super::user::User;
 
 mod accounts;
 mod blocks;
+mod devices;
 mod lanes;
 mod messages;
 mod presence;
@@ -74,6 +75,10 @@ pub struct Ports {
     pub blocks: Arc<dyn BlockStore>,
     /// Passwords and tokens.
     pub auth: Arc<dyn Authenticator>,
+    /// Device sessions, refresh tokens, password changes.
+    pub devices: Arc<dyn DeviceStore>,
+    /// Closes the connections of ended device sessions, on every node.
+    pub revoker: Arc<dyn Revoker>,
     /// Who is online.
     pub presence: Arc<dyn PresenceRegistry>,
     /// Event delivery to sessions.
@@ -85,8 +90,16 @@ pub struct Ports {
 /// Limits the core enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Most sessions (devices) one user may hold open.
+    /// Most WebSocket connections one user may hold open.
     pub max_sessions_per_user: usize,
+    /// Most live device sessions one user may have; one more ends the
+    /// least recently used.
+    pub max_devices_per_user: usize,
+    /// How long a refresh token is accepted, in milliseconds.
+    pub refresh_ttl_ms: i64,
+    /// How long after its rotation a refresh token presented again is
+    /// taken for a race, not a theft, in milliseconds.
+    pub refresh_grace_ms: i64,
 }
 
 /// The caller of a WebSocket request: a user on one session.
@@ -98,13 +111,17 @@ pub struct Caller {
     pub session: SessionId,
 }
 
-/// A user with a fresh token, the answer to register and login.
+/// A user with fresh tokens, the answer to register, login and refresh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedIn {
     /// The user.
     pub user: User,
-    /// Their token.
+    /// Their access token.
     pub token: IssuedToken,
+    /// The device session the tokens belong to.
+    pub device: DeviceId,
+    /// The refresh token, which buys the next pair once.
+    pub refresh: IssuedToken,
 }
 
 /// A token that checked out, with its user.
@@ -112,6 +129,8 @@ pub struct SignedIn {
 pub struct Authenticated {
     /// The user it belongs to (who still exists).
     pub user: User,
+    /// The device session it belongs to (still live).
+    pub device: DeviceId,
     /// When it expires.
     pub expires_at: Timestamp,
 }

@@ -7,11 +7,13 @@ use async_trait::async_trait;
 
 use super::{Answer, Authenticated, Caller, ChatService, Draft, SignedIn};
 use crate::domain::conversation::{ConversationSummary, RoomName, RoomsPage, Visibility};
+use crate::domain::device::{Device, DeviceInfo};
 use crate::domain::error::{
-    AuthenticateError, BlockError, ChangeMessageError, ConversationError, InviteError, LoginError,
-    PortError, PresenceError, RegisterError, SendError,
+    AccountError, AuthenticateError, BlockError, ChangeMessageError, ConversationError,
+    EndDeviceError, InviteError, LoginError, PortError, PresenceError, RefreshError, RegisterError,
+    SendError,
 };
-use crate::domain::ids::{ConversationId, MessageId, UserId};
+use crate::domain::ids::{ConversationId, DeviceId, MessageId, UserId};
 use crate::domain::message::{HistoryPage, HistoryQuery, Message, MessageBody};
 use crate::domain::page::PageLimit;
 use crate::domain::ports::OpenSessionError;
@@ -32,9 +34,40 @@ pub trait UseCases: Send + Sync {
         &self,
         username: Username,
         password: Password,
+        device: DeviceInfo,
     ) -> Result<SignedIn, RegisterError>;
     /// [`ChatService::login`].
-    async fn login(&self, username: &str, password: &str) -> Result<SignedIn, LoginError>;
+    async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        device: DeviceInfo,
+    ) -> Result<SignedIn, LoginError>;
+    /// [`ChatService::refresh`].
+    async fn refresh(&self, token: &str, address: Option<String>)
+    -> Result<SignedIn, RefreshError>;
+    /// [`ChatService::reauthenticate`].
+    async fn reauthenticate(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        token: &str,
+    ) -> Result<Timestamp, AuthenticateError>;
+    /// [`ChatService::devices`].
+    async fn devices(&self, user: &UserId) -> Result<Vec<Device>, PortError>;
+    /// [`ChatService::end_device`].
+    async fn end_device(&self, user: &UserId, device: &DeviceId) -> Result<(), EndDeviceError>;
+    /// [`ChatService::end_all_devices`].
+    async fn end_all_devices(&self, user: &UserId) -> Result<(), PortError>;
+    /// [`ChatService::change_password`].
+    async fn change_password(
+        &self,
+        auth: &Authenticated,
+        current: &str,
+        new: Password,
+    ) -> Result<(), AccountError>;
+    /// [`ChatService::delete_account`].
+    async fn delete_account(&self, user: &UserId, password: &str) -> Result<(), AccountError>;
     /// [`ChatService::authenticate`].
     async fn authenticate<'a>(
         &self,
@@ -166,11 +199,47 @@ impl UseCases for ChatService {
     fn now(&self) -> Timestamp {
         ChatService::now(self)
     }
-    async fn register(&self, u: Username, p: Password) -> Result<SignedIn, RegisterError> {
-        ChatService::register(self, u, p).await
+    async fn register(
+        &self,
+        u: Username,
+        p: Password,
+        d: DeviceInfo,
+    ) -> Result<SignedIn, RegisterError> {
+        ChatService::register(self, u, p, d).await
     }
-    async fn login(&self, u: &str, p: &str) -> Result<SignedIn, LoginError> {
-        ChatService::login(self, u, p).await
+    async fn login(&self, u: &str, p: &str, d: DeviceInfo) -> Result<SignedIn, LoginError> {
+        ChatService::login(self, u, p, d).await
+    }
+    async fn refresh(&self, t: &str, a: Option<String>) -> Result<SignedIn, RefreshError> {
+        ChatService::refresh(self, t, a).await
+    }
+    async fn reauthenticate(
+        &self,
+        u: &UserId,
+        d: &DeviceId,
+        t: &str,
+    ) -> Result<Timestamp, AuthenticateError> {
+        ChatService::reauthenticate(self, u, d, t).await
+    }
+    async fn devices(&self, u: &UserId) -> Result<Vec<Device>, PortError> {
+        ChatService::devices(self, u).await
+    }
+    async fn end_device(&self, u: &UserId, d: &DeviceId) -> Result<(), EndDeviceError> {
+        ChatService::end_device(self, u, d).await
+    }
+    async fn end_all_devices(&self, u: &UserId) -> Result<(), PortError> {
+        ChatService::end_all_devices(self, u).await
+    }
+    async fn change_password(
+        &self,
+        a: &Authenticated,
+        c: &str,
+        n: Password,
+    ) -> Result<(), AccountError> {
+        ChatService::change_password(self, a, c, n).await
+    }
+    async fn delete_account(&self, u: &UserId, p: &str) -> Result<(), AccountError> {
+        ChatService::delete_account(self, u, p).await
     }
     async fn authenticate<'a>(
         &self,

@@ -16,6 +16,7 @@ async fn redis_keeps_the_bus_contract() {
         reorder: Duration::from_millis(200),
         resync_every: Duration::from_secs(10),
         probe_after: Duration::from_secs(5),
+        revocation_sweep: Duration::from_secs(3600),
         faults: Faults::None,
     };
     let a = connect(&settings).await.unwrap().bus;

@@ -23,14 +23,17 @@
 //! append.
 
 mod conversations;
+mod devices;
 mod messages;
 mod users;
 
 pub use conversations::ConversationQueries;
+pub use devices::{DeviceQueries, TokenRow};
 pub use messages::{MessageQueries, messages_in};
 pub use users::UserQueries;
 // Reached by `shared_queries!` wherever it is expanded.
 pub(super) use conversations::conversation_queries;
+pub(super) use devices::device_queries;
 pub(super) use messages::message_queries;
 pub(super) use users::user_queries;
 
@@ -47,9 +50,9 @@ pub trait Sql {
 }
 
 /// Every shared query.
-pub trait Queries: UserQueries + ConversationQueries + MessageQueries {}
+pub trait Queries: UserQueries + ConversationQueries + MessageQueries + DeviceQueries {}
 
-impl<C: UserQueries + ConversationQueries + MessageQueries> Queries for C {}
+impl<C: UserQueries + ConversationQueries + MessageQueries + DeviceQueries> Queries for C {}
 
 /// Implements every shared query for a connection type that is [`Sql`].
 macro_rules! shared_queries {
@@ -57,6 +60,7 @@ macro_rules! shared_queries {
         $crate::adapters::store::queries::user_queries!($conn);
         $crate::adapters::store::queries::conversation_queries!($conn);
         $crate::adapters::store::queries::message_queries!($conn);
+        $crate::adapters::store::queries::device_queries!($conn);
     };
 }
 pub(crate) use shared_queries;

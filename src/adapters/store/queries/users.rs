@@ -11,13 +11,13 @@ pub trait UserQueries {
     fn insert_user(&mut self, user: &User, hash: &PasswordHash, now: Timestamp) -> QueryResult<()>;
     /// The user registered under the case-folded name `key`, with their hash.
     fn credentials(&mut self, key: &str) -> anyhow::Result<Option<(User, PasswordHash)>>;
-    /// The user with this id.
+    /// The user with this id, unless the account was deleted.
     fn user(&mut self, id: &str) -> anyhow::Result<Option<User>>;
     /// The users among `ids` that exist, with when each was last seen.
     fn users_last_seen(&mut self, ids: &[String])
     -> anyhow::Result<Vec<(User, Option<Timestamp>)>>;
     /// Up to `limit` users whose case-folded name starts with `key_prefix`,
-    /// ordered by it.
+    /// ordered by it; deleted accounts are not found.
     fn users_by_prefix(&mut self, key_prefix: &str, limit: u32) -> anyhow::Result<Vec<User>>;
     /// Records when a user was last seen.
     fn set_last_seen(&mut self, id: &str, at: Timestamp) -> QueryResult<()>;
@@ -66,8 +66,10 @@ macro_rules! user_queries {
                     &mut self,
                     key: &str,
                 ) -> anyhow::Result<Option<(User, PasswordHash)>> {
+                    // A deleted account keeps its name but signs nobody in.
                     let row = users::table
                         .filter(users::username_key.eq(key))
+                        .filter(users::deleted_at.is_null())
                         .select((users::id, users::username, users::password_hash))
                         .first::<(String, String, String)>(self)
                         .optional()?;
@@ -78,6 +80,7 @@ macro_rules! user_queries {
                 fn user(&mut self, id: &str) -> anyhow::Result<Option<User>> {
                     users::table
                         .find(id)
+                        .filter(users::deleted_at.is_null())
                         .select((users::id, users::username))
                         .first::<(String, String)>(self)
                         .optional()?
@@ -114,6 +117,7 @@ macro_rules! user_queries {
                     users::table
                         .filter(users::username_key.ge(lo))
                         .filter(users::username_key.lt(hi))
+                        .filter(users::deleted_at.is_null())
                         .order(users::username_key)
                         .limit(i64::from(limit))
                         .select((users::id, users::username))

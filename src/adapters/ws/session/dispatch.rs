@@ -238,6 +238,14 @@ impl Session<'_> {
                 let now = wire::rfc3339(service.now());
                 wire::ack(id, json!({ "serverTime": now }))
             }
+            Request::Reauth { token } => {
+                let device = self.handle().device();
+                let expires_at = service
+                    .reauthenticate(&caller.user.id, device, &token)
+                    .await?;
+                self.extend(expires_at);
+                wire::ack(id, json!({ "expiresAt": wire::rfc3339(expires_at) }))
+            }
             Request::BlockUser { user_id } => {
                 service.block_user(caller, &user_id).await?;
                 empty_ack(id)

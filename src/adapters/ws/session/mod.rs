@@ -17,6 +17,7 @@ use std::future::{Future, poll_fn};
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
 use governor::clock::MonotonicClock;
@@ -84,8 +85,10 @@ pub struct SessionEnv {
 pub struct PendingSession {
     /// Who, on which session id.
     pub caller: Caller,
-    /// When its token expires.
-    pub expires_at: Timestamp,
+    /// When its token expires, in Unix milliseconds; a `reauth` moves it.
+    /// Atomic because the session reads it through a shared reference;
+    /// the same 8 bytes as a `Timestamp` in the session task.
+    pub expires_at: AtomicI64,
     /// Its registry entry, with the welcome already queued.
     pub handle: SessionHandle,
 }
@@ -320,11 +323,22 @@ impl Session<'_> {
         self.env.alarms.set(&self.pending.handle, at);
     }
 
-    /// When the token that opened the session expires, on the timer's clock
+    /// Moves the session's expiry to `to` (a `reauth`), and its alarm
+    /// with it.
+    fn extend(&self, to: Timestamp) {
+        self.pending
+            .expires_at
+            .store(to.millis(), Ordering::Relaxed);
+        let now = Instant::now();
+        self.set_alarm(self.next_wake(now, self.expiry(now)));
+    }
+
+    /// When the token that opened the session (or the last `reauth`) expires, on the timer's clock
     /// from `now`; `None` once it has. Worked out when needed rather than
     /// kept: the session task holds what it keeps for its whole life.
     fn expiry(&self, now: Instant) -> Option<Instant> {
-        let left_ms = self.pending.expires_at.millis() - self.env.service.now().millis();
+        let expires_ms = self.pending.expires_at.load(Ordering::Relaxed);
+        let left_ms = expires_ms - self.env.service.now().millis();
         (left_ms > 0).then(|| now + Duration::from_millis(left_ms as u64))
     }
 

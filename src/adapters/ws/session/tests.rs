@@ -20,7 +20,7 @@ use crate::adapters::ws::registry::{Mailbox, Outbound, SessionRegistry};
 use crate::domain::error::ConversationError;
 use crate::domain::membership::Denied;
 use crate::domain::service::{Caller, MockUseCases};
-use crate::domain::{SessionId, Timestamp, User, UserId, Username};
+use crate::domain::{DeviceId, SessionId, User, UserId, Username};
 
 /// The size of the future `f` returns, without calling it.
 fn returned_size<A, B, C, F>(_: impl FnOnce(A, B, C) -> F) -> usize {
@@ -103,8 +103,13 @@ fn pending(env: &SessionEnv) -> PendingSession {
             },
             session: session.clone(),
         },
-        expires_at: Timestamp::from_millis(i64::MAX),
-        handle: Mailbox::new(session, env.settings.outbound.clone(), None),
+        expires_at: std::sync::atomic::AtomicI64::new(i64::MAX),
+        handle: Mailbox::new(
+            session,
+            DeviceId::new("d"),
+            env.settings.outbound.clone(),
+            None,
+        ),
     }
 }
 

@@ -22,15 +22,19 @@ use async_trait::async_trait;
 use mockall::Sequence;
 
 use crate::domain::conversation::ConversationKind;
+use crate::domain::device::{
+    CreatedDevice, DeviceInfo, DeviceName, RefreshHash, Revocation, Rotate, Rotation, TokenState,
+};
 use crate::domain::error::{
     AuthenticateError, BlockError, ChangeMessageError, ConversationError, InviteError, LoginError,
     PortError, PresenceError, RegisterError, SendError,
 };
+use crate::domain::ids::DeviceId;
 use crate::domain::ids::MessageId;
 use crate::domain::page::PageLimit;
 use crate::domain::ports::{
-    InvalidToken, MockAuthenticator, MockBlockStore, MockClock, MockMessageStore,
-    MockPresenceRegistry, MockTransport, MockUserStore, TokenClaims,
+    InvalidToken, MockAuthenticator, MockBlockStore, MockClock, MockDeviceStore, MockMessageStore,
+    MockPresenceRegistry, MockRevoker, MockTransport, MockUserStore, TokenClaims,
 };
 use crate::domain::presence::TooManySessions;
 use crate::domain::routing::Delivery;
@@ -44,6 +48,14 @@ const NOW: Timestamp = Timestamp::from_millis(1_767_225_600_000);
 const EXPIRES: Timestamp = Timestamp::from_millis(NOW.millis() + 86_400_000);
 /// The per-user session limit of every test's service.
 const MAX_SESSIONS: usize = 3;
+/// The per-user device session limit of every test's service.
+const MAX_DEVICES: usize = 5;
+/// How long refresh tokens live in every test's service.
+const REFRESH_TTL_MS: i64 = 30 * 86_400_000;
+/// When refresh tokens issued at [`NOW`] expire.
+const REFRESH_EXPIRES: Timestamp = Timestamp::from_millis(NOW.millis() + REFRESH_TTL_MS);
+/// The refresh grace window of every test's service.
+const GRACE_MS: i64 = 30_000;
 
 fn t(ms: i64) -> Timestamp {
     Timestamp::from_millis(ms)
@@ -148,6 +160,27 @@ fn store_error() -> PortError {
 
 fn hash() -> PasswordHash {
     PasswordHash("$argon2id$v=19$m=19456,t=2,p=1$stub".to_owned())
+}
+
+/// The device every test signs in from.
+fn device() -> DeviceInfo {
+    DeviceInfo {
+        name: DeviceName::parse("test phone").unwrap(),
+        address: Some("192.0.2.1".to_owned()),
+    }
+}
+
+/// What signing `user` in on "dev-1" answers.
+fn signed_in(user: &User) -> SignedIn {
+    SignedIn {
+        user: user.clone(),
+        token: token(user),
+        device: DeviceId::new("dev-1"),
+        refresh: IssuedToken {
+            token: "refresh-1".to_owned(),
+            expires_at: REFRESH_EXPIRES,
+        },
+    }
 }
 
 fn token(user: &User) -> IssuedToken {
@@ -367,6 +400,8 @@ struct Harness {
     /// (its expectations come first, and mockall takes the first match).
     blocks: MockBlockStore,
     auth: MockAuthenticator,
+    devices: MockDeviceStore,
+    revoker: MockRevoker,
     presence: MockPresenceRegistry,
     transport: MockTransport,
     clock: MockClock,
@@ -387,7 +422,12 @@ impl Harness {
             clock,
             limits: Limits {
                 max_sessions_per_user: MAX_SESSIONS,
+                max_devices_per_user: MAX_DEVICES,
+                refresh_ttl_ms: REFRESH_TTL_MS,
+                refresh_grace_ms: GRACE_MS,
             },
+            devices: MockDeviceStore::new(),
+            revoker: MockRevoker::new(),
         }
     }
 
@@ -410,6 +450,8 @@ impl Harness {
                 messages: Arc::new(self.messages),
                 blocks: Arc::new(self.blocks),
                 auth: Arc::new(self.auth),
+                devices: Arc::new(self.devices),
+                revoker: Arc::new(self.revoker),
                 presence: Arc::new(self.presence),
                 transport,
                 clock: Arc::new(self.clock),
@@ -431,14 +473,44 @@ impl Harness {
         self.transport.expect_deliver().never();
     }
 
-    /// One token issued to `user` at the clock's time.
+    /// One device session "dev-1" created for a user in generation 4,
+    /// with refresh token "refresh-1".
+    fn expect_device_created(&mut self) {
+        self.auth
+            .expect_new_refresh_token()
+            .times(1)
+            .returning(|| ("refresh-1".to_owned(), RefreshHash("h1".to_owned())));
+        self.devices
+            .expect_create_device()
+            .withf(|d, max| {
+                d.refresh == RefreshHash("h1".to_owned())
+                    && d.now == NOW
+                    && d.refresh_expires_at == REFRESH_EXPIRES
+                    && d.info == device()
+                    && *max == MAX_DEVICES
+            })
+            .times(1)
+            .returning(|_, _| {
+                Ok(CreatedDevice {
+                    id: DeviceId::new("dev-1"),
+                    generation: 4,
+                    ended: Vec::new(),
+                })
+            });
+    }
+
+    /// A device session created for `user` and its tokens issued at the
+    /// clock's time.
     fn expect_token_for(&mut self, user: &User) {
+        self.expect_device_created();
         let expected = user.clone();
         self.auth
             .expect_issue_token()
-            .withf(move |u, now| *u == expected && *now == NOW)
+            .withf(move |u, d, generation, now| {
+                *u == expected && d.as_str() == "dev-1" && *generation == 4 && *now == NOW
+            })
             .times(1)
-            .returning(|u, _| Ok(token(u)));
+            .returning(|u, _, _, _| Ok(token(u)));
     }
 
     /// The store answers `access(conversation, user)` once with `access`.
@@ -509,7 +581,7 @@ async fn register_with_a_name_taken_by_the_pre_check_is_a_conflict_and_computes_
     h.auth.expect_issue_token().never();
     let err = h
         .build()
-        .register(username("Alice"), password("a good password"))
+        .register(username("Alice"), password("a good password"), device())
         .await
         .unwrap_err();
     assert!(matches!(err, RegisterError::Taken), "{err:?}");
@@ -533,7 +605,7 @@ async fn register_losing_the_race_to_create_the_name_is_a_conflict() {
     h.auth.expect_issue_token().never();
     let err = h
         .build()
-        .register(username("alice"), password("a good password"))
+        .register(username("alice"), password("a good password"), device())
         .await
         .unwrap_err();
     assert!(matches!(err, RegisterError::Taken), "{err:?}");
@@ -562,16 +634,10 @@ async fn register_hashes_the_password_stores_the_user_at_the_clocks_time_and_sig
     h.expect_token_for(&alice);
     let signed = h
         .build()
-        .register(username("Alice.W-1"), password("a good password"))
+        .register(username("Alice.W-1"), password("a good password"), device())
         .await
         .unwrap();
-    assert_eq!(
-        signed,
-        SignedIn {
-            user: alice.clone(),
-            token: token(&alice),
-        }
-    );
+    assert_eq!(signed, signed_in(&alice));
 }
 
 #[tokio::test]
@@ -585,7 +651,7 @@ async fn register_fails_internally_and_hashes_nothing_when_the_pre_check_fails()
     h.users.expect_create_user().never();
     let err = h
         .build()
-        .register(username("alice"), password("a good password"))
+        .register(username("alice"), password("a good password"), device())
         .await
         .unwrap_err();
     assert_internal(&err);
@@ -605,7 +671,7 @@ async fn register_fails_internally_when_hashing_fails_and_stores_nothing() {
     h.users.expect_create_user().never();
     let err = h
         .build()
-        .register(username("alice"), password("a good password"))
+        .register(username("alice"), password("a good password"), device())
         .await
         .unwrap_err();
     assert_internal(&err);
@@ -629,7 +695,7 @@ async fn register_fails_internally_when_the_store_cannot_create_the_user() {
     h.auth.expect_issue_token().never();
     let err = h
         .build()
-        .register(username("alice"), password("a good password"))
+        .register(username("alice"), password("a good password"), device())
         .await
         .unwrap_err();
     assert_internal(&err);
@@ -650,13 +716,14 @@ async fn register_fails_internally_when_no_token_can_be_issued() {
         .expect_create_user()
         .times(1)
         .returning(|_, _, _| Ok(user("alice")));
+    h.expect_device_created();
     h.auth
         .expect_issue_token()
         .times(1)
-        .returning(|_, _| Err(store_error()));
+        .returning(|_, _, _, _| Err(store_error()));
     let err = h
         .build()
-        .register(username("alice"), password("a good password"))
+        .register(username("alice"), password("a good password"), device())
         .await
         .unwrap_err();
     assert_internal(&err);
@@ -685,7 +752,11 @@ fn login_harness(known: bool, matches: bool) -> Harness {
 async fn login_with_a_wrong_password_is_unauthorized_and_issues_no_token() {
     let mut h = login_harness(true, false);
     h.auth.expect_issue_token().never();
-    let err = h.build().login("alice", "the password").await.unwrap_err();
+    let err = h
+        .build()
+        .login("alice", "the password", device())
+        .await
+        .unwrap_err();
     assert!(matches!(err, LoginError::InvalidCredentials), "{err:?}");
 }
 
@@ -693,7 +764,11 @@ async fn login_with_a_wrong_password_is_unauthorized_and_issues_no_token() {
 async fn login_as_an_unknown_user_still_verifies_a_password_without_a_hash() {
     let mut h = login_harness(false, false);
     h.auth.expect_issue_token().never();
-    let err = h.build().login("alice", "the password").await.unwrap_err();
+    let err = h
+        .build()
+        .login("alice", "the password", device())
+        .await
+        .unwrap_err();
     assert!(matches!(err, LoginError::InvalidCredentials), "{err:?}");
 }
 
@@ -701,12 +776,12 @@ async fn login_as_an_unknown_user_still_verifies_a_password_without_a_hash() {
 async fn an_unknown_user_and_a_wrong_password_get_the_same_answer() {
     let unknown = login_harness(false, false)
         .build()
-        .login("alice", "the password")
+        .login("alice", "the password", device())
         .await
         .unwrap_err();
     let wrong = login_harness(true, false)
         .build()
-        .login("alice", "the password")
+        .login("alice", "the password", device())
         .await
         .unwrap_err();
     assert!(
@@ -731,10 +806,14 @@ async fn login_with_an_invalid_username_verifies_a_password_without_asking_the_s
         .times(1)
         .returning(|_, _| Ok(false));
     h.auth.expect_issue_token().never();
-    let err = h.build().login("a b", "the password").await.unwrap_err();
+    let err = h
+        .build()
+        .login("a b", "the password", device())
+        .await
+        .unwrap_err();
     let same = login_harness(true, false)
         .build()
-        .login("alice", "the password")
+        .login("alice", "the password", device())
         .await
         .unwrap_err();
     assert!(matches!(err, LoginError::InvalidCredentials), "{err:?}");
@@ -748,7 +827,11 @@ async fn login_with_an_invalid_username_verifies_a_password_without_asking_the_s
 async fn login_as_an_unknown_user_is_refused_even_if_the_authenticator_says_yes() {
     let mut h = login_harness(false, true);
     h.auth.expect_issue_token().never();
-    let err = h.build().login("alice", "the password").await.unwrap_err();
+    let err = h
+        .build()
+        .login("alice", "the password", device())
+        .await
+        .unwrap_err();
     assert!(matches!(err, LoginError::InvalidCredentials), "{err:?}");
 }
 
@@ -757,14 +840,12 @@ async fn login_with_the_right_password_issues_a_token_at_the_clocks_time() {
     let mut h = login_harness(true, true);
     let alice = user("alice");
     h.expect_token_for(&alice);
-    let signed = h.build().login("alice", "the password").await.unwrap();
-    assert_eq!(
-        signed,
-        SignedIn {
-            user: alice.clone(),
-            token: token(&alice),
-        }
-    );
+    let signed = h
+        .build()
+        .login("alice", "the password", device())
+        .await
+        .unwrap();
+    assert_eq!(signed, signed_in(&alice));
 }
 
 #[tokio::test]
@@ -779,7 +860,11 @@ async fn login_fails_internally_when_the_store_fails() {
         .times(0..=1)
         .returning(|_, _| Ok(false));
     h.auth.expect_issue_token().never();
-    let err = h.build().login("alice", "the password").await.unwrap_err();
+    let err = h
+        .build()
+        .login("alice", "the password", device())
+        .await
+        .unwrap_err();
     assert_internal(&err);
 }
 
@@ -795,18 +880,27 @@ async fn login_fails_internally_when_password_verification_fails() {
         .times(1)
         .returning(|_, _| Err(store_error()));
     h.auth.expect_issue_token().never();
-    let err = h.build().login("alice", "the password").await.unwrap_err();
+    let err = h
+        .build()
+        .login("alice", "the password", device())
+        .await
+        .unwrap_err();
     assert_internal(&err);
 }
 
 #[tokio::test]
 async fn login_fails_internally_when_no_token_can_be_issued() {
     let mut h = login_harness(true, true);
+    h.expect_device_created();
     h.auth
         .expect_issue_token()
         .times(1)
-        .returning(|_, _| Err(store_error()));
-    let err = h.build().login("alice", "the password").await.unwrap_err();
+        .returning(|_, _, _, _| Err(store_error()));
+    let err = h
+        .build()
+        .login("alice", "the password", device())
+        .await
+        .unwrap_err();
     assert_internal(&err);
 }
 
@@ -816,7 +910,7 @@ async fn login_fails_internally_when_no_token_can_be_issued() {
 async fn authenticate_without_a_token_is_unauthorized_and_checks_nothing() {
     let mut h = Harness::new();
     h.auth.expect_verify_token().never();
-    h.users.expect_user().never();
+    h.devices.expect_token_state().never();
     let err = h.build().authenticate(None).await.unwrap_err();
     assert!(matches!(err, AuthenticateError::InvalidToken), "{err:?}");
 }
@@ -829,12 +923,13 @@ async fn authenticate_with_an_invalid_token_is_unauthorized() {
         .withf(|token, now| token == "forged" && *now == NOW)
         .times(1)
         .returning(|_, _| Err(InvalidToken));
-    h.users.expect_user().never();
+    h.devices.expect_token_state().never();
     let err = h.build().authenticate(Some("forged")).await.unwrap_err();
     assert!(matches!(err, AuthenticateError::InvalidToken), "{err:?}");
 }
 
-/// An authenticator that accepts `token` as a token of `user`.
+/// An authenticator that accepts `token` as a token of `user` on "dev-1"
+/// in generation 4.
 fn expect_valid_token(h: &mut Harness, token: &'static str, user: &str) {
     let id = uid(user);
     h.auth
@@ -844,51 +939,109 @@ fn expect_valid_token(h: &mut Harness, token: &'static str, user: &str) {
         .returning(move |_, _| {
             Ok(TokenClaims {
                 user_id: id.clone(),
+                device: DeviceId::new("dev-1"),
+                generation: 4,
                 expires_at: EXPIRES,
             })
         });
 }
 
+/// The store's answer for `user` on "dev-1": `live`, in `generation`,
+/// last used at the clock's time.
+fn expect_token_state(h: &mut Harness, user_name: &'static str, live: bool, generation: u64) {
+    let who = user_name.to_owned();
+    h.devices
+        .expect_token_state()
+        .withf(move |u, d, now| *u == uid(&who) && d.as_str() == "dev-1" && *now == NOW)
+        .times(1)
+        .returning(move |_, _, _| {
+            Ok(Some(TokenState {
+                user: user(user_name),
+                generation,
+                live,
+                last_used_at: NOW,
+            }))
+        });
+}
+
 #[tokio::test]
-async fn authenticate_with_the_token_of_a_user_who_no_longer_exists_is_unauthorized() {
+async fn authenticate_with_the_token_of_an_unknown_device_session_is_unauthorized() {
     let mut h = Harness::new();
     expect_valid_token(&mut h, "good", "ghost");
-    h.users
-        .expect_user()
-        .withf(|id| *id == uid("ghost"))
+    h.devices
+        .expect_token_state()
         .times(1)
-        .returning(|_| Ok(None));
+        .returning(|_, _, _| Ok(None));
     let err = h.build().authenticate(Some("good")).await.unwrap_err();
     assert!(matches!(err, AuthenticateError::InvalidToken), "{err:?}");
 }
 
 #[tokio::test]
-async fn authenticate_with_a_valid_token_returns_the_user_and_when_the_token_expires() {
+async fn authenticate_with_the_token_of_an_ended_device_session_is_unauthorized() {
     let mut h = Harness::new();
     expect_valid_token(&mut h, "good", "alice");
-    h.users
-        .expect_user()
-        .withf(|id| *id == uid("alice"))
-        .times(1)
-        .returning(|_| Ok(Some(user("alice"))));
+    expect_token_state(&mut h, "alice", false, 4);
+    let err = h.build().authenticate(Some("good")).await.unwrap_err();
+    assert!(matches!(err, AuthenticateError::InvalidToken), "{err:?}");
+}
+
+#[tokio::test]
+async fn authenticate_with_a_token_of_an_earlier_generation_is_unauthorized() {
+    let mut h = Harness::new();
+    expect_valid_token(&mut h, "good", "alice");
+    expect_token_state(&mut h, "alice", true, 5);
+    let err = h.build().authenticate(Some("good")).await.unwrap_err();
+    assert!(matches!(err, AuthenticateError::InvalidToken), "{err:?}");
+}
+
+#[tokio::test]
+async fn authenticate_with_a_valid_token_returns_the_user_device_and_expiry() {
+    let mut h = Harness::new();
+    expect_valid_token(&mut h, "good", "alice");
+    expect_token_state(&mut h, "alice", true, 4);
+    h.devices.expect_touch_device().never();
     let auth = h.build().authenticate(Some("good")).await.unwrap();
     assert_eq!(
         auth,
         Authenticated {
             user: user("alice"),
+            device: DeviceId::new("dev-1"),
             expires_at: EXPIRES,
         }
     );
 }
 
 #[tokio::test]
+async fn authenticate_records_the_use_of_a_device_session_idle_for_a_minute() {
+    let mut h = Harness::new();
+    expect_valid_token(&mut h, "good", "alice");
+    h.devices
+        .expect_token_state()
+        .times(1)
+        .returning(|_, _, _| {
+            Ok(Some(TokenState {
+                user: user("alice"),
+                generation: 4,
+                live: true,
+                last_used_at: t(NOW.millis() - 60_000),
+            }))
+        });
+    h.devices
+        .expect_touch_device()
+        .withf(|d, now, _| d.as_str() == "dev-1" && *now == NOW)
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    h.build().authenticate(Some("good")).await.unwrap();
+}
+
+#[tokio::test]
 async fn authenticate_fails_internally_when_the_store_fails() {
     let mut h = Harness::new();
     expect_valid_token(&mut h, "good", "alice");
-    h.users
-        .expect_user()
+    h.devices
+        .expect_token_state()
         .times(1)
-        .returning(|_| Err(store_error()));
+        .returning(|_, _, _| Err(store_error()));
     let err = h.build().authenticate(Some("good")).await.unwrap_err();
     assert_internal(&err);
 }
@@ -2697,6 +2850,8 @@ async fn each_send_given_together_gets_its_own_answer() {
 mod rooms;
 
 mod blocks;
+
+mod devices;
 
 // ------------------------------------------------------------ the trait
 
