@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use reqwest::RequestBuilder;
-use reqwest::header::{ALLOW, CONTENT_TYPE, HeaderMap};
+use reqwest::header::{ALLOW, CONTENT_TYPE, COOKIE, HeaderMap, SET_COOKIE};
 use serde_json::{Value, json};
 
 use crate::helpers::{Client, TestServer};
@@ -49,7 +49,9 @@ impl Contract {
     /// What makes `body` invalid against the schema at `pointer`.
     fn errors(&self, pointer: &str, body: &Value) -> Vec<String> {
         let mut schema = self.doc.clone();
-        schema["$ref"] = json!(format!("#{pointer}"));
+        // A URI fragment cannot hold a path template's braces as they are.
+        let fragment = pointer.replace('{', "%7B").replace('}', "%7D");
+        schema["$ref"] = json!(format!("#{fragment}"));
         let validator = jsonschema::validator_for(&schema).expect("a valid schema");
         validator
             .iter_errors(body)
@@ -60,12 +62,23 @@ impl Contract {
     /// Sends `req` (a call of `method` on the document's `path`), checks
     /// the answer against the document, and returns its status and body.
     async fn call(&mut self, method: &str, path: &str, req: RequestBuilder) -> (u16, Value) {
+        let (status, _, body) = self.call_with_headers(method, path, req).await;
+        (status, body)
+    }
+
+    /// [`Contract::call`], with the answer's headers.
+    async fn call_with_headers(
+        &mut self,
+        method: &str,
+        path: &str,
+        req: RequestBuilder,
+    ) -> (u16, HeaderMap, Value) {
         let res = req.send().await.expect("the server answers");
         let status = res.status().as_u16();
         let headers = res.headers().clone();
         let bytes = res.bytes().await.expect("a body");
         let body = self.check(method, path, status, &headers, &bytes);
-        (status, body)
+        (status, headers, body)
     }
 
     /// Checks an answer against the document; returns its JSON body (or null).
@@ -149,13 +162,17 @@ impl Contract {
         all
     }
 
-    /// Each documented path with its one method.
-    fn routes(&self) -> Vec<(String, String)> {
+    /// Each documented path with its methods.
+    fn routes(&self) -> Vec<(String, BTreeSet<String>)> {
         let mut routes = Vec::new();
         for (path, item) in self.doc["paths"].as_object().unwrap() {
-            for method in item.as_object().unwrap().keys() {
-                routes.push((path.clone(), method.to_ascii_uppercase()));
-            }
+            let methods = item
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|m| m.to_ascii_uppercase())
+                .collect();
+            routes.push((path.clone(), methods));
         }
         routes
     }
@@ -267,6 +284,8 @@ async fn every_operation_answers_each_documented_status_as_documented() {
         .expect("upgraded");
     c.check("GET", "/ws", 101, &HeaderMap::new(), b"");
 
+    device_sessions(&s, &mut c).await;
+
     // The limits' answers, on a server with tight ones.
     let tight = TestServer::start_with(&[
         ("CONFAB_AUTH_RATE_PER_SEC", "1"),
@@ -288,13 +307,20 @@ async fn every_operation_answers_each_documented_status_as_documented() {
             .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
     };
     assert_eq!(c.call("GET", "/ws", handshake()).await.0, 429);
-    for (path, body) in [("/api/v1/login", &alice), ("/api/v1/register", &alice)] {
+    // Refresh and password share register's and login's limiter.
+    let unknown_refresh = json!({"refreshToken": "A".repeat(43)});
+    let wrong_password =
+        json!({"currentPassword": "not-the-password", "newPassword": "correct-horse-7"});
+    for (path, body) in [
+        ("/api/v1/login", &alice),
+        ("/api/v1/register", &alice),
+        ("/api/v1/token/refresh", &unknown_refresh),
+        ("/api/v1/password", &wrong_password),
+    ] {
         let mut last = 0;
         for _ in 0..10 {
-            last = c
-                .call("POST", path, tight.http().post(tight.url(path)).json(body))
-                .await
-                .0;
+            let req = tight.http().post(tight.url(path)).bearer_auth(&bob.token);
+            last = c.call("POST", path, req.json(body)).await.0;
             if last == 429 {
                 break;
             }
@@ -311,20 +337,228 @@ async fn every_operation_answers_each_documented_status_as_documented() {
     assert!(missing.is_empty(), "documented but never seen: {missing:?}");
 }
 
+/// The device-session operations (refresh, sessions, logout, logout-all,
+/// password, account deletion) into each of their documented statuses
+/// below 500, but the 429s, which need a server with tight limits.
+async fn device_sessions(s: &TestServer, c: &mut Contract) {
+    let http = s.http();
+    let post = |path: &str| http.post(s.url(path));
+    let oversized = |req: RequestBuilder| {
+        req.header(CONTENT_TYPE, "application/json")
+            .body(vec![b' '; 65 * 1024])
+    };
+    let password = "stapled-battery-9";
+    let carol = json!({"username": "carol", "password": password});
+
+    // JSON mode: the refresh token rotates, the device session stays.
+    let named = json!({"username": "carol", "password": password, "deviceName": "  laptop "});
+    let (status, first) = c
+        .call(
+            "POST",
+            "/api/v1/register",
+            post("/api/v1/register").json(&named),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let device = first["sessionId"].as_str().unwrap().to_owned();
+    let spent = first["refreshToken"].as_str().unwrap().to_owned();
+    let refresh = |body: Value| post("/api/v1/token/refresh").json(&body);
+    let (status, renewed) = c
+        .call(
+            "POST",
+            "/api/v1/token/refresh",
+            refresh(json!({"refreshToken": spent})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(renewed["sessionId"], first["sessionId"]);
+    assert_ne!(renewed["refreshToken"], first["refreshToken"]);
+    let token = renewed["token"].as_str().unwrap().to_owned();
+    let refused = [
+        // Spent a moment ago: within the grace, a conflict.
+        refresh(json!({"refreshToken": spent})),
+        refresh(json!({"refreshToken": "A".repeat(43)})),
+        refresh(json!({"refreshToken": 5})),
+        oversized(post("/api/v1/token/refresh")),
+    ];
+    for (req, want) in refused.into_iter().zip([409, 401, 400, 413]) {
+        assert_eq!(c.call("POST", "/api/v1/token/refresh", req).await.0, want);
+    }
+
+    // Cookie mode: the token only in an HttpOnly cookie, read back only
+    // with the header that a cross-site form cannot set.
+    let cookie_of = |headers: &HeaderMap| -> String {
+        let set = headers[SET_COOKIE].to_str().unwrap();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        assert!(set.contains("Path=/api/v1/token"), "{set}");
+        set.split(';').next().unwrap().to_owned()
+    };
+    let cookie_mode = post("/api/v1/login")
+        .header("X-Confab-Refresh", "cookie")
+        .json(&carol);
+    let (status, headers, by_cookie) = c
+        .call_with_headers("POST", "/api/v1/login", cookie_mode)
+        .await;
+    assert_eq!((status, &by_cookie["refreshToken"]), (200, &Value::Null));
+    let cookie = cookie_of(&headers);
+    let other_device = by_cookie["sessionId"].as_str().unwrap().to_owned();
+    let other_token = by_cookie["token"].as_str().unwrap().to_owned();
+    let without_header = post("/api/v1/token/refresh").header(COOKIE, &cookie);
+    assert_eq!(
+        c.call("POST", "/api/v1/token/refresh", without_header)
+            .await
+            .0,
+        403
+    );
+    let from_cookie = post("/api/v1/token/refresh")
+        .header(COOKIE, &cookie)
+        .header("X-Confab-Refresh", "cookie");
+    let (status, headers, body) = c
+        .call_with_headers("POST", "/api/v1/token/refresh", from_cookie)
+        .await;
+    assert_eq!((status, &body["refreshToken"]), (200, &Value::Null));
+    assert_ne!(cookie_of(&headers), cookie);
+
+    // The list, newest use first, and ending one session from another.
+    let sessions = |token: &str| http.get(s.url("/api/v1/sessions")).bearer_auth(token);
+    let (status, list) = c.call("GET", "/api/v1/sessions", sessions(&token)).await;
+    assert_eq!(status, 200);
+    let listed: Vec<_> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["id"].as_str().unwrap(), d["current"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [(other_device.as_str(), false), (device.as_str(), true)]
+    );
+    assert_eq!(list["sessions"][1]["name"], "laptop");
+    let unsigned = http.get(s.url("/api/v1/sessions"));
+    assert_eq!(c.call("GET", "/api/v1/sessions", unsigned).await.0, 401);
+    let end = |id: &str| http.delete(s.url(&format!("/api/v1/sessions/{id}")));
+    let one = "/api/v1/sessions/{id}";
+    let ends = [
+        (end(&other_device).bearer_auth(&token), 204),
+        (end(&other_device).bearer_auth(&token), 404),
+        (end("nothing").bearer_auth(&token), 404),
+        (end(&device), 401),
+    ];
+    for (req, want) in ends {
+        assert_eq!(c.call("DELETE", one, req).await.0, want);
+    }
+    // The ended session's token is refused at once.
+    assert_eq!(
+        c.call("GET", "/api/v1/sessions", sessions(&other_token))
+            .await
+            .0,
+        401
+    );
+
+    // A password change keeps this session and ends the others.
+    let (_, third) = s.post("/api/v1/login", carol.clone()).await;
+    let third = third["token"].as_str().unwrap().to_owned();
+    let change = |current: &str, new: &str| {
+        post("/api/v1/password")
+            .bearer_auth(&third)
+            .json(&json!({"currentPassword": current, "newPassword": new}))
+    };
+    let new_password = "correct-horse-7";
+    let changes = [
+        change("not-the-password", new_password),
+        change(password, "aaaaaaaa"),
+        oversized(post("/api/v1/password").bearer_auth(&third)),
+        post("/api/v1/password")
+            .json(&json!({"currentPassword": password, "newPassword": new_password})),
+        change(password, new_password),
+    ];
+    for (req, want) in changes.into_iter().zip([403, 400, 413, 401, 204]) {
+        assert_eq!(c.call("POST", "/api/v1/password", req).await.0, want);
+    }
+    assert_eq!(s.get("/api/v1/me", Some(&token)).await.0, 401);
+    assert_eq!(s.get("/api/v1/me", Some(&third)).await.0, 200);
+
+    // Logout ends this session, and in cookie mode clears the cookie.
+    let logout = |token: &str| {
+        post("/api/v1/logout")
+            .bearer_auth(token)
+            .header("X-Confab-Refresh", "cookie")
+    };
+    let (status, headers, _) = c
+        .call_with_headers("POST", "/api/v1/logout", logout(&third))
+        .await;
+    assert_eq!(status, 204);
+    let cleared = headers[SET_COOKIE].to_str().unwrap();
+    assert!(
+        cleared.starts_with("confab_refresh=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    assert_eq!(
+        c.call("POST", "/api/v1/logout", logout(&third)).await.0,
+        401
+    );
+
+    // Logout everywhere ends every session of the user.
+    let carol = json!({"username": "carol", "password": new_password});
+    let (_, a) = s.post("/api/v1/login", carol.clone()).await;
+    let (_, b) = s.post("/api/v1/login", carol.clone()).await;
+    let (a, b) = (a["token"].as_str().unwrap(), b["token"].as_str().unwrap());
+    let everywhere = |token: &str| post("/api/v1/logout-all").bearer_auth(token);
+    for (req, want) in [(everywhere(a), 204), (everywhere(b), 401)] {
+        assert_eq!(c.call("POST", "/api/v1/logout-all", req).await.0, want);
+    }
+    assert_eq!(s.get("/api/v1/me", Some(a)).await.0, 401);
+
+    // Deleting the account asks for the password again.
+    let (_, last) = s.post("/api/v1/login", carol.clone()).await;
+    let last = last["token"].as_str().unwrap();
+    let me = "/api/v1/me";
+    let delete = |body: Value| http.delete(s.url(me)).bearer_auth(last).json(&body);
+    let deletions = [
+        delete(json!({"password": password})),
+        delete(json!({})),
+        oversized(http.delete(s.url(me)).bearer_auth(last)),
+        http.delete(s.url(me))
+            .json(&json!({"password": new_password})),
+        delete(json!({"password": new_password})),
+        delete(json!({"password": new_password})),
+    ];
+    for (req, want) in deletions.into_iter().zip([403, 400, 413, 401, 204, 401]) {
+        assert_eq!(c.call("DELETE", me, req).await.0, want);
+    }
+    // The name stays taken, and nobody signs in with it.
+    assert_eq!(s.post("/api/v1/register", carol.clone()).await.0, 409);
+    assert_eq!(s.post("/api/v1/login", carol).await.0, 401);
+}
+
 #[tokio::test]
-async fn other_methods_are_405_allowing_the_documented_one_and_other_paths_404() {
+async fn other_methods_are_405_allowing_the_documented_ones_and_other_paths_404() {
     let s = TestServer::start().await;
     let c = Contract::new();
-    for (path, method) in c.routes() {
-        let other = if method == "GET" { "DELETE" } else { "GET" };
+    for (path, methods) in c.routes() {
+        let other = ["GET", "DELETE", "PUT"]
+            .into_iter()
+            .find(|m| !methods.contains(*m))
+            .unwrap();
+        // A template's parameter as a client would fill it.
+        let url = s.url(&path.replace("{id}", "an-id"));
         let res = s
             .http()
-            .request(other.parse().unwrap(), s.url(&path))
+            .request(other.parse().unwrap(), url)
             .send()
             .await
             .unwrap();
         assert_eq!(res.status(), 405, "{other} {path}");
-        assert_eq!(res.headers()[ALLOW], method.as_str(), "{path}");
+        let allow: BTreeSet<String> = res.headers()[ALLOW]
+            .to_str()
+            .unwrap()
+            .split(',')
+            .map(|m| m.trim().to_owned())
+            .collect();
+        assert_eq!(allow, methods, "{path}");
         let body: Value = res.json().await.unwrap();
         c.validate("/components/schemas/Error", &body, &path);
     }

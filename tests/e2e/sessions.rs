@@ -366,6 +366,16 @@ async fn a_deleted_account_is_signed_out_everywhere_its_name_stays_taken_and_its
         .as_str()
         .unwrap()
         .to_owned();
+    let room = gone_ws
+        .ack(
+            "createRoom",
+            json!({"name": "club", "visibility": "public"}),
+        )
+        .await;
+    let room = room["conversation"]["id"].as_str().unwrap().to_owned();
+    friend_ws
+        .ack("joinRoom", json!({ "conversationId": room }))
+        .await;
 
     let (status, _) = call(
         &s,
@@ -387,6 +397,12 @@ async fn a_deleted_account_is_signed_out_everywhere_its_name_stays_taken_and_its
     assert_eq!(status, 204);
     assert_eq!(gone_ws.closed_with(close_within()).await, 4003);
     assert_eq!(me_status(&s, &gone.token).await, 401);
+    // They left their rooms, as the members see.
+    let left = friend_ws
+        .wait_for(|f| f["type"] == "member" && f["content"]["action"] == "left")
+        .await;
+    assert_eq!(left["content"]["user"]["id"], gone.id.as_str());
+    assert_eq!(left["content"]["conversationId"], room.as_str());
     let (status, _) = s
         .post(
             "/api/v1/login",

@@ -265,11 +265,14 @@ pub(super) async fn end(
     id: &str,
 ) -> Result<HttpResponse, ApiError> {
     let auth = caller(state, req).await?;
-    state
-        .service()
-        .end_device(&auth.user.id, &DeviceId::new(id))
-        .await?;
-    Ok(no_content(req.headers()))
+    let device = DeviceId::new(id);
+    state.service().end_device(&auth.user.id, &device).await?;
+    // The cookie is this device's: cleared only when it ended itself.
+    if device == auth.device {
+        Ok(no_content(req.headers()))
+    } else {
+        Ok(no_content(&HeaderMap::new()))
+    }
 }
 
 /// `POST /logout`: ends the caller's own session.
@@ -324,7 +327,7 @@ pub(super) async fn delete_me(
     let password = string_field(&body, "password")?;
     state
         .service()
-        .delete_account(&auth.user.id, &password)
+        .delete_account(&auth.user, &password)
         .await?;
     Ok(no_content(&headers))
 }

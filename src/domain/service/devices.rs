@@ -1,12 +1,13 @@
 //! Device sessions: signing in on a device, refreshing its tokens, and
 //! ending it, one or all, from wherever the user is.
 
-use super::{Authenticated, ChatService, SignedIn};
+use super::{Authenticated, Caller, ChatService, SignedIn};
+use crate::domain::conversation::ConversationKind;
 use crate::domain::device::{Device, DeviceInfo, NewDevice, Revocation, Rotate, Rotation};
 use crate::domain::error::{
-    AccountError, AuthenticateError, EndDeviceError, PortError, RefreshError,
+    AccountError, AuthenticateError, ConversationError, EndDeviceError, PortError, RefreshError,
 };
-use crate::domain::ids::{DeviceId, UserId};
+use crate::domain::ids::{ConversationId, DeviceId, SessionId, UserId};
 use crate::domain::ports::IssuedToken;
 use crate::domain::time::Timestamp;
 use crate::domain::user::{Password, User};
@@ -250,18 +251,39 @@ impl ChatService {
     }
 
     /// Deletes the caller's account, given its password: every session
-    /// ends; the name stays taken and the messages stay as sent.
+    /// ends and the user leaves every room (the members see them leave);
+    /// the name stays taken, direct conversations stay readable, and the
+    /// messages stay as sent.
     ///
     /// # Errors
     /// [`AccountError::WrongPassword`] when `password` is not the password.
-    pub async fn delete_account(&self, user: &UserId, password: &str) -> Result<(), AccountError> {
-        self.confirm_password(user, password).await?;
-        self.ports.devices.delete_user(user, self.now()).await?;
+    pub async fn delete_account(&self, user: &User, password: &str) -> Result<(), AccountError> {
+        self.confirm_password(&user.id, password).await?;
+        self.ports.devices.delete_user(&user.id, self.now()).await?;
         self.revoked(Revocation::AllBut {
-            user: user.clone(),
+            user: user.id.clone(),
             keep: None,
         })
         .await;
+        let rooms: Vec<ConversationId> = self
+            .ports
+            .messages
+            .conversations_of(&user.id)
+            .await?
+            .into_iter()
+            .filter(|s| matches!(s.conversation.kind, ConversationKind::Room { .. }))
+            .map(|s| s.conversation.id)
+            .collect();
+        // No connection of theirs is left to hear it.
+        let gone = Caller {
+            user: user.clone(),
+            session: SessionId::new("deleted"),
+        };
+        for room in rooms {
+            if let Err(ConversationError::Unknown(e)) = self.leave_room(&gone, &room).await {
+                return Err(e.into());
+            }
+        }
         Ok(())
     }
 

@@ -67,7 +67,7 @@ pub trait UseCases: Send + Sync {
         new: Password,
     ) -> Result<(), AccountError>;
     /// [`ChatService::delete_account`].
-    async fn delete_account(&self, user: &UserId, password: &str) -> Result<(), AccountError>;
+    async fn delete_account(&self, user: &User, password: &str) -> Result<(), AccountError>;
     /// [`ChatService::authenticate`].
     async fn authenticate<'a>(
         &self,
@@ -238,7 +238,7 @@ impl UseCases for ChatService {
     ) -> Result<(), AccountError> {
         ChatService::change_password(self, a, c, n).await
     }
-    async fn delete_account(&self, u: &UserId, p: &str) -> Result<(), AccountError> {
+    async fn delete_account(&self, u: &User, p: &str) -> Result<(), AccountError> {
         ChatService::delete_account(self, u, p).await
     }
     async fn authenticate<'a>(

@@ -338,8 +338,13 @@ async fn deleting_an_account_needs_its_password_and_ends_every_session() {
             keep: None,
         },
     );
+    h.messages
+        .expect_conversations_of()
+        .withf(|u| *u == uid("alice"))
+        .times(1)
+        .returning(|_| Ok(Vec::new()));
     h.build()
-        .delete_account(&uid("alice"), "old password")
+        .delete_account(&user("alice"), "old password")
         .await
         .unwrap();
 
@@ -349,7 +354,7 @@ async fn deleting_an_account_needs_its_password_and_ends_every_session() {
     h.revoker.expect_revoked().never();
     let err = h
         .build()
-        .delete_account(&uid("alice"), "old password")
+        .delete_account(&user("alice"), "old password")
         .await
         .unwrap_err();
     assert!(matches!(err, AccountError::WrongPassword), "{err:?}");
