@@ -8,24 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Account, COMPLETE_WITHIN, Cluster, FAST, TestServer};
-
-/// A second device session of `user`, signed in through `node`.
-async fn phone_of(node: &TestServer, user: &Account) -> Account {
-    let (status, body) = node
-        .post(
-            "/api/v1/login",
-            json!({"username": user.username, "password": "stapled-battery-9", "deviceName": "phone"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    Account {
-        token: body["token"].as_str().unwrap().to_owned(),
-        session: body["sessionId"].as_str().unwrap().to_owned(),
-        refresh: body["refreshToken"].as_str().unwrap().to_owned(),
-        ..user.clone()
-    }
-}
+use crate::support::{Account, COMPLETE_WITHIN, Client, Cluster, FAST, TestServer};
 
 /// Ends `session` of `user` through `node`.
 async fn end_session(node: &TestServer, user: &Account, session: &str) {
@@ -45,7 +28,7 @@ async fn a_session_ended_on_one_node_closes_its_websocket_on_another_within_a_se
         return;
     };
     let alice = cluster.register("alice").await;
-    let phone = phone_of(&cluster.nodes[1], &alice).await;
+    let phone = cluster.nodes[1].login_on(&alice, "phone").await;
     let mut on_b = cluster.nodes[1].connect(&phone).await;
     let mut laptop_on_b = cluster.nodes[1].connect(&alice).await;
 
@@ -85,23 +68,30 @@ async fn a_session_ended_on_one_node_closes_its_websocket_on_another_within_a_se
     assert_eq!(laptop_on_b.closed_with(Duration::from_secs(1)).await, 4003);
 }
 
-#[tokio::test]
-async fn a_revocation_the_bus_lost_is_caught_up_from_the_database_when_it_returns() {
-    // No sweep: only the resubscription can close it.
+/// Two nodes sweeping every `sweep_secs`; alice's phone connected to node B;
+/// the bus stopped; the phone's session ended through node A. `None` when
+/// the services are missing outside CI.
+async fn ended_while_the_bus_is_away(sweep_secs: &str) -> Option<(Cluster, Account, Client)> {
     let settings: Vec<(&str, &str)> = FAST
         .iter()
         .copied()
-        .chain([("CONFAB_REVOCATION_SWEEP_SECS", "3600")])
+        .chain([("CONFAB_REVOCATION_SWEEP_SECS", sweep_secs)])
         .collect();
-    let Some(mut cluster) = Cluster::start_with(2, &settings, &[]).await else {
-        return;
-    };
+    let mut cluster = Cluster::start_with(2, &settings, &[]).await?;
     let alice = cluster.register("alice").await;
-    let phone = phone_of(&cluster.nodes[1], &alice).await;
-    let mut on_b = cluster.nodes[1].connect(&phone).await;
-
+    let phone = cluster.nodes[1].login_on(&alice, "phone").await;
+    let on_b = cluster.nodes[1].connect(&phone).await;
     cluster.redis.stop();
     end_session(&cluster.nodes[0], &alice, &phone.session).await;
+    Some((cluster, phone, on_b))
+}
+
+#[tokio::test]
+async fn a_revocation_the_bus_lost_is_caught_up_from_the_database_when_it_returns() {
+    // No sweep: only the resubscription can close it.
+    let Some((mut cluster, phone, mut on_b)) = ended_while_the_bus_is_away("3600").await else {
+        return;
+    };
     // The database is the truth: node B refuses the token at once.
     assert_eq!(
         cluster.nodes[1]
@@ -128,20 +118,9 @@ async fn a_revocation_the_bus_lost_is_caught_up_from_the_database_when_it_return
 
 #[tokio::test]
 async fn a_node_cut_off_from_the_bus_still_closes_what_the_database_says_ended() {
-    let settings: Vec<(&str, &str)> = FAST
-        .iter()
-        .copied()
-        .chain([("CONFAB_REVOCATION_SWEEP_SECS", "1")])
-        .collect();
-    let Some(mut cluster) = Cluster::start_with(2, &settings, &[]).await else {
+    let Some((mut cluster, _, mut on_b)) = ended_while_the_bus_is_away("1").await else {
         return;
     };
-    let alice = cluster.register("alice").await;
-    let phone = phone_of(&cluster.nodes[1], &alice).await;
-    let mut on_b = cluster.nodes[1].connect(&phone).await;
-
-    cluster.redis.stop();
-    end_session(&cluster.nodes[0], &alice, &phone.session).await;
     assert_eq!(on_b.closed_with(Duration::from_secs(5)).await, 4003);
     cluster.redis.resume().await;
 }

@@ -323,6 +323,28 @@ impl TestServer {
         }
     }
 
+    /// Logs `account` in again from a device named `device`: a second
+    /// device session, with tokens of its own.
+    pub async fn login_on(&self, account: &Account, device: &str) -> Account {
+        let (status, body) = self
+            .post(
+                "/api/v1/login",
+                json!({"username": account.username, "password": "stapled-battery-9", "deviceName": device}),
+            )
+            .await;
+        assert_eq!(
+            status, 200,
+            "login {} on {device}: {body}",
+            account.username
+        );
+        Account {
+            token: body["token"].as_str().unwrap().to_owned(),
+            session: body["sessionId"].as_str().unwrap().to_owned(),
+            refresh: body["refreshToken"].as_str().unwrap().to_owned(),
+            ..account.clone()
+        }
+    }
+
     /// The OS process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()

@@ -8,26 +8,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Account, Backend, Client, TestServer, on_each_backend};
+use crate::helpers::{Backend, Client, TestServer, on_each_backend};
 
 const PASSWORD: &str = "stapled-battery-9";
-
-/// Logs `account` in again from a device named `device`: a second session.
-async fn login_on(s: &TestServer, account: &Account, device: &str) -> Account {
-    let (status, body) = s
-        .post(
-            "/api/v1/login",
-            json!({"username": account.username, "password": PASSWORD, "deviceName": device}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    Account {
-        token: body["token"].as_str().unwrap().to_owned(),
-        session: body["sessionId"].as_str().unwrap().to_owned(),
-        refresh: body["refreshToken"].as_str().unwrap().to_owned(),
-        ..account.clone()
-    }
-}
 
 async fn refresh(s: &TestServer, token: &str) -> (u16, Value) {
     s.post("/api/v1/token/refresh", json!({ "refreshToken": token }))
@@ -196,7 +179,7 @@ async fn a_refresh_token_reused_after_the_grace_window_ends_its_session(backend:
 async fn a_user_lists_their_sessions_and_ends_another_one_whose_socket_closes_with_4003() {
     let s = TestServer::start().await;
     let a = s.register("owen").await;
-    let phone = login_on(&s, &a, "phone").await;
+    let phone = s.login_on(&a, "phone").await;
     let stranger = s.register("stranger").await;
     let mut phone_ws = s.connect(&phone).await;
     let mut laptop_ws = s.connect(&a).await;
@@ -247,8 +230,8 @@ async fn logout_ends_this_session_and_logout_all_ends_every_one(backend: Backend
         return;
     };
     let a = s.register("lou").await;
-    let tablet = login_on(&s, &a, "tablet").await;
-    let phone = login_on(&s, &a, "phone").await;
+    let tablet = s.login_on(&a, "tablet").await;
+    let phone = s.login_on(&a, "phone").await;
     let mut tablet_ws = s.connect(&tablet).await;
     let mut phone_ws = s.connect(&phone).await;
 
@@ -281,7 +264,7 @@ async fn logout_ends_this_session_and_logout_all_ends_every_one(backend: Backend
     }
     assert_eq!(refresh(&s, &phone.refresh).await.0, 401);
     // Logging in again starts afresh.
-    let again = login_on(&s, &a, "laptop").await;
+    let again = s.login_on(&a, "laptop").await;
     assert_eq!(me_status(&s, &again.token).await, 200);
     assert_eq!(sessions(&s, &again.token).await.len(), 1);
 }
@@ -291,7 +274,7 @@ async fn a_password_change_keeps_this_session_and_ends_the_others(backend: Backe
         return;
     };
     let a = s.register("pat").await;
-    let other = login_on(&s, &a, "other").await;
+    let other = s.login_on(&a, "other").await;
     let mut other_ws = s.connect(&other).await;
     let mut own_ws = s.connect(&a).await;
     let change = |current: &str, new: &str| json!({"currentPassword": current, "newPassword": new});
@@ -467,7 +450,7 @@ async fn reauth_keeps_a_socket_open_past_its_first_token_and_without_it_4001_fol
     sleep_until_ms(expiry_ms(&a.token) + 300).await;
     ws.ack("ping", json!({})).await;
     // Another session's token, junk, or none: refused, the socket stays.
-    let other = login_on(&s, &a, "other").await;
+    let other = s.login_on(&a, "other").await;
     assert_eq!(
         ws.error_code("reauth", json!({ "token": other.token }))
             .await,
@@ -486,9 +469,9 @@ async fn reauth_keeps_a_socket_open_past_its_first_token_and_without_it_4001_fol
 async fn past_the_device_limit_the_least_recently_used_session_ends() {
     let s = TestServer::start_with(&[("CONFAB_MAX_DEVICES_PER_USER", "2")]).await;
     let a = s.register("max").await;
-    let second = login_on(&s, &a, "second").await;
+    let second = s.login_on(&a, "second").await;
     let mut first_ws = s.connect(&a).await;
-    let third = login_on(&s, &a, "third").await;
+    let third = s.login_on(&a, "third").await;
     assert_eq!(first_ws.closed_with(close_within()).await, 4003);
     assert_eq!(me_status(&s, &a.token).await, 401);
     for t in [&second.token, &third.token] {
@@ -582,3 +565,24 @@ on_each_backend!(
     a_password_change_keeps_this_session_and_ends_the_others,
     a_deleted_account_is_signed_out_everywhere_its_name_stays_taken_and_its_messages_stay,
 );
+
+#[tokio::test]
+async fn wrong_passwords_on_the_password_endpoint_lock_the_account_as_logins_do() {
+    let s = TestServer::start_with(&[("CONFAB_LOGIN_FREE_FAILURES", "2")]).await;
+    let a = s.register("guessed").await;
+    let wrong = json!({"currentPassword": "a-wrong-guess-1", "newPassword": "a-new-long-secret-7"});
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (status, _) = call(
+            &s,
+            reqwest::Method::POST,
+            "/api/v1/password",
+            &a.token,
+            Some(wrong.clone()),
+        )
+        .await;
+        statuses.push(status);
+    }
+    assert_eq!(statuses[..2], [403, 403], "{statuses:?}");
+    assert!(statuses[2..].contains(&429), "{statuses:?}");
+}

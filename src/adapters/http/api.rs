@@ -7,9 +7,9 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde_json::{Value, json};
 
-use super::body::{bearer, credentials_in, json_object, query_param};
+use super::body::{bearer, query_param};
 use super::error::{ApiError, error_response, json_response};
-use super::sessions::{Delivery, device_info, signed_in};
+use super::sessions::{SignInRequest, signed_in};
 use super::{HttpResponse, HttpState};
 use crate::adapters::failure::ChatError;
 use crate::adapters::wire::UserDto;
@@ -23,13 +23,14 @@ pub(super) async fn register(
     client: IpAddr,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let delivery = Delivery::of(state, peer, req.headers());
-    let headers = req.headers().clone();
-    let body = json_object(req, state.request_timeout).await?;
-    let (username, password) = credentials_in(&body)?;
+    let SignInRequest {
+        delivery,
+        username,
+        password,
+        device,
+    } = SignInRequest::read(state, peer, client, req).await?;
     let username = Username::parse(&username)?;
     let password = Password::parse(&password)?;
-    let device = device_info(&body, &headers, client)?;
     let signed = state.service().register(username, password, device).await?;
     Ok(signed_in(
         StatusCode::CREATED,
@@ -48,11 +49,12 @@ pub(super) async fn login(
     client: IpAddr,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let delivery = Delivery::of(state, peer, req.headers());
-    let headers = req.headers().clone();
-    let body = json_object(req, state.request_timeout).await?;
-    let (username, password) = credentials_in(&body)?;
-    let device = device_info(&body, &headers, client)?;
+    let SignInRequest {
+        delivery,
+        username,
+        password,
+        device,
+    } = SignInRequest::read(state, peer, client, req).await?;
     let attempt = match state
         .login_throttle
         .begin(&username, client, Instant::now())

@@ -3,7 +3,9 @@
 //! account. The web client keeps its refresh token in a cookie that page
 //! scripts cannot read ("cookie mode", docs/security.md).
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -11,13 +13,13 @@ use hyper::{Request, StatusCode};
 use serde_json::{Map, Value, json};
 use tracing::warn;
 
-use super::body::{bearer, json_object, optional_string, string_field};
+use super::body::{bearer, credentials_in, json_object, optional_string, string_field};
 use super::error::{ApiError, json_response};
 use super::{HttpResponse, HttpState};
 use crate::adapters::failure::ChatError;
 use crate::adapters::wire::{self, UserDto};
 use crate::domain::device::{DeviceInfo, DeviceName};
-use crate::domain::error::RefreshError;
+use crate::domain::error::{AccountError, RefreshError};
 use crate::domain::service::{Authenticated, SignedIn};
 use crate::domain::{DeviceId, Password, Timestamp};
 
@@ -68,10 +70,45 @@ fn cookie_mode(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("cookie"))
 }
 
+/// A register or login request, read.
+pub(super) struct SignInRequest {
+    /// Where the refresh token goes.
+    pub delivery: Delivery,
+    /// `username`, as sent.
+    pub username: String,
+    /// `password`, as sent.
+    pub password: String,
+    /// The device signing in.
+    pub device: DeviceInfo,
+}
+
+impl SignInRequest {
+    /// Reads the body and headers of a register or login request from
+    /// `client`, which came in through `peer`.
+    pub(super) async fn read(
+        state: &HttpState,
+        peer: IpAddr,
+        client: IpAddr,
+        req: Request<Incoming>,
+    ) -> Result<Self, ApiError> {
+        let delivery = Delivery::of(state, peer, req.headers());
+        let headers = req.headers().clone();
+        let body = json_object(req, state.request_timeout).await?;
+        let (username, password) = credentials_in(&body)?;
+        let device = device_info(&body, &headers, client)?;
+        Ok(Self {
+            delivery,
+            username,
+            password,
+            device,
+        })
+    }
+}
+
 /// The device a register or login body and its headers describe:
 /// `deviceName` when given (400 when it breaks the rules), else a name
 /// made from the User-Agent.
-pub(super) fn device_info(
+fn device_info(
     body: &Map<String, Value>,
     headers: &HeaderMap,
     client: IpAddr,
@@ -302,16 +339,15 @@ pub(super) async fn logout_all(
 /// session ends.
 pub(super) async fn password(
     state: &HttpState,
+    client: IpAddr,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let auth = caller(state, &req).await?;
     let body = json_object(req, state.request_timeout).await?;
     let current = string_field(&body, "currentPassword")?;
     let new = Password::parse(&string_field(&body, "newPassword")?)?;
-    state
-        .service()
-        .change_password(&auth, &current, new)
-        .await?;
+    let change = state.service().change_password(&auth, &current, new);
+    confirm_password(state, &auth, client, change).await?;
     // The caller's session stays, and so does its cookie.
     Ok(no_content(&HeaderMap::new()))
 }
@@ -319,17 +355,49 @@ pub(super) async fn password(
 /// `DELETE /me`: deletes the caller's account, given its password.
 pub(super) async fn delete_me(
     state: &HttpState,
+    client: IpAddr,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let auth = caller(state, &req).await?;
     let headers = req.headers().clone();
     let body = json_object(req, state.request_timeout).await?;
     let password = string_field(&body, "password")?;
-    state
-        .service()
-        .delete_account(&auth.user, &password)
-        .await?;
+    let delete = state.service().delete_account(&auth.user, &password);
+    confirm_password(state, &auth, client, delete).await?;
     Ok(no_content(&headers))
+}
+
+/// Runs `check`, a use case that asks for the account's password, under
+/// login's per-account throttle: a stolen token guessing the password from
+/// new addresses is locked out as a login would be.
+async fn confirm_password(
+    state: &HttpState,
+    auth: &Authenticated,
+    client: IpAddr,
+    check: impl Future<Output = Result<(), AccountError>>,
+) -> Result<(), ApiError> {
+    let attempt = state
+        .login_throttle
+        .begin(auth.user.username.as_str(), client, Instant::now())
+        .map_err(|wait| {
+            state.metrics().logins_throttled.inc();
+            ApiError::rate_limited(
+                "too many wrong passwords for this account; try again later",
+                wait,
+            )
+        })?;
+    match check.await {
+        Ok(()) => {
+            attempt.succeeded(client, Instant::now());
+            Ok(())
+        }
+        Err(e) => {
+            if matches!(e, AccountError::WrongPassword) {
+                attempt.failed(Instant::now());
+            }
+            Err(e.into())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -173,17 +173,9 @@ macro_rules! device_queries {
                         ))
                         .execute(self)?;
                     diesel::update(devices::table.find(device))
-                        .set((
-                            devices::last_used_at.eq(now),
-                            devices::refresh_expires_at.eq(expires_at),
-                        ))
+                        .set(devices::refresh_expires_at.eq(expires_at))
                         .execute(self)?;
-                    if address.is_some() {
-                        diesel::update(devices::table.find(device))
-                            .set(devices::last_address.eq(address))
-                            .execute(self)?;
-                    }
-                    Ok(())
+                    self.touch_device(device, now, address)
                 }
 
                 fn touch_device(
