@@ -307,20 +307,25 @@ async fn every_operation_answers_each_documented_status_as_documented() {
             .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
     };
     assert_eq!(c.call("GET", "/ws", handshake()).await.0, 429);
-    // Refresh and password share register's and login's limiter.
+    // Refresh, password and DELETE /me share register's and login's limiter.
     let unknown_refresh = json!({"refreshToken": "A".repeat(43)});
     let wrong_password =
         json!({"currentPassword": "not-the-password", "newPassword": "correct-horse-7"});
-    for (path, body) in [
-        ("/api/v1/login", &alice),
-        ("/api/v1/register", &alice),
-        ("/api/v1/token/refresh", &unknown_refresh),
-        ("/api/v1/password", &wrong_password),
+    let wrong_delete = json!({"password": "not-the-password"});
+    for (method, path, body) in [
+        ("POST", "/api/v1/login", &alice),
+        ("POST", "/api/v1/register", &alice),
+        ("POST", "/api/v1/token/refresh", &unknown_refresh),
+        ("POST", "/api/v1/password", &wrong_password),
+        ("DELETE", "/api/v1/me", &wrong_delete),
     ] {
         let mut last = 0;
         for _ in 0..10 {
-            let req = tight.http().post(tight.url(path)).bearer_auth(&bob.token);
-            last = c.call("POST", path, req.json(body)).await.0;
+            let req = tight
+                .http()
+                .request(method.parse().unwrap(), tight.url(path))
+                .bearer_auth(&bob.token);
+            last = c.call(method, path, req.json(body)).await.0;
             if last == 429 {
                 break;
             }
