@@ -1,7 +1,6 @@
 //! The REST endpoints: register, login, who am I, find users, health.
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -9,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::body::{bearer, query_param};
 use super::error::{ApiError, error_response, json_response};
-use super::sessions::{SignInRequest, signed_in};
+use super::sessions::{SignInRequest, per_account, signed_in};
 use super::{HttpResponse, HttpState};
 use crate::adapters::failure::ChatError;
 use crate::adapters::wire::UserDto;
@@ -23,20 +22,18 @@ pub(super) async fn register(
     client: IpAddr,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let SignInRequest {
-        delivery,
-        username,
-        password,
-        device,
-    } = SignInRequest::read(state, peer, client, req).await?;
-    let username = Username::parse(&username)?;
-    let password = Password::parse(&password)?;
-    let signed = state.service().register(username, password, device).await?;
+    let sign_in = SignInRequest::read(state, peer, client, req).await?;
+    let username = Username::parse(&sign_in.username)?;
+    let password = Password::parse(&sign_in.password)?;
+    let signed = state
+        .service()
+        .register(username, password, sign_in.device)
+        .await?;
     Ok(signed_in(
+        state,
         StatusCode::CREATED,
         &signed,
-        delivery,
-        state.service().now(),
+        sign_in.delivery,
     ))
 }
 
@@ -49,42 +46,14 @@ pub(super) async fn login(
     client: IpAddr,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let SignInRequest {
-        delivery,
-        username,
-        password,
-        device,
-    } = SignInRequest::read(state, peer, client, req).await?;
-    let attempt = match state
-        .login_throttle
-        .begin(&username, client, Instant::now())
-    {
-        Ok(attempt) => attempt,
-        Err(wait) => {
-            state.metrics().logins_throttled.inc();
-            return Err(ApiError::rate_limited(
-                "too many failed logins to this account; try again later",
-                wait,
-            ));
-        }
-    };
-    match state.service().login(&username, &password, device).await {
-        Ok(signed) => {
-            attempt.succeeded(client, Instant::now());
-            Ok(signed_in(
-                StatusCode::OK,
-                &signed,
-                delivery,
-                state.service().now(),
-            ))
-        }
-        Err(e) => {
-            if matches!(e, LoginError::InvalidCredentials) {
-                attempt.failed(Instant::now());
-            }
-            Err(e.into())
-        }
-    }
+    let sign_in = SignInRequest::read(state, peer, client, req).await?;
+    let login = state
+        .service()
+        .login(&sign_in.username, &sign_in.password, sign_in.device);
+    let wrong = |e: &LoginError| matches!(e, LoginError::InvalidCredentials);
+    let locked = "too many failed logins to this account; try again later";
+    let signed = per_account(state, &sign_in.username, client, locked, login, wrong).await?;
+    Ok(signed_in(state, StatusCode::OK, &signed, sign_in.delivery))
 }
 
 /// `GET /me`: the account the token is for.

@@ -21,7 +21,7 @@ use crate::adapters::wire::{self, UserDto};
 use crate::domain::device::{DeviceInfo, DeviceName};
 use crate::domain::error::{AccountError, RefreshError};
 use crate::domain::service::{Authenticated, SignedIn};
-use crate::domain::{DeviceId, Password, Timestamp};
+use crate::domain::{DeviceId, Password};
 
 /// The cookie that holds the web client's refresh token.
 pub(super) const REFRESH_COOKIE: &str = "confab_refresh";
@@ -147,14 +147,15 @@ fn agent_name(agent: Option<&str>) -> String {
     }
 }
 
-/// The answer to register, login and refresh at `now`: the tokens, the
-/// refresh token in the body or in a cookie.
+/// The answer to register, login and refresh: the tokens, the refresh
+/// token in the body or in a cookie.
 pub(super) fn signed_in(
+    state: &HttpState,
     status: StatusCode,
     s: &SignedIn,
     delivery: Delivery,
-    now: Timestamp,
 ) -> HttpResponse {
+    let now = state.service().now();
     let in_body = (delivery == Delivery::Body).then_some(s.refresh.token.as_str());
     let mut res = json_response(
         status,
@@ -186,9 +187,8 @@ fn set_cookie(headers: &mut HeaderMap, token: &str, max_age_secs: i64, secure: b
 
 /// `204`, clearing the refresh cookie when the request was in cookie mode.
 fn no_content(headers: &HeaderMap) -> HttpResponse {
-    let mut res = json_response(StatusCode::NO_CONTENT, &json!({}));
-    *res.body_mut() = Default::default();
-    res.headers_mut().remove(header::CONTENT_TYPE);
+    let mut res = HttpResponse::default();
+    *res.status_mut() = StatusCode::NO_CONTENT;
     if cookie_mode(headers) {
         set_cookie(res.headers_mut(), "", 0, false);
     }
@@ -248,12 +248,7 @@ pub(super) async fn refresh(
         .refresh(&token, Some(client.to_string()))
         .await
     {
-        Ok(signed) => Ok(signed_in(
-            StatusCode::OK,
-            &signed,
-            delivery,
-            state.service().now(),
-        )),
+        Ok(signed) => Ok(signed_in(state, StatusCode::OK, &signed, delivery)),
         Err(e) => {
             if let RefreshError::Reused { user, device } = &e {
                 state.metrics().refresh_reuse.inc();
@@ -376,23 +371,45 @@ async fn confirm_password(
     client: IpAddr,
     check: impl Future<Output = Result<(), AccountError>>,
 ) -> Result<(), ApiError> {
+    let wrong = |e: &AccountError| matches!(e, AccountError::WrongPassword);
+    let locked = "too many wrong passwords for this account; try again later";
+    per_account(
+        state,
+        auth.user.username.as_str(),
+        client,
+        locked,
+        check,
+        wrong,
+    )
+    .await
+}
+
+/// Runs `check`, which verifies a password of `username`'s, under the
+/// per-account throttle of failed logins: refused with `locked` while the
+/// account is locked to `client`; a failure that `wrong` calls a wrong
+/// password counts toward the lock, a success makes `client` known.
+pub(super) async fn per_account<T, E: Into<ApiError>>(
+    state: &HttpState,
+    username: &str,
+    client: IpAddr,
+    locked: &str,
+    check: impl Future<Output = Result<T, E>>,
+    wrong: impl Fn(&E) -> bool,
+) -> Result<T, ApiError> {
     let attempt = state
         .login_throttle
-        .begin(auth.user.username.as_str(), client, Instant::now())
+        .begin(username, client, Instant::now())
         .map_err(|wait| {
             state.metrics().logins_throttled.inc();
-            ApiError::rate_limited(
-                "too many wrong passwords for this account; try again later",
-                wait,
-            )
+            ApiError::rate_limited(locked, wait)
         })?;
     match check.await {
-        Ok(()) => {
+        Ok(value) => {
             attempt.succeeded(client, Instant::now());
-            Ok(())
+            Ok(value)
         }
         Err(e) => {
-            if matches!(e, AccountError::WrongPassword) {
+            if wrong(&e) {
                 attempt.failed(Instant::now());
             }
             Err(e.into())

@@ -73,7 +73,9 @@ impl<E: Engine> DeviceStore for DieselStore<E> {
     ) -> Result<Option<TokenState>, PortError> {
         let (user, device) = (Self::text(user.as_str()), Self::text(device.as_str()));
         self.read(move |conn| {
-            conn.token_row(&user, &device)?
+            conn.token_row(&device)?
+                // Another user's session is none of this token's.
+                .filter(|row| row.0 == user)
                 .map(|row| token_state(row, now.millis()))
                 .transpose()
         })
@@ -89,12 +91,10 @@ impl<E: Engine> DeviceStore for DieselStore<E> {
                 let Some((device, spent_at)) = conn.refresh_token(&rotate.presented.0)? else {
                     return Ok(Rotation::Invalid);
                 };
-                let Some(user) = conn.device_user(&device)? else {
+                let Some(row) = conn.token_row(&device)? else {
                     return Ok(Rotation::Invalid);
                 };
-                let Some(row) = conn.token_row(&user, &device)? else {
-                    return Ok(Rotation::Invalid);
-                };
+                let user = row.0.clone();
                 let state = token_state(row, now)?;
                 if !state.live {
                     return Ok(Rotation::Invalid);
@@ -156,15 +156,9 @@ impl<E: Engine> DeviceStore for DieselStore<E> {
     ) -> Result<bool, PortError> {
         let (user, device) = (Self::text(user.as_str()), Self::text(device.as_str()));
         self.engine()
-            .write(move |tx| {
-                let conn = tx.conn();
-                let now = now.millis();
-                // Only a live one: an expired session is not in the list,
-                // so it is not found either.
-                if !conn.live_devices(&user, now)?.contains(&device) {
-                    return Ok(false);
-                }
-                Ok::<_, PortError>(conn.end_devices(&user, Some(&[device]), None, now)? == 1)
+            .write_one(move |conn| {
+                let ended = conn.end_devices(&user, Some(&[device]), None, now.millis())?;
+                Ok::<_, PortError>(ended == 1)
             })
             .await
     }

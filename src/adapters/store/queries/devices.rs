@@ -15,10 +15,8 @@ pub trait DeviceQueries {
     fn insert_device(&mut self, id: &str, device: &NewDevice) -> QueryResult<()>;
     /// The ids of the user's live device sessions, least recently used first.
     fn live_devices(&mut self, user: &str, now: i64) -> QueryResult<Vec<String>>;
-    /// The user a device session belongs to.
-    fn device_user(&mut self, device: &str) -> QueryResult<Option<String>>;
-    /// What a token of `user` on `device` needs checked.
-    fn token_row(&mut self, user: &str, device: &str) -> QueryResult<Option<TokenRow>>;
+    /// What a token of `device` needs checked, with the user it belongs to.
+    fn token_row(&mut self, device: &str) -> QueryResult<Option<TokenRow>>;
     /// The device session a refresh token hash belongs to, and when the
     /// token was spent, if it was.
     fn refresh_token(&mut self, hash: &str) -> QueryResult<Option<(String, Option<i64>)>>;
@@ -37,8 +35,8 @@ pub trait DeviceQueries {
     fn touch_device(&mut self, device: &str, now: i64, address: Option<&str>) -> QueryResult<()>;
     /// The user's live device sessions, most recently used first.
     fn devices_of(&mut self, user: &str, now: i64) -> anyhow::Result<Vec<Device>>;
-    /// Ends the live device sessions of `user` among `ids` (all of them
-    /// with `None`), but `keep`; how many ended.
+    /// Ends the live (not ended, not expired) device sessions of `user`
+    /// among `ids` (all of them with `None`), but `keep`; how many ended.
     fn end_devices(
         &mut self,
         user: &str,
@@ -107,19 +105,10 @@ macro_rules! device_queries {
                         .load(self)
                 }
 
-                fn device_user(&mut self, device: &str) -> QueryResult<Option<String>> {
-                    devices::table
-                        .find(device)
-                        .select(devices::user_id)
-                        .first(self)
-                        .optional()
-                }
-
-                fn token_row(&mut self, user: &str, device: &str) -> QueryResult<Option<TokenRow>> {
+                fn token_row(&mut self, device: &str) -> QueryResult<Option<TokenRow>> {
                     devices::table
                         .inner_join(users::table)
                         .filter(devices::id.eq(device))
-                        .filter(devices::user_id.eq(user))
                         .select((
                             users::id,
                             users::username,
@@ -231,6 +220,7 @@ macro_rules! device_queries {
                     let mut query = diesel::update(devices::table)
                         .filter(devices::user_id.eq(user))
                         .filter(devices::ended_at.is_null())
+                        .filter(devices::refresh_expires_at.gt(now))
                         .into_boxed();
                     if let Some(ids) = ids {
                         query = query.filter(devices::id.eq_any(ids));
