@@ -184,6 +184,7 @@ macro_rules! store_contract_tests {
             ending_every_session_keeps_one_if_asked_and_a_bump_moves_the_generation,
             a_password_change_replaces_the_hash_and_ends_the_other_sessions,
             a_deleted_user_keeps_the_name_but_not_the_password_nor_a_session,
+            spent_refresh_tokens_older_than_a_token_lives_are_forgotten,
         );
     };
     (@each $fixture:ty; $($test:ident,)*) => {

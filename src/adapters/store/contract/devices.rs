@@ -306,3 +306,42 @@ pub(crate) async fn a_deleted_user_keeps_the_name_but_not_the_password_nor_a_ses
         Rotation::Invalid
     );
 }
+
+pub(crate) async fn spent_refresh_tokens_older_than_a_token_lives_are_forgotten<F: Fixture>(f: F) {
+    let s = f.store();
+    let ann = register(s, "ann").await;
+    let d = device(s, &ann, "laptop", "h1", 0).await;
+    for (presented, next, at) in [
+        ("h1", "h2", 100),
+        ("h2", "h3", 100 + 20 * DAY),
+        ("h3", "h4", 100 + 40 * DAY),
+    ] {
+        let rotated = s
+            .rotate_refresh(rotate(presented, next, at, 1_000))
+            .await
+            .unwrap();
+        assert!(
+            matches!(rotated, Rotation::Rotated { .. }),
+            "{presented}: {rotated:?}"
+        );
+    }
+    // h1, spent 40 days ago, is gone: unknown rather than reused. h2, spent
+    // 20 days ago, is still known, and its reuse ends the session.
+    let now = 100 + 40 * DAY + 10_000;
+    assert_eq!(
+        s.rotate_refresh(rotate("h1", "x1", now, 1_000))
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    assert!(live(s, &ann.id, &d, now).await);
+    assert_eq!(
+        s.rotate_refresh(rotate("h2", "x2", now, 1_000))
+            .await
+            .unwrap(),
+        Rotation::Reused {
+            user: ann.id.clone(),
+            device: d.clone()
+        }
+    );
+}

@@ -22,7 +22,8 @@ pub trait DeviceQueries {
     fn refresh_token(&mut self, hash: &str) -> QueryResult<Option<(String, Option<i64>)>>;
     /// Spends a refresh token; false when it was spent already.
     fn spend_refresh(&mut self, hash: &str, now: i64) -> QueryResult<bool>;
-    /// Stores a device session's new refresh token and records its use.
+    /// Stores a device session's new refresh token, forgets those it spent
+    /// longer ago than a token lives, and records its use.
     fn renew_device(
         &mut self,
         device: &str,
@@ -161,6 +162,16 @@ macro_rules! device_queries {
                             refresh_tokens::device_id.eq(device),
                         ))
                         .execute(self)?;
+                    // A token spent longer ago than a token lives would be
+                    // refused as expired anyway: forgetting it keeps a
+                    // session that refreshes for years to a month of rows.
+                    let forget_before = now - (expires_at - now);
+                    diesel::delete(
+                        refresh_tokens::table
+                            .filter(refresh_tokens::device_id.eq(device))
+                            .filter(refresh_tokens::rotated_at.lt(forget_before)),
+                    )
+                    .execute(self)?;
                     diesel::update(devices::table.find(device))
                         .set(devices::refresh_expires_at.eq(expires_at))
                         .execute(self)?;
