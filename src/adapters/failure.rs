@@ -4,9 +4,10 @@
 
 use crate::domain::error::{
     AccountError, AuthenticateError, BlockError, ChangeMessageError, ConversationError,
-    EndDeviceError, InviteError, LoginError, PortError, PresenceError, RefreshError, RegisterError,
-    SendError,
+    EndDeviceError, FileError, InviteError, LoginError, PortError, PresenceError, RefreshError,
+    RegisterError, SendError,
 };
+use crate::domain::file::UploadRefused;
 use crate::domain::membership::Denied;
 use crate::domain::ports::OpenSessionError;
 use crate::domain::user::{InvalidPassword, InvalidUsername};
@@ -30,6 +31,9 @@ pub enum ChatError {
     /// `conflict`: it exists already (e.g. a taken username).
     #[error("{0}")]
     Conflict(&'static str),
+    /// `too_large`: the request is larger than a limit allows.
+    #[error("{0}")]
+    TooLarge(String),
     /// `rate_limited`: a limit was reached; trying later may work.
     #[error("{0}")]
     RateLimited(String),
@@ -41,6 +45,7 @@ pub enum ChatError {
 
 const NO_CONVERSATION: &str = "conversation not found";
 const NO_USER: &str = "user not found";
+const NO_FILE: &str = "file not found";
 
 impl ChatError {
     /// A bad request with the given explanation.
@@ -140,6 +145,17 @@ impl From<AccountError> for ChatError {
     }
 }
 
+impl From<FileError> for ChatError {
+    fn from(e: FileError) -> Self {
+        match e {
+            FileError::NotFound => Self::NotFound(NO_FILE),
+            FileError::Refused(UploadRefused::Empty) => Self::bad_request(UploadRefused::Empty),
+            FileError::Refused(r) => Self::TooLarge(r.to_string()),
+            FileError::Unknown(e) => e.into(),
+        }
+    }
+}
+
 impl From<OpenSessionError> for ChatError {
     fn from(e: OpenSessionError) -> Self {
         match e {
@@ -178,6 +194,7 @@ impl From<SendError> for ChatError {
             SendError::NoSuchUser => Self::NotFound(NO_USER),
             SendError::NoSuchConversation => Self::NotFound(NO_CONVERSATION),
             SendError::Refused(d) => d.into(),
+            SendError::NoSuchFile => Self::NotFound(NO_FILE),
             SendError::Unknown(e) => e.into(),
         }
     }

@@ -37,8 +37,19 @@ pub use routes::{OPENAPI, ROUTES, handle};
 /// Largest HTTP request body and WebSocket frame, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The body of every response: whole (most) or streamed (files).
+pub type HttpBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
 /// The response type of every endpoint.
-pub type HttpResponse = Response<Full<Bytes>>;
+pub type HttpResponse = Response<HttpBody>;
+
+/// A body held whole in memory.
+pub fn full(bytes: impl Into<Bytes>) -> HttpBody {
+    use http_body_util::BodyExt;
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 /// What the HTTP adapter needs.
 pub struct HttpState {

@@ -14,7 +14,7 @@ mod frames;
 mod paging;
 mod requests;
 
-pub use dto::{ConversationDto, MessageDto, PresenceDto, UserDto};
+pub use dto::{ConversationDto, FileDto, MessageDto, PresenceDto, UserDto};
 pub use errors::error_code;
 pub use frames::{ErrorDto, MessageContent, ack, encode_event, error, event_frame};
 pub use paging::{

@@ -130,6 +130,9 @@ pub enum SendError {
     /// The membership or blocking rules refuse it.
     #[error("refused: {0:?}")]
     Refused(Denied),
+    /// An attachment names no file the sender uploaded.
+    #[error("no such file")]
+    NoSuchFile,
     /// A port failed, or the send was interrupted (a retry with its
     /// clientMsgId tells whether it was stored).
     #[error(transparent)]
@@ -216,4 +219,19 @@ impl From<Denied> for ConversationError {
     fn from(d: Denied) -> Self {
         Self::Refused(d)
     }
+}
+
+/// Why a file use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// No such file or upload, or not one the caller may see: the same
+    /// answer, so that ids cannot be probed.
+    #[error("no such file")]
+    NotFound,
+    /// The size rules refuse the upload.
+    #[error(transparent)]
+    Refused(#[from] crate::domain::file::UploadRefused),
+    /// A port failed.
+    #[error(transparent)]
+    Unknown(#[from] PortError),
 }

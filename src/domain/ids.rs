@@ -59,3 +59,11 @@ id_type!(
     /// it ends.
     DeviceId
 );
+id_type!(
+    /// Identifies one uploaded file.
+    FileId
+);
+id_type!(
+    /// Identifies one resumable (tus) upload under way.
+    UploadId
+);

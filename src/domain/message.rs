@@ -1,5 +1,6 @@
 //! Messages: the body rules, the stored message, and history paging.
 
+use super::file::Attachment;
 use super::ids::{ConversationId, MessageId, UserId};
 use super::page::{InvalidLimit, PageLimit};
 use super::time::Timestamp;
@@ -45,6 +46,18 @@ impl MessageBody {
             return Err(InvalidBody::Blank);
         }
         Ok(Self(raw.to_owned()))
+    }
+
+    /// Validates the body of a message that carries files: as [`Self::parse`],
+    /// but it may be empty (a photo needs no caption).
+    ///
+    /// # Errors
+    /// [`InvalidBody`] naming the rule that failed.
+    pub fn caption(raw: &str) -> Result<Self, InvalidBody> {
+        if raw.is_empty() {
+            return Ok(Self(String::new()));
+        }
+        Self::parse(raw)
     }
 
     /// The body text.
@@ -110,6 +123,8 @@ pub struct Message {
     pub edited_at: Option<Timestamp>,
     /// Whether it was deleted (it keeps its seq).
     pub deleted: bool,
+    /// The files it carries, in the order sent; none once deleted.
+    pub attachments: Vec<Attachment>,
 }
 
 /// A message about to be stored.
@@ -125,6 +140,8 @@ pub struct NewMessage {
     pub client_msg_id: Option<ClientMsgId>,
     /// When the core accepted it.
     pub created_at: Timestamp,
+    /// The files it carries, each uploaded by the sender.
+    pub attachments: Vec<Attachment>,
 }
 
 /// What the store did with a [`NewMessage`].
@@ -151,7 +168,8 @@ pub enum MessageChange {
         /// When.
         at: Timestamp,
     },
-    /// Empties the body and marks the message deleted; it keeps its seq.
+    /// Empties the body, drops the attachments (and the files'
+    /// references from it) and marks the message deleted; it keeps its seq.
     Delete,
 }
 
@@ -222,6 +240,17 @@ mod tests {
     #[test]
     fn an_empty_body_is_rejected() {
         assert_eq!(MessageBody::parse(""), Err(InvalidBody::Length));
+    }
+
+    #[test]
+    fn a_caption_may_be_empty_but_not_blank_or_too_long() {
+        assert_eq!(MessageBody::caption("").unwrap().as_str(), "");
+        assert_eq!(MessageBody::caption("look").unwrap().as_str(), "look");
+        assert_eq!(MessageBody::caption(" "), Err(InvalidBody::Blank));
+        assert_eq!(
+            MessageBody::caption(&"x".repeat(4001)),
+            Err(InvalidBody::Length)
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod conversation;
 pub mod device;
 pub mod error;
 pub mod event;
+pub mod file;
 pub mod ids;
 pub mod membership;
 pub mod message;
@@ -27,7 +28,8 @@ pub use conversation::{
     Visibility,
 };
 pub use event::Event;
-pub use ids::{ConversationId, DeviceId, MessageId, SessionId, UserId};
+pub use file::{Attachment, FileInfo};
+pub use ids::{ConversationId, DeviceId, FileId, MessageId, SessionId, UploadId, UserId};
 pub use message::{ClientMsgId, HistoryPage, HistoryQuery, Message, MessageBody};
 pub use page::PageLimit;
 pub use presence::{ActiveStatus, Presence, Status};

@@ -15,7 +15,8 @@ use super::device::{
 };
 use super::error::PortError;
 use super::event::Event;
-use super::ids::{ConversationId, DeviceId, MessageId, SessionId, UserId};
+use super::file::{FileCreated, FileInfo, Upload};
+use super::ids::{ConversationId, DeviceId, FileId, MessageId, SessionId, UploadId, UserId};
 use super::membership::Denied;
 use super::message::{
     AppendOutcome, HistoryPage, HistoryQuery, Message, MessageChange, NewMessage,
@@ -446,6 +447,64 @@ pub trait DeviceStore: Send + Sync {
     /// keep their sender), with no usable password, every device session
     /// ended and every token voided.
     async fn delete_user(&self, user: &UserId, now: Timestamp) -> Result<(), PortError>;
+}
+
+/// Uploaded files, the messages that carry them, and resumable uploads
+/// under way. The bytes are elsewhere (the adapters' blob store); these
+/// are the rows that say whose they are and who may read them.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait FileStore: Send + Sync {
+    /// Stores a new file's row unless the uploader's files, this one
+    /// included, would exceed `quota` bytes: checked in the same
+    /// transaction, so that concurrent uploads cannot pass it together.
+    async fn create_file(&self, file: &FileInfo, quota: u64) -> Result<FileCreated, PortError>;
+
+    /// One file.
+    async fn file(&self, id: &FileId) -> Result<Option<FileInfo>, PortError>;
+
+    /// The files among `ids` that exist, in no particular order.
+    async fn files(&self, ids: &[FileId]) -> Result<Vec<FileInfo>, PortError>;
+
+    /// How many bytes of files `user` keeps.
+    async fn used_bytes(&self, user: &UserId) -> Result<u64, PortError>;
+
+    /// Whether `user` is a member of a conversation holding a message (not
+    /// deleted) that carries the file: who may read that message may read
+    /// the file.
+    async fn referenced_for(&self, file: &FileId, user: &UserId) -> Result<bool, PortError>;
+
+    /// Up to `limit` files created before `before` that no message carries
+    /// (never attached, or every message that carried them was deleted).
+    async fn unreferenced_files(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<FileInfo>, PortError>;
+
+    /// Deletes the rows of `ids` that still no message carries; returns
+    /// the ones it deleted.
+    async fn delete_files(&self, ids: &[FileId]) -> Result<Vec<FileInfo>, PortError>;
+
+    /// Which of the content hashes `shas` a file still names (as its bytes
+    /// or its thumbnail): the blobs that must stay.
+    async fn referenced_blobs(&self, shas: &[String]) -> Result<Vec<String>, PortError>;
+
+    /// Records a resumable upload.
+    async fn create_upload(&self, upload: &Upload) -> Result<(), PortError>;
+
+    /// One resumable upload.
+    async fn upload(&self, id: &UploadId) -> Result<Option<Upload>, PortError>;
+
+    /// Moves an upload's offset from `from` to `to`; false (nothing
+    /// changed) when it no longer stands at `from`: another request moved it.
+    async fn advance_upload(&self, id: &UploadId, from: u64, to: u64) -> Result<bool, PortError>;
+
+    /// Forgets an upload; false when there was none.
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool, PortError>;
+
+    /// Up to `limit` uploads that expired before `now`.
+    async fn expired_uploads(&self, now: Timestamp, limit: u32) -> Result<Vec<Upload>, PortError>;
 }
 
 /// Closes the connections a revocation ends, on every node that has one.

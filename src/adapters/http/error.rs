@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
@@ -88,7 +87,7 @@ impl<E: Into<ChatError>> From<E> for ApiError {
 /// `body` as JSON, with `status`.
 pub(super) fn json_response(status: StatusCode, body: &impl Serialize) -> HttpResponse {
     let bytes = serde_json::to_vec(body).expect("response DTOs serialize");
-    let mut res = Response::new(Full::new(Bytes::from(bytes)));
+    let mut res = Response::new(full(Bytes::from(bytes)));
     *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -4,7 +4,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use governor::clock::Clock;
-use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -112,7 +111,7 @@ fn not_found() -> ApiError {
 }
 
 fn metrics(state: &HttpState) -> HttpResponse {
-    let mut res = Response::new(Full::new(Bytes::from(state.metrics().render())));
+    let mut res = Response::new(full(Bytes::from(state.metrics().render())));
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -174,7 +173,7 @@ async fn route(
         ("/healthz", _) => Ok(api::health(state).await),
         ("/metrics", _) => Ok(metrics(state)),
         ("/api/v1/openapi.json", _) => {
-            let mut res = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+            let mut res = Response::new(full(Bytes::from_static(OPENAPI.as_bytes())));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),

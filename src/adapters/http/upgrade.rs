@@ -96,5 +96,5 @@ pub(super) async fn upgrade(
     };
     let env = env.clone();
     state.tracker.spawn(session::run(env, websocket, pending));
-    Ok(response)
+    Ok(response.map(|_| super::HttpBody::default()))
 }

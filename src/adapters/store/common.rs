@@ -14,7 +14,7 @@ use crate::domain::error::PortError;
 use crate::domain::message::AppendOutcome;
 use crate::domain::ports::{AppendError, CreateUserError};
 use crate::domain::{
-    ClientMsgId, Conversation, ConversationId, ConversationKind, Message, MessageId, Timestamp,
+    Attachment, ClientMsgId, Conversation, FileId, ConversationId, ConversationKind, Message, MessageId, Timestamp,
     User, UserId, Username, Visibility,
 };
 
@@ -86,6 +86,7 @@ pub(super) type MessageRow = (
     i64,            // created_at
     Option<i64>,    // edited_at
     bool,           // deleted
+    Option<String>, // attachments, as JSON
 );
 
 /// The columns of a [`MessageRow`]: a message joined to its sender.
@@ -100,6 +101,7 @@ pub(super) type MessageColumns = (
     messages::created_at,
     messages::edited_at,
     messages::deleted,
+    messages::attachments,
 );
 
 pub(super) fn stored_username(raw: String) -> anyhow::Result<Username> {
@@ -123,7 +125,7 @@ pub(super) fn to_db_seq(seq: u64) -> i64 {
 }
 
 pub(super) fn message_from_row(r: MessageRow) -> anyhow::Result<Message> {
-    let (id, conversation_id, s, sender_id, sender, body, cmid, created, edited, deleted) = r;
+    let (id, conversation_id, s, sender_id, sender, body, cmid, created, edited, deleted, files) = r;
     Ok(Message {
         id: MessageId::new(id),
         conversation_id: ConversationId::new(conversation_id),
@@ -135,7 +137,68 @@ pub(super) fn message_from_row(r: MessageRow) -> anyhow::Result<Message> {
         created_at: Timestamp::from_millis(created),
         edited_at: edited.map(Timestamp::from_millis),
         deleted,
+        attachments: attachments_from_column(files)?,
     })
+}
+
+/// An attachment as the `attachments` column keeps it, in a JSON array.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredAttachment {
+    id: String,
+    name: String,
+    size: u64,
+    #[serde(rename = "type")]
+    content_type: String,
+    sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    height: Option<u32>,
+    #[serde(default)]
+    thumbnail: bool,
+}
+
+/// The `attachments` column of a message carrying `files`: NULL for none,
+/// as most messages are.
+pub(super) fn attachments_column(files: &[Attachment]) -> Option<String> {
+    if files.is_empty() {
+        return None;
+    }
+    let stored: Vec<StoredAttachment> = files
+        .iter()
+        .map(|a| StoredAttachment {
+            id: a.id.as_str().to_owned(),
+            name: a.name.clone(),
+            size: a.size,
+            content_type: a.content_type.clone(),
+            sha256: a.sha256.clone(),
+            width: a.width,
+            height: a.height,
+            thumbnail: a.thumbnail,
+        })
+        .collect();
+    Some(serde_json::to_string(&stored).expect("plain data serializes"))
+}
+
+/// The attachments an `attachments` column holds.
+pub(super) fn attachments_from_column(raw: Option<String>) -> anyhow::Result<Vec<Attachment>> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let stored: Vec<StoredAttachment> = serde_json::from_str(&raw)?;
+    Ok(stored
+        .into_iter()
+        .map(|a| Attachment {
+            id: FileId::new(a.id),
+            name: a.name,
+            size: a.size,
+            content_type: a.content_type,
+            sha256: a.sha256,
+            width: a.width,
+            height: a.height,
+            thumbnail: a.thumbnail,
+        })
+        .collect())
 }
 
 /// How a room's visibility is stored.

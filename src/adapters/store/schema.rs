@@ -75,6 +75,42 @@ diesel::table! {
         created_at -> BigInt,
         edited_at -> Nullable<BigInt>,
         deleted -> Bool,
+        attachments -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    files (id) {
+        id -> Text,
+        uploader -> Text,
+        name -> Text,
+        size -> BigInt,
+        content_type -> Text,
+        sha256 -> Text,
+        width -> Nullable<Integer>,
+        height -> Nullable<Integer>,
+        thumbnail -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    message_files (message_id, file_id) {
+        message_id -> Text,
+        file_id -> Text,
+        conversation_id -> Text,
+    }
+}
+
+diesel::table! {
+    uploads (id) {
+        id -> Text,
+        user_id -> Text,
+        length -> BigInt,
+        received -> BigInt,
+        name -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
     }
 }
 
@@ -106,6 +142,9 @@ diesel::joinable!(members -> conversations (conversation_id));
 diesel::joinable!(members -> users (user_id));
 diesel::joinable!(messages -> conversations (conversation_id));
 diesel::joinable!(messages -> users (sender_id));
+diesel::joinable!(files -> users (uploader));
+diesel::joinable!(message_files -> files (file_id));
+diesel::joinable!(message_files -> conversations (conversation_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -114,6 +153,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     conversations,
     members,
     messages,
+    files,
+    message_files,
+    uploads,
     blocks,
     user_keys,
     conversation_keys

@@ -79,13 +79,16 @@ pub struct InsertMessage<'a> {
     pub client_msg_id: Option<&'a str>,
     /// When.
     pub at: i64,
+    /// The files it carries, as JSON (NULL for none).
+    pub attachments: Option<&'a str>,
 }
 
 impl QueryFragment<Sqlite> for InsertMessage<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         out.push_sql(
             "INSERT INTO message_rows \
-             (id, conversation, seq, sender, body, client_msg_id, created_at) VALUES (",
+             (id, conversation, seq, sender, body, client_msg_id, created_at, attachments) \
+             VALUES (",
         );
         out.push_bind_param::<Text, _>(self.id)?;
         out.push_sql(", ");
@@ -100,6 +103,8 @@ impl QueryFragment<Sqlite> for InsertMessage<'_> {
         out.push_bind_param::<Nullable<Text>, _>(&self.client_msg_id)?;
         out.push_sql(", ");
         out.push_bind_param::<BigInt, _>(&self.at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.attachments)?;
         out.push_sql(")");
         Ok(())
     }

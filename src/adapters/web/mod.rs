@@ -18,7 +18,6 @@ mod site;
 #[cfg(test)]
 mod tests;
 
-use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
@@ -64,7 +63,7 @@ pub fn serve(asset: &Asset, method: &Method, headers: &HeaderMap) -> HttpRespons
     } else {
         (StatusCode::OK, full.clone())
     };
-    let mut res = Response::new(Full::new(body));
+    let mut res = Response::new(full(body));
     *res.status_mut() = status;
     let h = res.headers_mut();
     h.insert(header::ETAG, value(etag));

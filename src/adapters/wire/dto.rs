@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::rfc3339;
 use crate::domain::{
-    ClientMsgId, ConversationKind, ConversationSummary, Message, Presence, Status, User, Visibility,
+    Attachment, ClientMsgId, ConversationKind, ConversationSummary, Message, Presence, Status, User, Visibility,
 };
 
 /// `user`: `{id, username}`.
@@ -38,6 +38,10 @@ pub struct MessageDto<'a> {
     created_at: String,
     edited_at: Option<String>,
     deleted: bool,
+    /// Absent when empty: most messages carry no file, and a client
+    /// written from the contract alone sees the contract's shape.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attachments: Vec<FileDto<'a>>,
 }
 
 impl<'a> From<&'a Message> for MessageDto<'a> {
@@ -53,6 +57,37 @@ impl<'a> From<&'a Message> for MessageDto<'a> {
             created_at: rfc3339(m.created_at),
             edited_at: m.edited_at.map(rfc3339),
             deleted: m.deleted,
+            attachments: m.attachments.iter().map(FileDto::from).collect(),
+        }
+    }
+}
+
+/// `file`: a file's metadata, as messages carry it and uploads answer it
+/// (docs/files.md).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileDto<'a> {
+    id: &'a str,
+    name: &'a str,
+    size: u64,
+    content_type: &'a str,
+    sha256: &'a str,
+    width: Option<u32>,
+    height: Option<u32>,
+    thumbnail: bool,
+}
+
+impl<'a> From<&'a Attachment> for FileDto<'a> {
+    fn from(a: &'a Attachment) -> Self {
+        Self {
+            id: a.id.as_str(),
+            name: &a.name,
+            size: a.size,
+            content_type: &a.content_type,
+            sha256: &a.sha256,
+            width: a.width,
+            height: a.height,
+            thumbnail: a.thumbnail,
         }
     }
 }

@@ -12,6 +12,7 @@ pub fn error_code(e: &ChatError) -> (&'static str, String) {
         ChatError::Forbidden(_) => "forbidden",
         ChatError::NotFound(_) => "not_found",
         ChatError::Conflict(_) => "conflict",
+        ChatError::TooLarge(_) => "too_large",
         ChatError::RateLimited(_) => "rate_limited",
         ChatError::Internal(_) => "internal",
     };

@@ -7,11 +7,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::domain::conversation::MAX_ROOM_NAME_CHARS;
+use crate::domain::file::MAX_ATTACHMENTS;
 use crate::domain::message::HistoryQuery;
 use crate::domain::page::PageLimit;
 use crate::domain::service::{Draft, MAX_PRESENCE_IDS, Recipient};
 use crate::domain::{
-    ActiveStatus, ClientMsgId, ConversationId, MessageBody, MessageId, RoomName, UserId, Visibility,
+    ActiveStatus, ClientMsgId, ConversationId, FileId, MessageBody, MessageId, RoomName, UserId,
+    Visibility,
 };
 
 /// Longest access token `reauth` reads; real ones are a few hundred bytes.
@@ -290,6 +292,9 @@ pub(super) fn parse_send(text: &str) -> Option<(Option<String>, Inbound)> {
             .map(|k| ClientMsgId::parse(&k))
             .transpose()
             .ok()?,
+        // A send with attachments has a field this path refuses: it takes
+        // the general one.
+        attachments: Vec::new(),
     };
     Some((id, Inbound::Send(draft)))
 }
@@ -302,10 +307,17 @@ impl Inbound {
             "sendMessage" => Recipient::Conversation(f.conversation()?),
             _ => return Request::parse(kind, c).map(Self::Other),
         };
+        let attachments = f.attachments()?;
+        let body = if attachments.is_empty() {
+            f.body()?
+        } else {
+            f.caption()?
+        };
         Ok(Self::Send(Draft {
             to,
-            body: f.body()?,
+            body,
             client_msg_id: f.client_msg_id()?,
+            attachments,
         }))
     }
 }
@@ -504,6 +516,35 @@ impl Fields<'_> {
             Some(Value::String(s)) => MessageBody::parse(s).map_err(|e| e.to_string()),
             _ => Err("body is required and must be a string".into()),
         }
+    }
+
+    /// The body of a message with attachments: it may be empty.
+    fn caption(&self) -> Result<MessageBody, String> {
+        match self.0.get("body") {
+            None | Some(Value::Null) => Ok(MessageBody::caption("").expect("empty caption")),
+            Some(Value::String(s)) => MessageBody::caption(s).map_err(|e| e.to_string()),
+            _ => Err("body must be a string".into()),
+        }
+    }
+
+    /// `attachments`: absent, or up to [`MAX_ATTACHMENTS`] distinct file ids.
+    fn attachments(&self) -> Result<Vec<FileId>, String> {
+        let err = || format!("attachments must be an array of at most {MAX_ATTACHMENTS} distinct file ids");
+        let items = match self.0.get("attachments") {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::Array(items)) if items.len() <= MAX_ATTACHMENTS => items,
+            Some(_) => return Err(err()),
+        };
+        let mut ids: Vec<FileId> = Vec::with_capacity(items.len());
+        for item in items {
+            match item.as_str() {
+                Some(id) if id_fits(id) && !ids.iter().any(|f| f.as_str() == id) => {
+                    ids.push(FileId::new(id));
+                }
+                _ => return Err(err()),
+            }
+        }
+        Ok(ids)
     }
 
     fn client_msg_id(&self) -> Result<Option<ClientMsgId>, String> {

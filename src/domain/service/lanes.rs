@@ -11,6 +11,7 @@ use futures::channel::oneshot;
 use super::{Caller, ChatService, Draft};
 use crate::domain::error::{PortError, SendError};
 use crate::domain::event::Event;
+use crate::domain::file::Attachment;
 use crate::domain::ids::{ConversationId, SessionId};
 use crate::domain::membership::Denied;
 use crate::domain::message::{AppendOutcome, Message, NewMessage};
@@ -61,6 +62,7 @@ impl ChatService {
         caller: &Caller,
         conversation: ConversationId,
         send: Draft,
+        attachments: Vec<Attachment>,
     ) -> (&Lane, Outcome) {
         let lane = self.lane(&conversation);
         let (reply, answer) = oneshot::channel();
@@ -71,6 +73,7 @@ impl ChatService {
                 body: send.body,
                 client_msg_id: send.client_msg_id,
                 created_at: self.now(),
+                attachments,
             },
             session: caller.session.clone(),
             reply,

@@ -6,6 +6,7 @@ use crate::domain::blocking;
 use crate::domain::conversation::{ConversationKind, ConversationSummary, next_read_marker};
 use crate::domain::error::{ChangeMessageError, ConversationError, PortError, SendError};
 use crate::domain::event::Event;
+use crate::domain::file::Attachment;
 use crate::domain::ids::{ConversationId, MessageId};
 use crate::domain::membership::{Action, authorize};
 use crate::domain::message::{HistoryPage, HistoryQuery, Message, MessageBody, MessageChange};
@@ -38,8 +39,10 @@ impl ChatService {
         // their order, and a conversation's turn holder takes them all.
         let mut queued = Vec::with_capacity(sends.len());
         for send in sends {
-            queued.push(match self.conversation_of(caller, &send.to).await {
-                Ok(conversation) => Ok(self.queue(caller, conversation, send)),
+            queued.push(match self.target_of(caller, &send).await {
+                Ok((conversation, attachments)) => {
+                    Ok(self.queue(caller, conversation, send, attachments))
+                }
                 Err(e) => Err(e),
             });
         }
@@ -51,6 +54,19 @@ impl ChatService {
             });
         }
         results
+    }
+
+    /// Where a send goes, and the files it carries.
+    async fn target_of(
+        &self,
+        caller: &Caller,
+        send: &Draft,
+    ) -> Result<(ConversationId, Vec<Attachment>), SendError> {
+        let conversation = self.conversation_of(caller, &send.to).await?;
+        let attachments = self
+            .attachments_of(&caller.user.id, &send.attachments)
+            .await?;
+        Ok((conversation, attachments))
     }
 
     async fn conversation_of(

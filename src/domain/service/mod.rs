@@ -12,11 +12,12 @@ use std::sync::Arc;
 use super::conversation::{Conversation, Membership};
 use super::error::ConversationError;
 use super::event::Event;
-use super::ids::{ConversationId, DeviceId, SessionId, UserId};
+use super::file::FileLimits;
+use super::ids::{ConversationId, DeviceId, FileId, SessionId, UserId};
 use super::membership::{Action, Allowed, Denied, authorize};
 use super::message::{ClientMsgId, MessageBody};
 use super::ports::{
-    Access, Authenticator, BlockStore, Clock, DeviceStore, IssuedToken, MessageStore,
+    Access, Authenticator, BlockStore, Clock, DeviceStore, FileStore, IssuedToken, MessageStore,
     PresenceRegistry, Revoker, Transport, UserStore,
 };
 use super::time::Timestamp;
@@ -25,6 +26,7 @@ use super::user::User;
 mod accounts;
 mod blocks;
 mod devices;
+mod files;
 mod lanes;
 mod messages;
 mod presence;
@@ -63,6 +65,8 @@ pub struct Draft {
     pub body: MessageBody,
     /// The client's idempotency key.
     pub client_msg_id: Option<ClientMsgId>,
+    /// Files the sender uploaded, to carry.
+    pub attachments: Vec<FileId>,
 }
 
 /// The adapters the core runs on.
@@ -79,6 +83,8 @@ pub struct Ports {
     pub devices: Arc<dyn DeviceStore>,
     /// Closes the connections of ended device sessions, on every node.
     pub revoker: Arc<dyn Revoker>,
+    /// Uploaded files and who may read them.
+    pub files: Arc<dyn FileStore>,
     /// Who is online.
     pub presence: Arc<dyn PresenceRegistry>,
     /// Event delivery to sessions.
@@ -100,6 +106,8 @@ pub struct Limits {
     /// How long after its rotation a refresh token presented again is
     /// taken for a race, not a theft, in milliseconds.
     pub refresh_grace_ms: i64,
+    /// File sizes and quotas.
+    pub files: FileLimits,
 }
 
 /// The caller of a WebSocket request: a user on one session.

@@ -10,10 +10,11 @@ use crate::domain::conversation::{ConversationSummary, RoomName, RoomsPage, Visi
 use crate::domain::device::{Device, DeviceInfo};
 use crate::domain::error::{
     AccountError, AuthenticateError, BlockError, ChangeMessageError, ConversationError,
-    EndDeviceError, InviteError, LoginError, PortError, PresenceError, RefreshError, RegisterError,
-    SendError,
+    EndDeviceError, FileError, InviteError, LoginError, PortError, PresenceError, RefreshError,
+    RegisterError, SendError,
 };
-use crate::domain::ids::{ConversationId, DeviceId, MessageId, UserId};
+use crate::domain::file::{FileInfo, Upload};
+use crate::domain::ids::{ConversationId, DeviceId, FileId, MessageId, UploadId, UserId};
 use crate::domain::message::{HistoryPage, HistoryQuery, Message, MessageBody};
 use crate::domain::page::PageLimit;
 use crate::domain::ports::OpenSessionError;
@@ -68,6 +69,20 @@ pub trait UseCases: Send + Sync {
     ) -> Result<(), AccountError>;
     /// [`ChatService::delete_account`].
     async fn delete_account(&self, user: &User, password: &str) -> Result<(), AccountError>;
+    /// [`ChatService::admit_upload`].
+    async fn admit_upload(&self, user: &UserId, size: u64) -> Result<(), FileError>;
+    /// [`ChatService::store_file`].
+    async fn store_file(&self, file: FileInfo) -> Result<FileInfo, FileError>;
+    /// [`ChatService::readable_file`].
+    async fn readable_file(&self, user: &UserId, id: &FileId) -> Result<FileInfo, FileError>;
+    /// [`ChatService::start_upload`].
+    async fn start_upload(&self, upload: Upload) -> Result<Upload, FileError>;
+    /// [`ChatService::upload_of`].
+    async fn upload_of(&self, user: &UserId, id: &UploadId) -> Result<Upload, FileError>;
+    /// [`ChatService::advance_upload`].
+    async fn advance_upload(&self, upload: &Upload, to: u64) -> Result<bool, FileError>;
+    /// [`ChatService::forget_upload`].
+    async fn forget_upload(&self, id: &UploadId) -> Result<bool, FileError>;
     /// [`ChatService::authenticate`].
     async fn authenticate<'a>(
         &self,
@@ -240,6 +255,27 @@ impl UseCases for ChatService {
     }
     async fn delete_account(&self, u: &User, p: &str) -> Result<(), AccountError> {
         ChatService::delete_account(self, u, p).await
+    }
+    async fn admit_upload(&self, u: &UserId, n: u64) -> Result<(), FileError> {
+        ChatService::admit_upload(self, u, n).await
+    }
+    async fn store_file(&self, f: FileInfo) -> Result<FileInfo, FileError> {
+        ChatService::store_file(self, f).await
+    }
+    async fn readable_file(&self, u: &UserId, id: &FileId) -> Result<FileInfo, FileError> {
+        ChatService::readable_file(self, u, id).await
+    }
+    async fn start_upload(&self, up: Upload) -> Result<Upload, FileError> {
+        ChatService::start_upload(self, up).await
+    }
+    async fn upload_of(&self, u: &UserId, id: &UploadId) -> Result<Upload, FileError> {
+        ChatService::upload_of(self, u, id).await
+    }
+    async fn advance_upload(&self, up: &Upload, to: u64) -> Result<bool, FileError> {
+        ChatService::advance_upload(self, up, to).await
+    }
+    async fn forget_upload(&self, id: &UploadId) -> Result<bool, FileError> {
+        ChatService::forget_upload(self, id).await
     }
     async fn authenticate<'a>(
         &self,

@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
 use super::text;
-use crate::adapters::store::common::seq;
+use crate::adapters::store::common::{attachments_column, seq};
 use crate::adapters::store::queries::{ConversationQueries, MessageQueries};
 use crate::adapters::store::schema::{conversations, messages};
 use crate::domain::error::PortError;
@@ -67,6 +67,7 @@ pub(super) fn append(
     let cmid = new.client_msg_id.as_ref().map(|c| text(c.as_str()));
     let at = new.created_at.millis();
     let id = uuid::Uuid::now_v7().to_string();
+    let files = attachments_column(&new.attachments);
     let stored = conn.transaction(|conn| {
         // Taking the next seq locks the row: a concurrent append to this
         // conversation, from any process, waits here until this one ends.
@@ -109,6 +110,7 @@ pub(super) fn append(
                 messages::body.eq(&body),
                 messages::client_msg_id.eq(&cmid),
                 messages::created_at.eq(at),
+                messages::attachments.eq(&files),
             ))
             .on_conflict_do_nothing()
             .execute(conn)?;
@@ -121,6 +123,9 @@ pub(super) fn append(
             };
             // Rolling back gives the seq back.
             return Err(Abort::Duplicate(original.map(Box::new)));
+        }
+        if !new.attachments.is_empty() {
+            conn.record_attachments(&id, &conv, &new.attachments)?;
         }
         Ok((seq, members))
     });
@@ -140,6 +145,7 @@ pub(super) fn append(
                 created_at: new.created_at,
                 edited_at: None,
                 deleted: false,
+                attachments: new.attachments,
             };
             Ok(AppendOutcome::Stored { message, members })
         }

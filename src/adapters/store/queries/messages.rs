@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use crate::adapters::store::common::MessageColumns;
 use crate::adapters::store::schema::{messages, users};
-use crate::domain::{HistoryPage, HistoryQuery, Message, Timestamp};
+use crate::domain::{Attachment, HistoryPage, HistoryQuery, Message, Timestamp};
 
 /// The query of [`messages_in`].
 pub type MessagesIn<'a> = Select<
@@ -45,6 +45,14 @@ pub trait MessageQueries {
         id: &str,
         edit: Option<(String, Timestamp)>,
     ) -> anyhow::Result<Option<Message>>;
+    /// Records that a new message carries `files`: who may read the
+    /// message may now read them.
+    fn record_attachments(
+        &mut self,
+        message: &str,
+        conversation: &str,
+        files: &[Attachment],
+    ) -> diesel::QueryResult<()>;
     /// A message's body and deleted flag as stored, for tests that look
     /// past the mapping (which blanks deleted bodies).
     #[cfg(test)]
@@ -62,8 +70,8 @@ macro_rules! message_queries {
 
             use $crate::adapters::store::common::{MessageRow, message_from_row, to_db_seq};
             use $crate::adapters::store::queries::{MessageQueries, messages_in};
-            use $crate::adapters::store::schema::messages;
-            use $crate::domain::{HistoryPage, HistoryQuery, Message, Timestamp};
+            use $crate::adapters::store::schema::{message_files, messages};
+            use $crate::domain::{Attachment, HistoryPage, HistoryQuery, Message, Timestamp};
 
             impl MessageQueries for $conn {
                 fn history(
@@ -138,12 +146,45 @@ macro_rules! message_queries {
                             .filter(messages::deleted.eq(false))
                             .set((messages::body.eq(body), messages::edited_at.eq(at.millis())))
                             .execute(self)?,
-                        // The text is gone for good, not just hidden.
-                        None => diesel::update(target)
-                            .set((messages::body.eq(""), messages::deleted.eq(true)))
-                            .execute(self)?,
+                        // The text is gone for good, not just hidden, and
+                        // the files it carried are no longer read through it.
+                        None => {
+                            diesel::delete(
+                                message_files::table.filter(message_files::message_id.eq(id)),
+                            )
+                            .execute(self)?;
+                            diesel::update(target)
+                                .set((
+                                    messages::body.eq(""),
+                                    messages::deleted.eq(true),
+                                    messages::attachments.eq(None::<String>),
+                                ))
+                                .execute(self)?
+                        }
                     };
                     self.message_by_id(conversation, id)
+                }
+
+                fn record_attachments(
+                    &mut self,
+                    message: &str,
+                    conversation: &str,
+                    files: &[Attachment],
+                ) -> QueryResult<()> {
+                    let rows: Vec<_> = files
+                        .iter()
+                        .map(|f| {
+                            (
+                                message_files::message_id.eq(message),
+                                message_files::file_id.eq(f.id.as_str()),
+                                message_files::conversation_id.eq(conversation),
+                            )
+                        })
+                        .collect();
+                    diesel::insert_into(message_files::table)
+                        .values(rows)
+                        .execute(self)
+                        .map(drop)
                 }
 
                 #[cfg(test)]

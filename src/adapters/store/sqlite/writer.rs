@@ -11,7 +11,7 @@ use diesel::sqlite::SqliteConnection;
 
 use super::wal::{Checkpointer, SCRUB_RETRY, scrub};
 use crate::adapters::metrics::StoreMetrics;
-use crate::adapters::store::common::{CACHE_LIMIT, seq};
+use crate::adapters::store::common::{CACHE_LIMIT, attachments_column, seq};
 use crate::adapters::store::engine::Tx;
 use crate::adapters::store::group_commit::{Batch, WriterState};
 use crate::adapters::store::queries::{ConversationQueries, MessageQueries};
@@ -303,6 +303,7 @@ pub(super) fn append(w: &mut Writer, new: NewMessage) -> Result<AppendOutcome, A
     let at = new.created_at.millis();
     let id = uuid::Uuid::now_v7().to_string();
     let cmid = new.client_msg_id.as_ref().map(ClientMsgId::as_str);
+    let files = attachments_column(&new.attachments);
     // Insert first: a retried clientMsgId is rare, and the unique index
     // finds it while inserting, so the common case needs no lookup.
     let inserted = InsertMessage {
@@ -313,6 +314,7 @@ pub(super) fn append(w: &mut Writer, new: NewMessage) -> Result<AppendOutcome, A
         body: new.body.as_str(),
         client_msg_id: cmid,
         at,
+        attachments: files.as_deref(),
     }
     .execute(conn);
     match (inserted, cmid) {
@@ -328,6 +330,9 @@ pub(super) fn append(w: &mut Writer, new: NewMessage) -> Result<AppendOutcome, A
             return Ok(AppendOutcome::Duplicate(original));
         }
         (Err(e), _) => return Err(e.into()),
+    }
+    if !new.attachments.is_empty() {
+        conn.record_attachments(&id, conv, &new.attachments)?;
     }
     // The conversation's row once per batch, in `settle`.
     match w.unsaved.get_mut(conv) {
@@ -353,6 +358,7 @@ pub(super) fn append(w: &mut Writer, new: NewMessage) -> Result<AppendOutcome, A
             created_at: new.created_at,
             edited_at: None,
             deleted: false,
+            attachments: new.attachments,
         },
         members,
     })
