@@ -11,6 +11,9 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::adapters::auth::{self, HashCost, JwtAuthenticator};
+use crate::adapters::blob;
+use crate::adapters::files::sweep::{self, SweepSettings};
+use crate::adapters::files::{FileSettings, Files, Signer};
 use crate::adapters::clock::SystemClock;
 use crate::adapters::cluster::{self, Cluster};
 use crate::adapters::edge::connections::raise_open_files_limit;
@@ -22,8 +25,10 @@ use crate::adapters::store::{PgStore, SqliteStore};
 use crate::adapters::ws::session::WsSettings;
 use crate::adapters::ws::{Attach, Outbound, SessionRegistry};
 use crate::config::{Database, Settings};
+use crate::domain::file::FileLimits;
 use crate::domain::ports::{
-    BlockStore, DeviceStore, MessageStore, PresenceRegistry, Revoker, Transport, UserStore,
+    BlockStore, Clock, DeviceStore, FileStore, MessageStore, PresenceRegistry, Revoker, Transport,
+    UserStore,
 };
 use crate::domain::positions::SeqIndex;
 use crate::domain::service::{ChatService, Limits, Ports};
@@ -91,6 +96,7 @@ async fn wire(settings: Settings) -> anyhow::Result<(TcpListener, Wiring, Option
         messages,
         blocks,
         devices,
+        files: file_store,
         index,
     } = tokio::task::spawn_blocking(move || open_store(&database, &opened, scrub)).await??;
     let secret = match &settings.jwt_secret {
@@ -112,6 +118,25 @@ async fn wire(settings: Settings) -> anyhow::Result<(TcpListener, Wiring, Option
         iterations: settings.argon2_iterations,
     };
     let auth = JwtAuthenticator::new(&secret, settings.token_ttl_secs, cost)?;
+    let blobs = blob::open(&settings.files_url())?;
+    info!("files: {}", blobs.describe());
+    if settings.redis_url().is_some() && !blobs.shared() {
+        anyhow::bail!(
+            "cluster mode needs a blob store every node shares: set files_url to s3://bucket?endpoint=... (docs/files.md)"
+        );
+    }
+    let files = Arc::new(Files::new(
+        blobs,
+        Signer::new(&secret),
+        FileSettings {
+            staging: settings.data_dir.join("files").join("staging"),
+            base_url: settings.files_base_url(),
+            max_file_bytes: settings.max_file_bytes,
+            thumbnail_workers: settings.thumbnail_workers as usize,
+            uploads_per_minute: settings.uploads_per_minute,
+            upload_ttl: std::time::Duration::from_secs(settings.upload_ttl_secs),
+        },
+    )?);
     let registry = Arc::new(SessionRegistry::new(metrics.clone()));
     // Bound first: the address is the node's default name in a cluster.
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))
@@ -150,24 +175,40 @@ async fn wire(settings: Settings) -> anyhow::Result<(TcpListener, Wiring, Option
             },
         ),
     };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ports = Ports {
         users,
         messages,
         blocks,
         auth: Arc::new(auth),
         devices,
+        files: file_store.clone(),
         revoker: reach.revoker,
         presence: reach.presence,
         transport: reach.transport,
-        clock: Arc::new(SystemClock),
+        clock: clock.clone(),
     };
     let limits = Limits {
         max_sessions_per_user: settings.max_sessions_per_user as usize,
         max_devices_per_user: settings.max_devices_per_user as usize,
         refresh_ttl_ms: secs_to_ms(settings.refresh_ttl_secs),
         refresh_grace_ms: secs_to_ms(settings.refresh_grace_secs),
+        files: FileLimits {
+            max_file_bytes: settings.max_file_bytes,
+            quota_bytes: settings.file_quota_bytes,
+        },
     };
     let service = Arc::new(ChatService::new(ports, limits));
+    tokio::spawn(sweep::run(
+        files.clone(),
+        file_store,
+        clock,
+        SweepSettings {
+            every: std::time::Duration::from_secs(settings.files_sweep_secs),
+            unattached_ttl: std::time::Duration::from_secs(settings.unattached_file_ttl_secs),
+            grace: std::time::Duration::from_secs(settings.files_orphan_grace_secs),
+        },
+    ));
     if let Some(cluster) = &cluster {
         cluster.start(service.clone());
     }
@@ -197,6 +238,7 @@ async fn wire(settings: Settings) -> anyhow::Result<(TcpListener, Wiring, Option
         auth_rate: settings.auth_rate(),
         attach,
         edge,
+        files,
     };
     Ok((listener, wiring, cluster))
 }
@@ -262,6 +304,7 @@ struct Stores {
     messages: Arc<dyn MessageStore>,
     blocks: Arc<dyn BlockStore>,
     devices: Arc<dyn DeviceStore>,
+    files: Arc<dyn FileStore>,
     index: Option<Arc<dyn SeqIndex>>,
 }
 
@@ -279,7 +322,8 @@ fn open_store(
                 users: store.clone(),
                 messages: store.clone(),
                 blocks: store.clone(),
-                devices: store,
+                devices: store.clone(),
+                files: store,
                 index: None,
             }
         }
@@ -292,6 +336,7 @@ fn open_store(
                 messages: store.clone(),
                 blocks: store.clone(),
                 devices: store.clone(),
+                files: store.clone(),
                 index: Some(store),
             }
         }

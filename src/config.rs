@@ -118,6 +118,29 @@ pub struct Settings {
     pub login_max_lock_secs: u64,
     /// `HOST:PORT` to serve `/metrics` on instead of the main listener.
     pub metrics_addr: Option<String>,
+    /// Where uploaded files are kept: a folder (`file:///path` or a path),
+    /// or `s3://bucket?endpoint=...`; default `<data_dir>/files`.
+    pub files_url: Option<String>,
+    /// Where signed file links point, e.g. `https://files.example.com`
+    /// (an origin of their own); default this server, by relative links.
+    pub files_base_url: Option<String>,
+    /// Largest file, in bytes.
+    pub max_file_bytes: u64,
+    /// Most bytes of files one user may keep.
+    pub file_quota_bytes: u64,
+    /// Uploads (simple or resumable) one user may start a minute.
+    pub uploads_per_minute: u32,
+    /// Seconds a file that no message carries is kept.
+    pub unattached_file_ttl_secs: u64,
+    /// Seconds between sweeps of unused files, blobs and uploads.
+    pub files_sweep_secs: u64,
+    /// Seconds an unreferenced blob or a staging file is left alone (an
+    /// upload may be about to name it).
+    pub files_orphan_grace_secs: u64,
+    /// Seconds a resumable upload may take before it is dropped.
+    pub upload_ttl_secs: u64,
+    /// Most thumbnails made at once.
+    pub thumbnail_workers: u32,
 }
 
 /// A configuration that cannot be used; the message names the setting.
@@ -225,6 +248,24 @@ impl Settings {
         Ok(Database::Sqlite(PathBuf::from(url)))
     }
 
+    /// Where uploaded files are kept: `files_url`, or a folder in `data_dir`.
+    pub fn files_url(&self) -> String {
+        match self.files_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => url.to_owned(),
+            None => self.data_dir.join("files").display().to_string(),
+        }
+    }
+
+    /// The origin signed file links point to, without a trailing slash;
+    /// empty for this server.
+    pub fn files_base_url(&self) -> String {
+        self.files_base_url
+            .as_deref()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
     /// Where a generated JWT secret is kept.
     pub fn secret_path(&self) -> PathBuf {
         self.data_dir.join("jwt_secret")
@@ -322,6 +363,14 @@ fn defaults() -> Result<ConfigBuilder<DefaultState>, ConfigError> {
         .and_then(|b| b.set_default("trusted_proxies", Vec::<String>::new()))
         .and_then(|b| b.set_default("login_free_failures", 5))
         .and_then(|b| b.set_default("login_max_lock_secs", 60))
+        .and_then(|b| b.set_default("max_file_bytes", 100u64 << 20))
+        .and_then(|b| b.set_default("file_quota_bytes", 1u64 << 30))
+        .and_then(|b| b.set_default("uploads_per_minute", 30))
+        .and_then(|b| b.set_default("unattached_file_ttl_secs", 86_400))
+        .and_then(|b| b.set_default("files_sweep_secs", 600))
+        .and_then(|b| b.set_default("files_orphan_grace_secs", 3600))
+        .and_then(|b| b.set_default("upload_ttl_secs", 86_400))
+        .and_then(|b| b.set_default("thumbnail_workers", 2))
         .map_err(|e| ConfigError(e.to_string()))
 }
 

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use super::edge::{LogLimiter, LoginThrottle, TrustedProxies};
+use super::files::Files;
 use super::metrics::Metrics;
 use super::ws::session::SessionEnv;
 use crate::domain::service::UseCases;
@@ -24,8 +25,10 @@ use crate::domain::service::UseCases;
 mod api;
 mod body;
 mod error;
+mod files;
 mod routes;
 mod sessions;
+mod tus;
 mod upgrade;
 
 #[cfg(test)]
@@ -69,6 +72,8 @@ pub struct HttpState {
     pub request_timeout: Duration,
     /// Whether `/metrics` is served here (not on a listener of its own).
     pub metrics_here: bool,
+    /// Uploads, downloads and their bytes.
+    pub files: Arc<Files>,
 }
 
 /// Which listener a connection came in on.
@@ -90,6 +95,10 @@ impl HttpState {
 
     fn metrics(&self) -> &Metrics {
         &self.sessions.metrics
+    }
+
+    fn files(&self) -> &Files {
+        &self.files
     }
 }
 

@@ -174,6 +174,8 @@ pub struct Metrics {
     pub logins_throttled: Counter,
     /// Refresh tokens presented again after their rotation (sessions ended).
     pub refresh_reuse: Counter,
+    /// Files stored, by simple or resumable upload.
+    pub files_uploaded: Counter,
     /// Cluster delivery and presence.
     pub cluster: ClusterMetrics,
     /// The SQLite store's writer (empty on PostgreSQL).
@@ -199,6 +201,7 @@ impl Default for Metrics {
             connections_refused: Family::default(),
             logins_throttled: Counter::default(),
             refresh_reuse: Counter::default(),
+            files_uploaded: Counter::default(),
             cluster: ClusterMetrics::default(),
             store: StoreMetrics::default(),
             registry: Registry::default(),
@@ -232,6 +235,7 @@ impl Default for Metrics {
             ("ws_write_failures", "WebSocket writes that failed (the peer gone, or a frame refused)", &m.write_failures),
             ("logins_throttled", "Logins refused while their account was locked by failed ones", &m.logins_throttled),
             ("refresh_token_reuse", "Refresh tokens presented after their rotation; each ended its session", &m.refresh_reuse),
+            ("files_uploaded", "Files stored, by simple or resumable upload", &m.files_uploaded),
         ];
         register_all(&mut registry, &counters);
         m.cluster.register(&mut registry);

@@ -11,17 +11,23 @@
 //! - `server` accepts connections and shuts down gracefully; `edge` holds
 //!   what guards it: connection caps, the client's address behind proxies,
 //!   the failed-login throttle, rate-limited logging.
+//! - `files` streams uploads and downloads between `http` and the
+//!   `blob` store port (a folder, or S3), with `media` sniffing types and
+//!   making thumbnails; the core decides who may read what.
 //! - `web` holds the web client's files, embedded, and serves them.
 //! - `private` keeps the data folder and its files from other local users.
 
 pub mod auth;
+pub mod blob;
 pub mod clock;
 pub mod cluster;
 pub mod edge;
 pub mod failure;
+pub mod files;
 #[cfg(test)]
 mod fuzzing;
 pub mod http;
+pub mod media;
 pub mod metrics;
 pub mod presence;
 pub mod private;

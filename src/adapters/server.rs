@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use super::files::Files;
 use super::edge::{ConnectionLimits, LogLimiter, LoginThrottle, Slot, TrustedProxies};
 use super::http::{self, HttpState, Listener, MAX_BODY_BYTES};
 use super::metrics::Metrics;
@@ -44,6 +45,8 @@ pub struct Wiring {
     pub attach: Arc<dyn Attach>,
     /// Timeouts, caps and throttles at the edge.
     pub edge: EdgeSettings,
+    /// Uploads and downloads.
+    pub files: Arc<Files>,
 }
 
 /// How the server guards its edge (`adapters::edge`).
@@ -118,6 +121,7 @@ pub async fn serve(listener: TcpListener, wiring: Wiring, shutdown: impl Future<
         login_throttle: edge.login_throttle,
         request_timeout: edge.request_timeout,
         metrics_here: edge.metrics_listener.is_none(),
+        files: wiring.files,
     });
     // Sessions whose sockets take nothing while bytes wait are cut off.
     let stalls = {

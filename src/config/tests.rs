@@ -46,6 +46,16 @@ fn with_url(url: Option<&str>) -> Settings {
         login_free_failures: 5,
         login_max_lock_secs: 60,
         metrics_addr: None,
+        files_url: None,
+        files_base_url: None,
+        max_file_bytes: 100 << 20,
+        file_quota_bytes: 1 << 30,
+        uploads_per_minute: 30,
+        unattached_file_ttl_secs: 86_400,
+        files_sweep_secs: 600,
+        files_orphan_grace_secs: 3600,
+        upload_ttl_secs: 86_400,
+        thumbnail_workers: 2,
     }
 }
 

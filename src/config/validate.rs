@@ -42,6 +42,14 @@ impl Settings {
                 self.max_connections_per_address as u64,
             ),
             ("login_max_lock_secs", self.login_max_lock_secs),
+            ("max_file_bytes", self.max_file_bytes),
+            ("file_quota_bytes", self.file_quota_bytes),
+            ("uploads_per_minute", u64::from(self.uploads_per_minute)),
+            ("unattached_file_ttl_secs", self.unattached_file_ttl_secs),
+            ("files_sweep_secs", self.files_sweep_secs),
+            ("files_orphan_grace_secs", self.files_orphan_grace_secs),
+            ("upload_ttl_secs", self.upload_ttl_secs),
+            ("thumbnail_workers", u64::from(self.thumbnail_workers)),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -72,6 +80,12 @@ impl Settings {
         self.database()?;
         self.trusted_proxies()?;
         self.metrics_addr()?;
+        let base = self.files_base_url();
+        if !base.is_empty() && !(base.starts_with("https://") || base.starts_with("http://")) {
+            return Err(ConfigError(
+                "files_base_url must be an http:// or https:// origin".into(),
+            ));
+        }
         self.validate_cluster()
     }
 

@@ -41,6 +41,7 @@ impl Store {
             created_at: Timestamp::from_millis(1),
             edited_at: None,
             deleted: false,
+            attachments: Vec::new(),
         };
         lock(&self.messages).push(message.clone());
         message

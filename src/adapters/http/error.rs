@@ -15,6 +15,7 @@ use crate::adapters::failure::ChatError;
 use crate::adapters::wire::{self, ErrorDto};
 
 /// An HTTP error reply: status and the contract's `{error: {code, message}}`.
+#[derive(Debug)]
 pub(super) struct ApiError {
     status: StatusCode,
     /// The contract's code, counted by the caller.
@@ -87,7 +88,7 @@ impl<E: Into<ChatError>> From<E> for ApiError {
 /// `body` as JSON, with `status`.
 pub(super) fn json_response(status: StatusCode, body: &impl Serialize) -> HttpResponse {
     let bytes = serde_json::to_vec(body).expect("response DTOs serialize");
-    let mut res = Response::new(full(Bytes::from(bytes)));
+    let mut res = Response::new(super::full(Bytes::from(bytes)));
     *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -9,14 +9,16 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::error::{ApiError, error_response};
-use super::{HttpResponse, HttpState, Listener, api, sessions, upgrade};
+use super::{HttpResponse, HttpState, Listener, api, files, sessions, tus, upgrade};
+use crate::adapters::files::Variant;
 use crate::adapters::edge::Slot;
 use crate::adapters::edge::forwarded::client_key;
 use crate::adapters::web;
 
-/// Every endpoint of the API and the one method it takes. The OpenAPI
-/// document lists exactly these (a test compares the two), so neither can
-/// gain or lose an endpoint alone.
+/// Every endpoint of the API and the methods it takes, a row each. The
+/// OpenAPI document lists exactly these (a test compares the two), so
+/// neither can gain or lose an endpoint alone. A path with `{id}` matches
+/// any one segment there.
 pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/register", "POST"),
     ("/api/v1/login", "POST"),
@@ -29,6 +31,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/logout-all", "POST"),
     ("/api/v1/password", "POST"),
     ("/api/v1/users", "GET"),
+    ("/api/v1/files", "POST"),
+    (FILE_PATH, "GET"),
+    (THUMBNAIL_PATH, "GET"),
+    (UPLOADS_PATH, "POST"),
+    (UPLOADS_PATH, "OPTIONS"),
+    (UPLOAD_PATH, "HEAD"),
+    (UPLOAD_PATH, "PATCH"),
+    (UPLOAD_PATH, "DELETE"),
+    (UPLOAD_PATH, "OPTIONS"),
+    (SIGNED_FILE_PATH, "GET"),
+    (SIGNED_FILE_PATH, "HEAD"),
+    (SIGNED_THUMBNAIL_PATH, "GET"),
+    (SIGNED_THUMBNAIL_PATH, "HEAD"),
     ("/api/v1/openapi.json", "GET"),
     ("/healthz", "GET"),
     ("/metrics", "GET"),
@@ -37,8 +52,18 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// One device session, as the OpenAPI document spells its path.
 const SESSION_PATH: &str = "/api/v1/sessions/{id}";
-/// What the paths of [`SESSION_PATH`] start with.
-const SESSION_PREFIX: &str = "/api/v1/sessions/";
+/// A file's signed link, for who may read it.
+const FILE_PATH: &str = "/api/v1/files/{id}";
+/// Its thumbnail's signed link.
+const THUMBNAIL_PATH: &str = "/api/v1/files/{id}/thumbnail";
+/// Where resumable (tus) uploads are created.
+const UPLOADS_PATH: &str = "/api/v1/uploads";
+/// One resumable upload.
+const UPLOAD_PATH: &str = "/api/v1/uploads/{id}";
+/// A file's bytes, behind a signed link.
+const SIGNED_FILE_PATH: &str = "/files/{id}";
+/// A thumbnail's bytes, behind a signed link.
+const SIGNED_THUMBNAIL_PATH: &str = "/files/{id}/thumbnail";
 
 /// The paths that check a password or a refresh token: throttled per
 /// client address, like login.
@@ -49,13 +74,24 @@ const CREDENTIAL_PATHS: &[&str] = &[
     "/api/v1/password",
 ];
 
-/// The route `path` takes: its row's path in [`ROUTES`] (a session's id
-/// matched by [`SESSION_PATH`]), and that id.
+/// The route `path` takes: its row's path in [`ROUTES`], and the segment
+/// its `{id}` matched, if it has one.
 fn route_of(path: &str) -> (&str, Option<&str>) {
-    match path.strip_prefix(SESSION_PREFIX) {
-        Some(id) if !id.is_empty() && !id.contains('/') => (SESSION_PATH, Some(id)),
-        _ => (path, None),
+    for (pattern, _) in ROUTES {
+        let Some((before, after)) = pattern.split_once("{id}") else {
+            continue;
+        };
+        let id = path
+            .strip_prefix(before)
+            .and_then(|rest| rest.strip_suffix(after));
+        if let Some(id) = id
+            && !id.is_empty()
+            && !id.contains('/')
+        {
+            return (pattern, Some(id));
+        }
     }
+    (path, None)
 }
 
 /// The OpenAPI 3.1 description of [`ROUTES`], served at `/api/v1/openapi.json`.
@@ -111,7 +147,7 @@ fn not_found() -> ApiError {
 }
 
 fn metrics(state: &HttpState) -> HttpResponse {
-    let mut res = Response::new(full(Bytes::from(state.metrics().render())));
+    let mut res = Response::new(super::full(Bytes::from(state.metrics().render())));
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -169,11 +205,27 @@ async fn route(
         ("/api/v1/logout-all", _) => sessions::logout_all(state, &req).await,
         ("/api/v1/password", _) => sessions::password(state, client, req).await,
         ("/api/v1/me", _) => api::me(state, &req).await,
+        ("/api/v1/files", _) => files::upload(state, req).await,
+        (FILE_PATH, _) => files::link(state, &req, id.unwrap_or_default(), Variant::Original).await,
+        (THUMBNAIL_PATH, _) => {
+            files::link(state, &req, id.unwrap_or_default(), Variant::Thumbnail).await
+        }
+        (SIGNED_FILE_PATH, _) => {
+            files::serve(state, &req, id.unwrap_or_default(), Variant::Original).await
+        }
+        (SIGNED_THUMBNAIL_PATH, _) => {
+            files::serve(state, &req, id.unwrap_or_default(), Variant::Thumbnail).await
+        }
+        (UPLOADS_PATH, "OPTIONS") | (UPLOAD_PATH, "OPTIONS") => Ok(tus::options(state)),
+        (UPLOADS_PATH, _) => tus::create(state, req).await,
+        (UPLOAD_PATH, "HEAD") => tus::head(state, &req, id.unwrap_or_default()).await,
+        (UPLOAD_PATH, "PATCH") => tus::patch(state, req, id.unwrap_or_default()).await,
+        (UPLOAD_PATH, _) => tus::terminate(state, &req, id.unwrap_or_default()).await,
         ("/api/v1/users", _) => api::users(state, &req).await,
         ("/healthz", _) => Ok(api::health(state).await),
         ("/metrics", _) => Ok(metrics(state)),
         ("/api/v1/openapi.json", _) => {
-            let mut res = Response::new(full(Bytes::from_static(OPENAPI.as_bytes())));
+            let mut res = Response::new(super::full(Bytes::from_static(OPENAPI.as_bytes())));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),

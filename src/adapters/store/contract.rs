@@ -243,6 +243,7 @@ pub(crate) fn new_message(
         body: MessageBody::parse(body).expect("a valid body"),
         client_msg_id: client_msg_id.map(|c| ClientMsgId::parse(c).expect("a valid clientMsgId")),
         created_at: at,
+        attachments: Vec::new(),
     }
 }
 

@@ -10,6 +10,7 @@ mod common;
 mod contract;
 mod devices;
 mod engine;
+mod files;
 mod gather;
 pub mod group_commit;
 mod pcache;

@@ -63,7 +63,7 @@ pub fn serve(asset: &Asset, method: &Method, headers: &HeaderMap) -> HttpRespons
     } else {
         (StatusCode::OK, full.clone())
     };
-    let mut res = Response::new(full(body));
+    let mut res = Response::new(super::http::full(body));
     *res.status_mut() = status;
     let h = res.headers_mut();
     h.insert(header::ETAG, value(etag));

@@ -38,6 +38,7 @@ fn a_well_formed_send_is_read_with_its_id() {
             to: Recipient::User(UserId::new("u2")),
             body: MessageBody::parse("hi").unwrap(),
             client_msg_id: Some(ClientMsgId::parse("c1").unwrap()),
+            attachments: Vec::new(),
         })
     );
 }
@@ -389,6 +390,7 @@ fn a_deleted_message_has_an_empty_body_on_the_wire() {
         created_at: Timestamp::from_millis(0),
         edited_at: None,
         deleted: true,
+        attachments: Vec::new(),
     };
     let v: Value = serde_json::from_str(encode_event(&Event::MessageUpdated(m)).as_str()).unwrap();
     assert_eq!(v["type"], "messageUpdated");

@@ -23,6 +23,7 @@ fn message(seq: u64) -> Message {
         created_at: Timestamp::from_millis(1),
         edited_at: None,
         deleted: false,
+        attachments: Vec::new(),
     }
 }
 

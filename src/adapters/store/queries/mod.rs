@@ -24,16 +24,19 @@
 
 mod conversations;
 mod devices;
+mod files;
 mod messages;
 mod users;
 
 pub use conversations::ConversationQueries;
 pub use devices::{DeviceQueries, TokenRow};
+pub use files::{FileQueries, FileRow, UploadRow};
 pub use messages::{MessageQueries, messages_in};
 pub use users::UserQueries;
 // Reached by `shared_queries!` wherever it is expanded.
 pub(super) use conversations::conversation_queries;
 pub(super) use devices::device_queries;
+pub(super) use files::file_queries;
 pub(super) use messages::message_queries;
 pub(super) use users::user_queries;
 
@@ -50,9 +53,15 @@ pub trait Sql {
 }
 
 /// Every shared query.
-pub trait Queries: UserQueries + ConversationQueries + MessageQueries + DeviceQueries {}
+pub trait Queries:
+    UserQueries + ConversationQueries + MessageQueries + DeviceQueries + FileQueries
+{
+}
 
-impl<C: UserQueries + ConversationQueries + MessageQueries + DeviceQueries> Queries for C {}
+impl<C> Queries for C where
+    C: UserQueries + ConversationQueries + MessageQueries + DeviceQueries + FileQueries
+{
+}
 
 /// Implements every shared query for a connection type that is [`Sql`].
 macro_rules! shared_queries {
@@ -61,6 +70,7 @@ macro_rules! shared_queries {
         $crate::adapters::store::queries::conversation_queries!($conn);
         $crate::adapters::store::queries::message_queries!($conn);
         $crate::adapters::store::queries::device_queries!($conn);
+        $crate::adapters::store::queries::file_queries!($conn);
     };
 }
 pub(crate) use shared_queries;

@@ -34,8 +34,9 @@ use crate::domain::ids::MessageId;
 use crate::domain::page::PageLimit;
 use crate::domain::ports::{
     InvalidToken, MockAuthenticator, MockBlockStore, MockClock, MockDeviceStore, MockMessageStore,
-    MockPresenceRegistry, MockRevoker, MockTransport, MockUserStore, TokenClaims,
+    MockFileStore, MockPresenceRegistry, MockRevoker, MockTransport, MockUserStore, TokenClaims,
 };
+use crate::domain::file::FileLimits;
 use crate::domain::presence::TooManySessions;
 use crate::domain::routing::Delivery;
 use crate::domain::user::PasswordHash;
@@ -137,6 +138,7 @@ fn message(conversation: &str, seq: u64, sender: &User, text: &str) -> Message {
         created_at: NOW,
         edited_at: None,
         deleted: false,
+        attachments: Vec::new(),
     }
 }
 
@@ -145,6 +147,7 @@ fn stored_from(new: &NewMessage, seq: u64) -> Message {
     Message {
         client_msg_id: new.client_msg_id.clone(),
         created_at: new.created_at,
+        attachments: new.attachments.clone(),
         ..message(
             new.conversation_id.as_str(),
             seq,
@@ -364,6 +367,7 @@ impl ChatService {
                 to,
                 body,
                 client_msg_id,
+                attachments: Vec::new(),
             },
         )
         .await
@@ -383,6 +387,7 @@ impl ChatService {
                 to,
                 body,
                 client_msg_id,
+                attachments: Vec::new(),
             },
         )
         .await
@@ -402,6 +407,7 @@ struct Harness {
     auth: MockAuthenticator,
     devices: MockDeviceStore,
     revoker: MockRevoker,
+    files: MockFileStore,
     presence: MockPresenceRegistry,
     transport: MockTransport,
     clock: MockClock,
@@ -425,9 +431,14 @@ impl Harness {
                 max_devices_per_user: MAX_DEVICES,
                 refresh_ttl_ms: REFRESH_TTL_MS,
                 refresh_grace_ms: GRACE_MS,
+                files: FileLimits {
+                    max_file_bytes: 100,
+                    quota_bytes: 250,
+                },
             },
             devices: MockDeviceStore::new(),
             revoker: MockRevoker::new(),
+            files: MockFileStore::new(),
         }
     }
 
@@ -452,6 +463,7 @@ impl Harness {
                 auth: Arc::new(self.auth),
                 devices: Arc::new(self.devices),
                 revoker: Arc::new(self.revoker),
+                files: Arc::new(self.files),
                 presence: Arc::new(self.presence),
                 transport,
                 clock: Arc::new(self.clock),
@@ -1451,6 +1463,7 @@ fn new_message(conversation: &str, sender: &str, text: &str, key: Option<&str>) 
         body: body(text),
         client_msg_id: key.map(client_id),
         created_at: NOW,
+        attachments: Vec::new(),
     }
 }
 
@@ -1491,6 +1504,7 @@ async fn the_new_message_carries_the_clocks_time_the_caller_as_sender_and_the_re
         body: body("  hello there \n"),
         client_msg_id: Some(client_id("k-1")),
         created_at: NOW,
+        attachments: Vec::new(),
     };
     let stored = stored_from(&expected, 1);
     expect_append(
@@ -2730,6 +2744,7 @@ fn draft(to: Recipient, text: &str) -> Draft {
         to,
         body: body(text),
         client_msg_id: None,
+        attachments: Vec::new(),
     }
 }
 

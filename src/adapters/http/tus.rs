@@ -1,0 +1,424 @@
+//! Resumable uploads with the tus 1.0 protocol (<https://tus.io/protocols/resumable-upload>):
+//! core, creation, termination, expiration and checksum (SHA-1 and
+//! SHA-256), under `/api/v1/uploads`, with the bearer token on every
+//! request. Progress is a row in the database and each chunk a blob
+//! (`parts/{id}/{offset}`), so any node takes the next chunk of an upload
+//! another began. The chunk that completes an upload makes the file exactly
+//! as `POST /api/v1/files` makes one, and its answer names it in
+//! `X-Confab-File-Id`.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+
+use super::body::bearer;
+use super::error::{ApiError, error_response};
+use super::files::{admit_rate, make_error, stage_error};
+use super::{HttpBody, HttpResponse, HttpState};
+use crate::adapters::files::Staged;
+use crate::adapters::media;
+use crate::domain::file::Upload;
+use crate::domain::{Timestamp, UploadId};
+
+/// The protocol version spoken, the only one.
+const VERSION: &str = "1.0.0";
+/// The extensions supported.
+const EXTENSIONS: &str = "creation,termination,expiration,checksum";
+/// The checksum algorithms supported.
+const CHECKSUMS: &str = "sha1,sha256";
+/// The type of a PATCH's body.
+const OFFSET_TYPE: &str = "application/offset+octet-stream";
+/// Where uploads are.
+const UPLOADS: &str = "/api/v1/uploads";
+/// The answer header naming the file a completed upload made.
+const FILE_ID_HEADER: &str = "x-confab-file-id";
+
+/// The blob key of an upload's chunk that starts at `offset`: zero-padded,
+/// so that listing sorts the chunks in order.
+pub fn part_key(upload: &UploadId, offset: u64) -> String {
+    format!("parts/{upload}/{offset:020}")
+}
+
+/// A tus answer: `Tus-Resumable` on every one.
+fn answer(status: StatusCode) -> HttpResponse {
+    let mut res = Response::new(HttpBody::default());
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert("tus-resumable", HeaderValue::from_static(VERSION));
+    res
+}
+
+/// An error answer with the tus header.
+fn failed(e: ApiError) -> HttpResponse {
+    let mut res = error_response(&e);
+    res.headers_mut()
+        .insert("tus-resumable", HeaderValue::from_static(VERSION));
+    res
+}
+
+/// `OPTIONS`: what this server supports.
+pub(super) fn options(state: &HttpState) -> HttpResponse {
+    let mut res = answer(StatusCode::NO_CONTENT);
+    let h = res.headers_mut();
+    h.insert("tus-version", HeaderValue::from_static(VERSION));
+    h.insert("tus-extension", HeaderValue::from_static(EXTENSIONS));
+    h.insert("tus-checksum-algorithm", HeaderValue::from_static(CHECKSUMS));
+    h.insert(
+        "tus-max-size",
+        HeaderValue::from(state.files().settings.max_file_bytes),
+    );
+    res
+}
+
+/// `412` unless the request speaks tus 1.0.0.
+fn check_version(headers: &HeaderMap) -> Result<(), HttpResponse> {
+    if headers.get("tus-resumable").and_then(|v| v.to_str().ok()) == Some(VERSION) {
+        return Ok(());
+    }
+    let mut res = failed(ApiError::new(
+        StatusCode::PRECONDITION_FAILED,
+        "bad_request",
+        "send Tus-Resumable: 1.0.0",
+    ));
+    res.headers_mut()
+        .insert("tus-version", HeaderValue::from_static(VERSION));
+    Err(res)
+}
+
+/// A number header.
+fn number(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The `filename` (or `name`) of `Upload-Metadata`: comma-separated
+/// `key base64value` pairs.
+fn metadata_name(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(raw) = headers.get("upload-metadata") else {
+        return Ok(String::new());
+    };
+    let bad = || ApiError::bad_request("Upload-Metadata must be comma-separated `key base64` pairs");
+    let raw = raw.to_str().map_err(|_| bad())?;
+    for pair in raw.split(',') {
+        let mut parts = pair.trim().splitn(2, ' ');
+        let key = parts.next().unwrap_or_default();
+        let value = parts.next().unwrap_or_default().trim();
+        if key == "filename" || key == "name" {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .map_err(|_| bad())?;
+            return String::from_utf8(bytes).map_err(|_| bad());
+        }
+    }
+    Ok(String::new())
+}
+
+/// `Upload-Expires`, as an HTTP date.
+fn http_date(t: Timestamp) -> HeaderValue {
+    let date = chrono::DateTime::from_timestamp_millis(t.millis()).unwrap_or_default();
+    HeaderValue::from_str(&date.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        .expect("a date is a header value")
+}
+
+/// `POST /api/v1/uploads`: a new upload of `Upload-Length` bytes.
+pub(super) async fn create(
+    state: &Arc<HttpState>,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    if let Err(res) = check_version(req.headers()) {
+        return Ok(res);
+    }
+    let auth = state.service().authenticate(bearer(&req)).await?;
+    admit_rate(state.files(), &auth.user.id)?;
+    let length = number(req.headers(), "upload-length").ok_or_else(|| {
+        ApiError::bad_request("Upload-Length is required (deferred lengths are not supported)")
+    })?;
+    let name = media::sanitize_name(&metadata_name(req.headers())?);
+    let now = state.service().now();
+    let upload = Upload {
+        id: UploadId::new(uuid::Uuid::new_v4().simple().to_string()),
+        user: auth.user.id.clone(),
+        length,
+        offset: 0,
+        name,
+        created_at: now,
+        expires_at: Timestamp::from_millis(
+            now.millis()
+                .saturating_add(state.files().settings.upload_ttl.as_millis() as i64),
+        ),
+    };
+    let upload = state.service().start_upload(upload).await.map_err(failed_api)?;
+    let mut res = answer(StatusCode::CREATED);
+    let location = format!("{UPLOADS}/{}", upload.id);
+    res.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("an id is a header value"),
+    );
+    res.headers_mut()
+        .insert("upload-expires", http_date(upload.expires_at));
+    Ok(res)
+}
+
+fn failed_api(e: crate::domain::error::FileError) -> ApiError {
+    e.into()
+}
+
+/// The caller's upload `id`: `404` for none, another's or an expired one.
+async fn upload_for(
+    state: &HttpState,
+    req: &Request<Incoming>,
+    id: &str,
+) -> Result<Upload, ApiError> {
+    let auth = state.service().authenticate(bearer(req)).await?;
+    Ok(state
+        .service()
+        .upload_of(&auth.user.id, &UploadId::new(id))
+        .await?)
+}
+
+/// `HEAD`: how far the upload got.
+pub(super) async fn head(
+    state: &Arc<HttpState>,
+    req: &Request<Incoming>,
+    id: &str,
+) -> Result<HttpResponse, ApiError> {
+    if let Err(res) = check_version(req.headers()) {
+        return Ok(res);
+    }
+    let upload = match upload_for(state, req, id).await {
+        Ok(upload) => upload,
+        // A HEAD answer has no body: the status says it all.
+        Err(e) => {
+            let mut res = failed(e);
+            *res.body_mut() = HttpBody::default();
+            return Ok(res);
+        }
+    };
+    let mut res = answer(StatusCode::OK);
+    let h = res.headers_mut();
+    h.insert("upload-offset", HeaderValue::from(upload.offset));
+    h.insert("upload-length", HeaderValue::from(upload.length));
+    h.insert("upload-expires", http_date(upload.expires_at));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// `DELETE`: ends an upload; its chunks go with the next sweep.
+pub(super) async fn terminate(
+    state: &Arc<HttpState>,
+    req: &Request<Incoming>,
+    id: &str,
+) -> Result<HttpResponse, ApiError> {
+    if let Err(res) = check_version(req.headers()) {
+        return Ok(res);
+    }
+    let upload = upload_for(state, req, id).await?;
+    state.service().forget_upload(&upload.id).await?;
+    Ok(answer(StatusCode::NO_CONTENT))
+}
+
+/// A checksum a PATCH announced: `Upload-Checksum: <algorithm> <base64>`.
+enum Checksum {
+    Sha1(Vec<u8>),
+    Sha256(Vec<u8>),
+}
+
+fn checksum(headers: &HeaderMap) -> Result<Option<Checksum>, ApiError> {
+    let Some(raw) = headers.get("upload-checksum") else {
+        return Ok(None);
+    };
+    let bad = || ApiError::bad_request("Upload-Checksum must be `sha1 <base64>` or `sha256 <base64>`");
+    let raw = raw.to_str().map_err(|_| bad())?;
+    let (algorithm, digest) = raw.trim().split_once(' ').ok_or_else(bad)?;
+    let digest = base64::engine::general_purpose::STANDARD
+        .decode(digest.trim())
+        .map_err(|_| bad())?;
+    match algorithm {
+        "sha1" => Ok(Some(Checksum::Sha1(digest))),
+        "sha256" => Ok(Some(Checksum::Sha256(digest))),
+        _ => Err(bad()),
+    }
+}
+
+/// Whether the staged chunk has the announced checksum.
+async fn checksum_matches(expected: &Checksum, staged: &Staged) -> std::io::Result<bool> {
+    Ok(match expected {
+        Checksum::Sha1(want) => staged.sha1.is_some_and(|got| got.as_slice() == want.as_slice()),
+        Checksum::Sha256(want) => {
+            let got = decode_hex(&staged.sha256);
+            got.as_slice() == want.as_slice()
+        }
+    })
+}
+
+fn decode_hex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// `PATCH`: the next chunk, at `Upload-Offset`. What arrives of a chunk
+/// whose connection drops is kept (the client resumes after it) unless a
+/// checksum was announced, which only a whole chunk can match.
+pub(super) async fn patch(
+    state: &Arc<HttpState>,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<HttpResponse, ApiError> {
+    if let Err(res) = check_version(req.headers()) {
+        return Ok(res);
+    }
+    let is_offset_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(OFFSET_TYPE));
+    if !is_offset_type {
+        return Ok(failed(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_request",
+            format!("a PATCH's Content-Type must be {OFFSET_TYPE}"),
+        )));
+    }
+    let upload = upload_for(state, &req, id).await?;
+    let offset = number(req.headers(), "upload-offset")
+        .ok_or_else(|| ApiError::bad_request("Upload-Offset is required"))?;
+    if offset != upload.offset {
+        let mut res = failed(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("the upload is at offset {}, not {offset}", upload.offset),
+        ));
+        res.headers_mut()
+            .insert("upload-offset", HeaderValue::from(upload.offset));
+        return Ok(res);
+    }
+    let expected = checksum(req.headers())?;
+    let remaining = upload.length - upload.offset;
+    let declared = number(req.headers(), header::CONTENT_LENGTH.as_str());
+    if declared.is_some_and(|n| n > remaining) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the chunk is longer than the {remaining} bytes the upload still expects"),
+        ));
+    }
+    let files = state.files();
+    let wants_sha1 = matches!(expected, Some(Checksum::Sha1(_)));
+    let staged = files
+        .stage(req.into_body(), remaining, wants_sha1)
+        .await
+        .map_err(stage_error)?;
+    let complete_chunk = declared.is_none_or(|n| staged.size == n);
+    if let Some(expected) = &expected {
+        if !complete_chunk {
+            return Err(ApiError::bad_request(
+                "the chunk ended early; its checksum cannot be checked, nothing was kept",
+            ));
+        }
+        let matches = checksum_matches(expected, &staged)
+            .await
+            .map_err(|e| stage_error(e.into()))?;
+        if !matches {
+            return Ok(failed(ApiError::new(
+                StatusCode::from_u16(460).expect("a valid status"),
+                "bad_request",
+                "the chunk does not match its Upload-Checksum; nothing was kept",
+            )));
+        }
+    }
+    let mut upload = upload;
+    if staged.size > 0 {
+        let to = upload.offset + staged.size;
+        // The offset moves first, so that exactly one of two PATCHes at
+        // one offset writes its chunk under it.
+        if !state.service().advance_upload(&upload, to).await? {
+            let mut res = failed(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "another request moved this upload on; ask where it is with HEAD",
+            ));
+            *res.body_mut() = HttpBody::default();
+            return Ok(res);
+        }
+        let key = part_key(&upload.id, upload.offset);
+        let mut staged = staged;
+        if let Err(e) = files.put_staged(&key, &mut staged).await {
+            // Move the offset back; if that fails too, completing finds
+            // the gap and says so.
+            let _ = state
+                .service()
+                .advance_upload(&Upload { offset: to, ..upload.clone() }, upload.offset)
+                .await;
+            return Err(make_error(e.into()));
+        }
+        upload.offset = to;
+    }
+    let mut res = answer(StatusCode::NO_CONTENT);
+    res.headers_mut()
+        .insert("upload-offset", HeaderValue::from(upload.offset));
+    res.headers_mut()
+        .insert("upload-expires", http_date(upload.expires_at));
+    if upload.offset == upload.length {
+        let file = match files.assemble(&upload).await {
+            Ok(staged) => files
+                .make(state.service(), &upload.user, staged, &upload.name)
+                .await
+                .map_err(make_error),
+            Err(e) => Err(make_error(e)),
+        };
+        // Done either way: a failed upload starts again from nothing.
+        state.service().forget_upload(&upload.id).await?;
+        let file = file?;
+        res.headers_mut().insert(
+            FILE_ID_HEADER,
+            HeaderValue::from_str(file.id.as_str()).expect("an id is a header value"),
+        );
+        state.metrics().files_uploaded.inc();
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    fn sha256(bytes: &[u8]) -> Vec<u8> {
+        Sha256::digest(bytes).to_vec()
+    }
+
+    #[test]
+    fn metadata_names_the_file_by_filename_or_name() {
+        let mut h = HeaderMap::new();
+        h.insert("upload-metadata", HeaderValue::from_static("filetype aW1hZ2UvcG5n,filename Y2F0LnBuZw=="));
+        assert_eq!(metadata_name(&h).unwrap(), "cat.png");
+        h.insert("upload-metadata", HeaderValue::from_static("name w6l0w6kuanBn"));
+        assert_eq!(metadata_name(&h).unwrap(), "été.jpg");
+        h.insert("upload-metadata", HeaderValue::from_static("filename !!!"));
+        assert!(metadata_name(&h).is_err());
+        assert_eq!(metadata_name(&HeaderMap::new()).unwrap(), "");
+    }
+
+    #[test]
+    fn checksums_name_their_algorithm() {
+        let mut h = HeaderMap::new();
+        let digest = base64::engine::general_purpose::STANDARD.encode(sha256(b"abc"));
+        h.insert("upload-checksum", HeaderValue::from_str(&format!("sha256 {digest}")).unwrap());
+        assert!(matches!(checksum(&h).unwrap(), Some(Checksum::Sha256(d)) if d == sha256(b"abc")));
+        h.insert("upload-checksum", HeaderValue::from_static("md5 AAAA"));
+        assert!(checksum(&h).is_err());
+        assert!(checksum(&HeaderMap::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn part_keys_sort_in_offset_order() {
+        let id = UploadId::new("u");
+        assert!(part_key(&id, 9) < part_key(&id, 10));
+        assert_eq!(part_key(&id, 5), "parts/u/00000000000000000005");
+    }
+}
