@@ -121,9 +121,14 @@ async fn wire(settings: Settings) -> anyhow::Result<(TcpListener, Wiring, Option
     let blobs = blob::open(&settings.files_url())?;
     info!("files: {}", blobs.describe());
     if settings.redis_url().is_some() && !blobs.shared() {
-        anyhow::bail!(
-            "cluster mode needs a blob store every node shares: set files_url to s3://bucket?endpoint=... (docs/files.md)"
-        );
+        // A folder is shared only if the operator says so by naming one
+        // (a mount every node has); the default is this node's own.
+        if settings.files_url.as_deref().is_none_or(str::is_empty) {
+            anyhow::bail!(
+                "cluster mode needs a file store every node shares: set files_url to s3://bucket?endpoint=... or to a folder every node mounts (docs/files.md)"
+            );
+        }
+        info!("files: cluster mode with a folder; every node must mount the same one");
     }
     let files = Arc::new(Files::new(
         blobs,

@@ -39,6 +39,9 @@ pub struct Cluster {
     pub nodes: Vec<TestServer>,
     /// Each node's settings, to start it again as the same node.
     envs: Vec<Vec<(String, String)>>,
+    /// The folder every node keeps files in (cluster mode needs one they
+    /// share; a test may name another store).
+    _files: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -56,6 +59,8 @@ impl Cluster {
         per_node: &[&[(&str, &str)]],
     ) -> Option<Self> {
         let redis = TestRedis::start().await?;
+        let files = tempfile::tempdir().expect("a temporary folder");
+        let files_url = files.path().display().to_string();
         let envs: Vec<Vec<(String, String)>> = (0..n)
             .map(|i| {
                 let node_id = format!("n{}", i + 1);
@@ -66,6 +71,7 @@ impl Cluster {
                     // Tests pipeline far beyond a person's request rate.
                     ("CONFAB_RATE_PER_SEC", "100000".to_owned()),
                     ("CONFAB_RATE_BURST", "100000".to_owned()),
+                    ("CONFAB_FILES_URL", files_url.clone()),
                 ];
                 let own = per_node.get(i).copied().unwrap_or_default();
                 env.extend(settings.iter().chain(own).map(|&(k, v)| (k, v.to_owned())));
@@ -78,7 +84,12 @@ impl Cluster {
             let node = nodes[0].start_peer(&pairs(env)).await;
             nodes.push(node);
         }
-        Some(Self { redis, nodes, envs })
+        Some(Self {
+            redis,
+            nodes,
+            envs,
+            _files: files,
+        })
     }
 
     /// Starts node `i` again after `kill9` or `terminate`, on its port

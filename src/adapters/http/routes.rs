@@ -122,13 +122,15 @@ pub async fn handle(
 }
 
 /// Headers of every answer but the web client's files (which have their
-/// own): never taken for another type, never stored, as some hold tokens.
+/// own): never taken for another type, never stored, as some hold tokens
+/// (unless the answer says otherwise: a file's bytes may be kept a while).
 fn api_headers(h: &mut header::HeaderMap) {
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
 }
 
 /// The `metrics_addr` listener: `GET /metrics` and nothing else.
@@ -168,7 +170,15 @@ async fn route(
             // async worker, which would stall every session it serves.
             let _ = tokio::task::spawn_blocking(web::prepare).await;
         }
-        return web_route(&req);
+        let mut res = web_route(&req)?;
+        let files = &state.files.settings.base_url;
+        if !files.is_empty()
+            && let Ok(policy) = HeaderValue::from_str(&web::policy_with_images_from(files))
+        {
+            res.headers_mut()
+                .insert(header::CONTENT_SECURITY_POLICY, policy);
+        }
+        return Ok(res);
     }
     let (route, id) = route_of(&path);
     // /metrics may be served on a listener of its own (`metrics_addr`).

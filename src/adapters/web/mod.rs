@@ -37,6 +37,22 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
     connect-src 'self'; style-src 'self'; img-src 'self' data:; \
     base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'";
 
+/// [`CONTENT_SECURITY_POLICY`] letting images come from the origin of
+/// `files_base_url` too, where signed file links point when files are
+/// served from an origin of their own.
+pub fn policy_with_images_from(files_base_url: &str) -> String {
+    // scheme://host[:port], without any path.
+    let origin = match files_base_url.find("://") {
+        Some(i) => {
+            let rest = &files_base_url[i + 3..];
+            let end = rest.find('/').map_or(files_base_url.len(), |j| i + 3 + j);
+            &files_base_url[..end]
+        }
+        None => files_base_url,
+    };
+    CONTENT_SECURITY_POLICY.replace("img-src 'self' data:", &format!("img-src 'self' data: {origin}"))
+}
+
 /// Whether `path` belongs to the web client rather than the API.
 pub fn is_web_path(path: &str) -> bool {
     path == "/" || path.starts_with(ASSETS_PREFIX)

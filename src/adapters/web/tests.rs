@@ -336,3 +336,14 @@ fn head_gives_the_length_of_the_encoding_a_get_would_send() {
     );
     assert!(body_of(res).is_empty());
 }
+
+#[test]
+fn a_files_origin_of_its_own_may_serve_images() {
+    let policy = super::policy_with_images_from("https://files.example.com/base/");
+    assert!(
+        policy.contains("img-src 'self' data: https://files.example.com;"),
+        "{policy}"
+    );
+    // Nothing else is opened to it.
+    assert_eq!(policy.matches("files.example.com").count(), 1);
+}
