@@ -12,6 +12,7 @@
 //!   what guards it: connection caps, the client's address behind proxies,
 //!   the failed-login throttle, rate-limited logging.
 //! - `web` holds the web client's files, embedded, and serves them.
+//! - `media` says what an uploaded file is and makes thumbnails of images.
 //! - `private` keeps the data folder and its files from other local users.
 
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod failure;
 #[cfg(test)]
 mod fuzzing;
 pub mod http;
+pub mod media;
 pub mod metrics;
 pub mod presence;
 pub mod private;
