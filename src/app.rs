@@ -12,12 +12,12 @@ use tracing::info;
 
 use crate::adapters::auth::{self, HashCost, JwtAuthenticator};
 use crate::adapters::blob;
-use crate::adapters::files::sweep::{self, SweepSettings};
-use crate::adapters::files::{FileSettings, Files, Signer};
 use crate::adapters::clock::SystemClock;
 use crate::adapters::cluster::{self, Cluster};
 use crate::adapters::edge::connections::raise_open_files_limit;
 use crate::adapters::edge::{ConnectionLimits, LoginThrottle};
+use crate::adapters::files::sweep::{self, SweepSettings};
+use crate::adapters::files::{FileSettings, Files, Signer};
 use crate::adapters::metrics::Metrics;
 use crate::adapters::presence::InMemoryPresence;
 use crate::adapters::server::{self, EdgeSettings, Wiring};

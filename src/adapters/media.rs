@@ -54,24 +54,16 @@ pub fn sniff(head: &[u8]) -> Sniffed {
     let head = &head[..head.len().min(SNIFF_BYTES)];
     let kind = infer::get(head);
     if let Some(kind) = kind {
-        let allowed = match kind.mime_type() {
-            t @ ("image/jpeg" | "image/png" | "image/gif" | "image/webp") => {
-                return Sniffed {
-                    content_type: t,
-                    inline: true,
-                    image: true,
-                };
-            }
-            t @ ("video/mp4" | "video/webm" | "audio/mpeg" | "application/pdf") => Some(t),
-            // infer names Ogg Opus apart; browsers play any Ogg as audio/ogg.
-            "audio/ogg" | "audio/opus" | "application/ogg" => Some("audio/ogg"),
-            _ => None,
+        // infer names Ogg Opus apart; browsers play any Ogg as audio/ogg.
+        let content_type = match kind.mime_type() {
+            "audio/opus" | "application/ogg" => "audio/ogg",
+            t => t,
         };
-        if let Some(content_type) = allowed {
+        if shown_inline(content_type) {
             return Sniffed {
                 content_type,
                 inline: true,
-                image: false,
+                image: content_type.starts_with("image/"),
             };
         }
         // Markup and scripts fall through to the text rule below: their
@@ -135,7 +127,9 @@ pub fn sanitize_name(raw: &str) -> String {
         .collect();
     // A leading dot hides the file (or names "." / ".."), whatever spaces
     // come around it.
-    let name = replaced.trim().trim_start_matches('.').trim();
+    let name = replaced
+        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end();
     if name.is_empty() {
         return "file".to_owned();
     }
@@ -333,6 +327,8 @@ fn swaps_sides(orientation: Orientation) -> bool {
     )
 }
 
+#[cfg(test)]
+mod tests;
 
 /// The types shown in place rather than downloaded: the allowlist
 /// [`sniff`] marks inline.

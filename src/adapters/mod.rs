@@ -15,6 +15,7 @@
 //!   `blob` store port (a folder, or S3), with `media` sniffing types and
 //!   making thumbnails; the core decides who may read what.
 //! - `web` holds the web client's files, embedded, and serves them.
+//! - `media` says what an uploaded file is and makes thumbnails of images.
 //! - `private` keeps the data folder and its files from other local users.
 
 pub mod auth;

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::files::Files;
 use super::edge::{ConnectionLimits, LogLimiter, LoginThrottle, Slot, TrustedProxies};
+use super::files::Files;
 use super::http::{self, HttpState, Listener, MAX_BODY_BYTES};
 use super::metrics::Metrics;
 use super::wire::MAX_REPLY_BYTES;

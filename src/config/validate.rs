@@ -81,7 +81,8 @@ impl Settings {
         self.trusted_proxies()?;
         self.metrics_addr()?;
         let base = self.files_base_url();
-        if !base.is_empty() && !(base.starts_with("https://") || base.starts_with("http://")) {
+        let web_origin = base.starts_with("https://") || base.starts_with("http://");
+        if !base.is_empty() && !web_origin {
             return Err(ConfigError(
                 "files_base_url must be an http:// or https:// origin".into(),
             ));

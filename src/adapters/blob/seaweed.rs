@@ -106,8 +106,16 @@ fn start() -> Option<Server> {
         .map(|l| l.local_addr().expect("local address").port())
         .collect();
     drop(listeners);
-    let [master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc] =
-        ports[..].try_into().expect("eight ports");
+    let [
+        master,
+        master_grpc,
+        volume,
+        volume_grpc,
+        filer,
+        filer_grpc,
+        s3,
+        s3_grpc,
+    ] = ports[..].try_into().expect("eight ports");
     let sockets = [
         format!("/tmp/seaweedfs-master-grpc-{master_grpc}.sock"),
         format!("/tmp/seaweedfs-volume-grpc-{volume_grpc}.sock"),

@@ -150,10 +150,14 @@ impl Files {
     ///
     /// # Errors
     /// When the staging folder cannot be made.
-    pub fn new(blobs: Arc<dyn BlobStore>, signer: Signer, settings: FileSettings) -> anyhow::Result<Self> {
+    pub fn new(
+        blobs: Arc<dyn BlobStore>,
+        signer: Signer,
+        settings: FileSettings,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&settings.staging)?;
-        let per_minute = std::num::NonZeroU32::new(settings.uploads_per_minute.max(1))
-            .expect("at least one");
+        let per_minute =
+            std::num::NonZeroU32::new(settings.uploads_per_minute.max(1)).expect("at least one");
         Ok(Self {
             blobs,
             signer,
@@ -297,7 +301,11 @@ impl Files {
         let mut out = BufWriter::with_capacity(256 * 1024, tokio::fs::File::create(&path).await?);
         let mut sha = Sha256::new();
         for part in parts {
-            let starts = part.key.rsplit('/').next().and_then(|o| o.parse::<u64>().ok());
+            let starts = part
+                .key
+                .rsplit('/')
+                .next()
+                .and_then(|o| o.parse::<u64>().ok());
             if starts != Some(staged.size) {
                 break;
             }
@@ -326,9 +334,10 @@ impl Files {
     async fn thumbnail(&self, path: &Path, sniffed: Sniffed) -> Option<(u32, u32, Option<String>)> {
         let _turn = self.thumbnails.acquire().await.ok()?;
         let source = path.to_owned();
-        let made = tokio::task::spawn_blocking(move || media::thumbnail(&source, sniffed.content_type))
-            .await
-            .ok()?;
+        let made =
+            tokio::task::spawn_blocking(move || media::thumbnail(&source, sniffed.content_type))
+                .await
+                .ok()?;
         let thumb = match made {
             Ok(thumb) => thumb,
             Err(e) => {
@@ -378,7 +387,13 @@ impl Files {
 
     /// A signed link for `user` to a file, with where it stops working
     /// (Unix seconds).
-    pub fn link(&self, file: &FileId, variant: Variant, user: &UserId, service: &dyn UseCases) -> (String, i64) {
+    pub fn link(
+        &self,
+        file: &FileId,
+        variant: Variant,
+        user: &UserId,
+        service: &dyn UseCases,
+    ) -> (String, i64) {
         let (path, expires) = self.signer.sign(file, variant, user, service.now());
         (format!("{}{path}", self.settings.base_url), expires)
     }
@@ -398,8 +413,10 @@ async fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -76,7 +76,13 @@ impl Signer {
 
     /// The link for `user` to `file`, good for [`LINK_TTL_SECS`] from `now`:
     /// its path and query, to append to the files' base URL.
-    pub fn sign(&self, file: &FileId, variant: Variant, user: &UserId, now: Timestamp) -> (String, i64) {
+    pub fn sign(
+        &self,
+        file: &FileId,
+        variant: Variant,
+        user: &UserId,
+        now: Timestamp,
+    ) -> (String, i64) {
         let link = Link {
             file: file.clone(),
             variant,
@@ -117,8 +123,9 @@ mod tests {
 
     fn parts(url: &str) -> (Link, String) {
         let (path, query) = url.split_once('?').unwrap();
-        let q: std::collections::HashMap<String, String> =
-            form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let q: std::collections::HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
         let rest = path.strip_prefix("/files/").unwrap();
         let (id, variant) = match rest.split_once('/') {
             Some((id, "thumbnail")) => (id, Variant::Thumbnail),
@@ -139,15 +146,32 @@ mod tests {
     fn a_link_verifies_and_any_change_to_it_does_not() {
         let signer = Signer::new(b"secret");
         let now = Timestamp::from_millis(1_000_000);
-        let (url, expires) = signer.sign(&FileId::new("f1"), Variant::Original, &UserId::new("u1"), now);
+        let (url, expires) = signer.sign(
+            &FileId::new("f1"),
+            Variant::Original,
+            &UserId::new("u1"),
+            now,
+        );
         assert_eq!(expires, 1000 + LINK_TTL_SECS);
         let (link, sig) = parts(&url);
         assert!(signer.verify(&link, &sig));
         let changed = [
-            Link { file: FileId::new("f2"), ..link.clone() },
-            Link { variant: Variant::Thumbnail, ..link.clone() },
-            Link { user: UserId::new("u2"), ..link.clone() },
-            Link { expires: link.expires + 1, ..link.clone() },
+            Link {
+                file: FileId::new("f2"),
+                ..link.clone()
+            },
+            Link {
+                variant: Variant::Thumbnail,
+                ..link.clone()
+            },
+            Link {
+                user: UserId::new("u2"),
+                ..link.clone()
+            },
+            Link {
+                expires: link.expires + 1,
+                ..link.clone()
+            },
         ];
         for other in changed {
             assert!(!signer.verify(&other, &sig), "{other:?}");

@@ -57,7 +57,10 @@ pub(super) async fn upload(
         .await
         .map_err(make_error)?;
     state.metrics().files_uploaded.inc();
-    Ok(json_response(StatusCode::CREATED, &json!({ "file": dto(&file) })))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "file": dto(&file) }),
+    ))
 }
 
 /// A file as the API shows it.
@@ -141,10 +144,11 @@ pub(super) async fn link(
     let files = state.files();
     let (url, expires) = files.link(&file.id, variant, &auth.user.id, state.service());
     if query_param(req, "redirect").as_deref() == Some("false") {
-        let thumbnail = file
-            .thumbnail
-            .as_ref()
-            .map(|_| files.link(&file.id, Variant::Thumbnail, &auth.user.id, state.service()).0);
+        let thumbnail = file.thumbnail.as_ref().map(|_| {
+            files
+                .link(&file.id, Variant::Thumbnail, &auth.user.id, state.service())
+                .0
+        });
         return Ok(json_response(
             StatusCode::OK,
             &json!({
@@ -173,7 +177,13 @@ pub(super) async fn serve(
     id: &str,
     variant: Variant,
 ) -> Result<HttpResponse, ApiError> {
-    let invalid = || ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this file link is invalid");
+    let invalid = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this file link is invalid",
+        )
+    };
     let user = query_param(req, "u").ok_or_else(invalid)?;
     let expires = query_param(req, "e")
         .and_then(|e| e.parse::<i64>().ok())
@@ -197,7 +207,10 @@ pub(super) async fn serve(
         ));
     }
     // Asked again: a member who left since the link was made reads no more.
-    let file = state.service().readable_file(&link.user, &link.file).await?;
+    let file = state
+        .service()
+        .readable_file(&link.user, &link.file)
+        .await?;
     match variant {
         Variant::Original => serve_original(files, req, &file).await,
         Variant::Thumbnail => serve_thumbnail(files, req, &file).await,
@@ -221,7 +234,11 @@ async fn serve_original(
     };
     let mut headers = file_headers(files, content_type, &file.name, inline, &etag);
     if matches_etag(req.headers().get(header::IF_NONE_MATCH), &etag) {
-        return Ok(with_headers(StatusCode::NOT_MODIFIED, headers, HttpBody::default()));
+        return Ok(with_headers(
+            StatusCode::NOT_MODIFIED,
+            headers,
+            HttpBody::default(),
+        ));
     }
     let Ok(range) = requested_range(req.headers(), &etag, size) else {
         headers.insert(
@@ -283,7 +300,11 @@ async fn serve_thumbnail(
     let name = format!("thumbnail-{}", file.name);
     let mut headers = file_headers(files, sniffed.content_type, &name, sniffed.inline, &etag);
     if matches_etag(req.headers().get(header::IF_NONE_MATCH), &etag) {
-        return Ok(with_headers(StatusCode::NOT_MODIFIED, headers, HttpBody::default()));
+        return Ok(with_headers(
+            StatusCode::NOT_MODIFIED,
+            headers,
+            HttpBody::default(),
+        ));
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     let body = if req.method() == Method::HEAD {
@@ -329,7 +350,10 @@ fn file_headers(
     }
     h.insert(header::ETAG, HeaderValue::from_str(etag).expect("hex"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("sandbox; default-src 'none'"),
@@ -340,8 +364,14 @@ fn file_headers(
         // Files served from an origin of their own are shown by the app's.
         "cross-origin"
     };
-    h.insert("cross-origin-resource-policy", HeaderValue::from_static(corp));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static(corp),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=300"),
@@ -442,7 +472,10 @@ mod tests {
     fn if_none_match_matches_the_etag_in_a_list_or_a_star() {
         let e = "\"abc\"";
         assert!(matches_etag(Some(&HeaderValue::from_static("\"abc\"")), e));
-        assert!(matches_etag(Some(&HeaderValue::from_static("\"x\", W/\"abc\"")), e));
+        assert!(matches_etag(
+            Some(&HeaderValue::from_static("\"x\", W/\"abc\"")),
+            e
+        ));
         assert!(matches_etag(Some(&HeaderValue::from_static("*")), e));
         assert!(!matches_etag(Some(&HeaderValue::from_static("\"x\"")), e));
         assert!(!matches_etag(None, e));

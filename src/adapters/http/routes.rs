@@ -10,9 +10,9 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::error::{ApiError, error_response};
 use super::{HttpResponse, HttpState, Listener, api, files, sessions, tus, upgrade};
-use crate::adapters::files::Variant;
 use crate::adapters::edge::Slot;
 use crate::adapters::edge::forwarded::client_key;
+use crate::adapters::files::Variant;
 use crate::adapters::web;
 
 /// Every endpoint of the API and the methods it takes, a row each. The

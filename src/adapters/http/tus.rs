@@ -65,7 +65,10 @@ pub(super) fn options(state: &HttpState) -> HttpResponse {
     let h = res.headers_mut();
     h.insert("tus-version", HeaderValue::from_static(VERSION));
     h.insert("tus-extension", HeaderValue::from_static(EXTENSIONS));
-    h.insert("tus-checksum-algorithm", HeaderValue::from_static(CHECKSUMS));
+    h.insert(
+        "tus-checksum-algorithm",
+        HeaderValue::from_static(CHECKSUMS),
+    );
     h.insert(
         "tus-max-size",
         HeaderValue::from(state.files().settings.max_file_bytes),
@@ -99,7 +102,8 @@ fn metadata_name(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(raw) = headers.get("upload-metadata") else {
         return Ok(String::new());
     };
-    let bad = || ApiError::bad_request("Upload-Metadata must be comma-separated `key base64` pairs");
+    let bad =
+        || ApiError::bad_request("Upload-Metadata must be comma-separated `key base64` pairs");
     let raw = raw.to_str().map_err(|_| bad())?;
     for pair in raw.split(',') {
         let mut parts = pair.trim().splitn(2, ' ');
@@ -149,7 +153,11 @@ pub(super) async fn create(
                 .saturating_add(state.files().settings.upload_ttl.as_millis() as i64),
         ),
     };
-    let upload = state.service().start_upload(upload).await.map_err(failed_api)?;
+    let upload = state
+        .service()
+        .start_upload(upload)
+        .await
+        .map_err(failed_api)?;
     let mut res = answer(StatusCode::CREATED);
     let location = format!("{UPLOADS}/{}", upload.id);
     res.headers_mut().insert(
@@ -229,7 +237,8 @@ fn checksum(headers: &HeaderMap) -> Result<Option<Checksum>, ApiError> {
     let Some(raw) = headers.get("upload-checksum") else {
         return Ok(None);
     };
-    let bad = || ApiError::bad_request("Upload-Checksum must be `sha1 <base64>` or `sha256 <base64>`");
+    let bad =
+        || ApiError::bad_request("Upload-Checksum must be `sha1 <base64>` or `sha256 <base64>`");
     let raw = raw.to_str().map_err(|_| bad())?;
     let (algorithm, digest) = raw.trim().split_once(' ').ok_or_else(bad)?;
     let digest = base64::engine::general_purpose::STANDARD
@@ -245,7 +254,9 @@ fn checksum(headers: &HeaderMap) -> Result<Option<Checksum>, ApiError> {
 /// Whether the staged chunk has the announced checksum.
 async fn checksum_matches(expected: &Checksum, staged: &Staged) -> std::io::Result<bool> {
     Ok(match expected {
-        Checksum::Sha1(want) => staged.sha1.is_some_and(|got| got.as_slice() == want.as_slice()),
+        Checksum::Sha1(want) => staged
+            .sha1
+            .is_some_and(|got| got.as_slice() == want.as_slice()),
         Checksum::Sha256(want) => {
             let got = decode_hex(&staged.sha256);
             got.as_slice() == want.as_slice()
@@ -351,7 +362,13 @@ pub(super) async fn patch(
             // the gap and says so.
             let _ = state
                 .service()
-                .advance_upload(&Upload { offset: to, ..upload.clone() }, upload.offset)
+                .advance_upload(
+                    &Upload {
+                        offset: to,
+                        ..upload.clone()
+                    },
+                    upload.offset,
+                )
                 .await;
             return Err(make_error(e.into()));
         }
@@ -395,9 +412,15 @@ mod tests {
     #[test]
     fn metadata_names_the_file_by_filename_or_name() {
         let mut h = HeaderMap::new();
-        h.insert("upload-metadata", HeaderValue::from_static("filetype aW1hZ2UvcG5n,filename Y2F0LnBuZw=="));
+        h.insert(
+            "upload-metadata",
+            HeaderValue::from_static("filetype aW1hZ2UvcG5n,filename Y2F0LnBuZw=="),
+        );
         assert_eq!(metadata_name(&h).unwrap(), "cat.png");
-        h.insert("upload-metadata", HeaderValue::from_static("name w6l0w6kuanBn"));
+        h.insert(
+            "upload-metadata",
+            HeaderValue::from_static("name w6l0w6kuanBn"),
+        );
         assert_eq!(metadata_name(&h).unwrap(), "été.jpg");
         h.insert("upload-metadata", HeaderValue::from_static("filename !!!"));
         assert!(metadata_name(&h).is_err());
@@ -408,7 +431,10 @@ mod tests {
     fn checksums_name_their_algorithm() {
         let mut h = HeaderMap::new();
         let digest = base64::engine::general_purpose::STANDARD.encode(sha256(b"abc"));
-        h.insert("upload-checksum", HeaderValue::from_str(&format!("sha256 {digest}")).unwrap());
+        h.insert(
+            "upload-checksum",
+            HeaderValue::from_str(&format!("sha256 {digest}")).unwrap(),
+        );
         assert!(matches!(checksum(&h).unwrap(), Some(Checksum::Sha256(d)) if d == sha256(b"abc")));
         h.insert("upload-checksum", HeaderValue::from_static("md5 AAAA"));
         assert!(checksum(&h).is_err());

@@ -14,8 +14,8 @@ use crate::domain::error::PortError;
 use crate::domain::message::AppendOutcome;
 use crate::domain::ports::{AppendError, CreateUserError};
 use crate::domain::{
-    Attachment, ClientMsgId, Conversation, FileId, ConversationId, ConversationKind, Message, MessageId, Timestamp,
-    User, UserId, Username, Visibility,
+    Attachment, ClientMsgId, Conversation, ConversationId, ConversationKind, FileId, Message,
+    MessageId, Timestamp, User, UserId, Username, Visibility,
 };
 
 // ---------------------------------------------------------------- errors
@@ -125,7 +125,8 @@ pub(super) fn to_db_seq(seq: u64) -> i64 {
 }
 
 pub(super) fn message_from_row(r: MessageRow) -> anyhow::Result<Message> {
-    let (id, conversation_id, s, sender_id, sender, body, cmid, created, edited, deleted, files) = r;
+    let (id, conversation_id, s, sender_id, sender, body, cmid, created, edited, deleted, files) =
+        r;
     Ok(Message {
         id: MessageId::new(id),
         conversation_id: ConversationId::new(conversation_id),

@@ -50,7 +50,10 @@ pub fn policy_with_images_from(files_base_url: &str) -> String {
         }
         None => files_base_url,
     };
-    CONTENT_SECURITY_POLICY.replace("img-src 'self' data:", &format!("img-src 'self' data: {origin}"))
+    CONTENT_SECURITY_POLICY.replace(
+        "img-src 'self' data:",
+        &format!("img-src 'self' data: {origin}"),
+    )
 }
 
 /// Whether `path` belongs to the web client rather than the API.

@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use super::rfc3339;
 use crate::domain::{
-    Attachment, ClientMsgId, ConversationKind, ConversationSummary, Message, Presence, Status, User, Visibility,
+    Attachment, ClientMsgId, ConversationKind, ConversationSummary, Message, Presence, Status,
+    User, Visibility,
 };
 
 /// `user`: `{id, username}`.

@@ -529,7 +529,9 @@ impl Fields<'_> {
 
     /// `attachments`: absent, or up to [`MAX_ATTACHMENTS`] distinct file ids.
     fn attachments(&self) -> Result<Vec<FileId>, String> {
-        let err = || format!("attachments must be an array of at most {MAX_ATTACHMENTS} distinct file ids");
+        let err = || {
+            format!("attachments must be an array of at most {MAX_ATTACHMENTS} distinct file ids")
+        };
         let items = match self.0.get("attachments") {
             None | Some(Value::Null) => return Ok(Vec::new()),
             Some(Value::Array(items)) if items.len() <= MAX_ATTACHMENTS => items,

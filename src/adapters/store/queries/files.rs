@@ -58,8 +58,8 @@ macro_rules! file_queries {
     ($conn:ty) => {
         const _: () = {
             use diesel::dsl::{exists, not};
-            use diesel::sql_types::{BigInt, Nullable};
             use diesel::prelude::*;
+            use diesel::sql_types::{BigInt, Nullable};
             use $crate::adapters::store::queries::{FileQueries, FileRow, Sql, UploadRow};
             use $crate::adapters::store::schema::{files, members, message_files, uploads, users};
             use $crate::domain::file::{FileInfo, Upload};
@@ -143,7 +143,9 @@ macro_rules! file_queries {
                     // SUM of BIGINT is NUMERIC on PostgreSQL: cast back.
                     let total: Option<i64> = files::table
                         .filter(files::uploader.eq(user))
-                        .select(diesel::dsl::sql::<Nullable<BigInt>>("CAST(SUM(size) AS BIGINT)"))
+                        .select(diesel::dsl::sql::<Nullable<BigInt>>(
+                            "CAST(SUM(size) AS BIGINT)",
+                        ))
                         .first(self)?;
                     Ok(total.unwrap_or(0))
                 }
@@ -183,8 +185,7 @@ macro_rules! file_queries {
                         let doomed: Vec<FileRow> = files::table
                             .filter(files::id.eq_any(chunk))
                             .filter(not(exists(
-                                message_files::table
-                                    .filter(message_files::file_id.eq(files::id)),
+                                message_files::table.filter(message_files::file_id.eq(files::id)),
                             )))
                             .select(FILE_COLUMNS)
                             .load(self)?;

@@ -29,14 +29,14 @@ use crate::domain::error::{
     AuthenticateError, BlockError, ChangeMessageError, ConversationError, InviteError, LoginError,
     PortError, PresenceError, RegisterError, SendError,
 };
+use crate::domain::file::FileLimits;
 use crate::domain::ids::DeviceId;
 use crate::domain::ids::MessageId;
 use crate::domain::page::PageLimit;
 use crate::domain::ports::{
-    InvalidToken, MockAuthenticator, MockBlockStore, MockClock, MockDeviceStore, MockMessageStore,
-    MockFileStore, MockPresenceRegistry, MockRevoker, MockTransport, MockUserStore, TokenClaims,
+    InvalidToken, MockAuthenticator, MockBlockStore, MockClock, MockDeviceStore, MockFileStore,
+    MockMessageStore, MockPresenceRegistry, MockRevoker, MockTransport, MockUserStore, TokenClaims,
 };
-use crate::domain::file::FileLimits;
 use crate::domain::presence::TooManySessions;
 use crate::domain::routing::Delivery;
 use crate::domain::user::PasswordHash;
