@@ -82,8 +82,11 @@ pub struct Staged {
     /// Their SHA-1, when asked for (tus checksums).
     pub sha1: Option<[u8; 20]>,
     /// Whether the body ended before all the bytes it announced arrived
-    /// (the connection dropped or stalled).
+    /// (the connection dropped or stalled, or it ended short).
     pub truncated: bool,
+    /// Whether the body failed or stalled rather than ending: what arrived
+    /// may be less than the client sent.
+    pub interrupted: bool,
 }
 
 impl Staged {
@@ -150,10 +153,14 @@ impl Files {
     ///
     /// # Errors
     /// When the staging folder cannot be made.
-    pub fn new(blobs: Arc<dyn BlobStore>, signer: Signer, settings: FileSettings) -> anyhow::Result<Self> {
+    pub fn new(
+        blobs: Arc<dyn BlobStore>,
+        signer: Signer,
+        settings: FileSettings,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&settings.staging)?;
-        let per_minute = std::num::NonZeroU32::new(settings.uploads_per_minute.max(1))
-            .expect("at least one");
+        let per_minute =
+            std::num::NonZeroU32::new(settings.uploads_per_minute.max(1)).expect("at least one");
         Ok(Self {
             blobs,
             signer,
@@ -186,6 +193,7 @@ impl Files {
             sha256: String::new(),
             sha1: None,
             truncated: false,
+            interrupted: false,
         };
         let mut out = BufWriter::with_capacity(256 * 1024, file);
         let mut sha = Sha256::new();
@@ -197,7 +205,7 @@ impl Files {
                 Ok(None) => break,
                 // A dropped connection or a stall: keep what arrived.
                 Ok(Some(Err(_))) | Err(_) => {
-                    staged.truncated = true;
+                    staged.interrupted = true;
                     break;
                 }
             };
@@ -215,7 +223,7 @@ impl Files {
             staged.size += data.len() as u64;
         }
         out.flush().await?;
-        staged.truncated |= staged.size < expected;
+        staged.truncated = staged.interrupted || staged.size < expected;
         staged.sha256 = hex(&sha.finalize());
         staged.sha1 = sha1_hash.map(|h| h.finalize().into());
         Ok(staged)
@@ -293,11 +301,16 @@ impl Files {
             sha256: String::new(),
             sha1: None,
             truncated: false,
+            interrupted: false,
         };
         let mut out = BufWriter::with_capacity(256 * 1024, tokio::fs::File::create(&path).await?);
         let mut sha = Sha256::new();
         for part in parts {
-            let starts = part.key.rsplit('/').next().and_then(|o| o.parse::<u64>().ok());
+            let starts = part
+                .key
+                .rsplit('/')
+                .next()
+                .and_then(|o| o.parse::<u64>().ok());
             if starts != Some(staged.size) {
                 break;
             }
@@ -326,9 +339,10 @@ impl Files {
     async fn thumbnail(&self, path: &Path, sniffed: Sniffed) -> Option<(u32, u32, Option<String>)> {
         let _turn = self.thumbnails.acquire().await.ok()?;
         let source = path.to_owned();
-        let made = tokio::task::spawn_blocking(move || media::thumbnail(&source, sniffed.content_type))
-            .await
-            .ok()?;
+        let made =
+            tokio::task::spawn_blocking(move || media::thumbnail(&source, sniffed.content_type))
+                .await
+                .ok()?;
         let thumb = match made {
             Ok(thumb) => thumb,
             Err(e) => {
@@ -378,7 +392,13 @@ impl Files {
 
     /// A signed link for `user` to a file, with where it stops working
     /// (Unix seconds).
-    pub fn link(&self, file: &FileId, variant: Variant, user: &UserId, service: &dyn UseCases) -> (String, i64) {
+    pub fn link(
+        &self,
+        file: &FileId,
+        variant: Variant,
+        user: &UserId,
+        service: &dyn UseCases,
+    ) -> (String, i64) {
         let (path, expires) = self.signer.sign(file, variant, user, service.now());
         (format!("{}{path}", self.settings.base_url), expires)
     }
@@ -398,8 +418,10 @@ async fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -4,7 +4,9 @@
 
 use super::ChatService;
 use crate::domain::error::{FileError, SendError};
-use crate::domain::file::{Attachment, FileCreated, FileInfo, MAX_ATTACHMENTS, Upload, UploadRefused};
+use crate::domain::file::{
+    Attachment, FileCreated, FileInfo, MAX_ATTACHMENTS, Upload, UploadRefused,
+};
 use crate::domain::ids::{FileId, UploadId, UserId};
 
 impl ChatService {
@@ -33,7 +35,9 @@ impl ChatService {
             .await?
         {
             FileCreated::Created => Ok(file),
-            FileCreated::OverQuota => Err(UploadRefused::OverQuota(self.limits.files.quota_bytes).into()),
+            FileCreated::OverQuota => {
+                Err(UploadRefused::OverQuota(self.limits.files.quota_bytes).into())
+            }
         }
     }
 
@@ -44,7 +48,12 @@ impl ChatService {
     /// [`FileError::NotFound`] for a file that does not exist and for one
     /// the user may not read alike.
     pub async fn readable_file(&self, user: &UserId, id: &FileId) -> Result<FileInfo, FileError> {
-        let file = self.ports.files.file(id).await?.ok_or(FileError::NotFound)?;
+        let file = self
+            .ports
+            .files
+            .file(id)
+            .await?
+            .ok_or(FileError::NotFound)?;
         if file.uploader == *user || self.ports.files.referenced_for(id, user).await? {
             Ok(file)
         } else {
@@ -66,10 +75,13 @@ impl ChatService {
     /// One of `user`'s resumable uploads, unexpired.
     ///
     /// # Errors
-    /// [`FileError::NotFound`] for someone else's, an expired one, or none.
+    /// [`FileError::NotFound`] for someone else's or none;
+    /// [`FileError::UploadExpired`] for one of theirs past its expiry and
+    /// not yet swept.
     pub async fn upload_of(&self, user: &UserId, id: &UploadId) -> Result<Upload, FileError> {
         match self.ports.files.upload(id).await? {
             Some(u) if u.user == *user && u.expires_at > self.now() => Ok(u),
+            Some(u) if u.user == *user => Err(FileError::UploadExpired),
             _ => Err(FileError::NotFound),
         }
     }
