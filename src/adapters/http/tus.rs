@@ -537,6 +537,28 @@ mod tests {
     }
 
     #[test]
+    fn integer_headers_are_digits_only() {
+        let mut h = HeaderMap::new();
+        assert!(number(&h, "upload-length").unwrap().is_none());
+        h.insert("upload-length", HeaderValue::from_static(" 42 "));
+        assert_eq!(number(&h, "upload-length").unwrap(), Some(42));
+        for bad in ["+5", "-1", "", "1e3", "99999999999999999999"] {
+            h.insert("upload-length", HeaderValue::from_static(bad));
+            assert!(number(&h, "upload-length").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_method_override_names_the_method() {
+        let mut h = HeaderMap::new();
+        assert_eq!(method_override(&h), None);
+        h.insert(METHOD_OVERRIDE, HeaderValue::from_static("patch"));
+        assert_eq!(method_override(&h).as_deref(), Some("PATCH"));
+        h.insert(METHOD_OVERRIDE, HeaderValue::from_static(" "));
+        assert_eq!(method_override(&h), None);
+    }
+
+    #[test]
     fn part_keys_sort_in_offset_order() {
         let id = UploadId::new("u");
         assert!(part_key(&id, 9) < part_key(&id, 10));
