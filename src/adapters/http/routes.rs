@@ -181,6 +181,8 @@ async fn route(
         return Err(not_found());
     }
     let mut method = req.method().as_str().to_owned();
+    // tus's core protocol: a client that cannot send PATCH or DELETE
+    // POSTs and names the method in a header, which then rules.
     if (route == UPLOADS_PATH || route == UPLOAD_PATH)
         && let Some(overridden) = tus::method_override(req.headers())
     {
