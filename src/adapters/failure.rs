@@ -149,6 +149,7 @@ impl From<FileError> for ChatError {
     fn from(e: FileError) -> Self {
         match e {
             FileError::NotFound => Self::NotFound(NO_FILE),
+            FileError::UploadExpired => Self::NotFound("the upload expired; start a new one"),
             FileError::Refused(UploadRefused::Empty) => Self::bad_request(UploadRefused::Empty),
             FileError::Refused(r) => Self::TooLarge(r.to_string()),
             FileError::Unknown(e) => e.into(),

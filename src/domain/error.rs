@@ -228,6 +228,10 @@ pub enum FileError {
     /// answer, so that ids cannot be probed.
     #[error("no such file")]
     NotFound,
+    /// The caller's own resumable upload, past its expiry: it cannot be
+    /// continued (tus answers `410 Gone`).
+    #[error("the upload expired")]
+    UploadExpired,
     /// The size rules refuse the upload.
     #[error(transparent)]
     Refused(#[from] crate::domain::file::UploadRefused),

@@ -19,5 +19,6 @@ mod postgres;
 mod presence;
 mod rooms;
 mod sessions;
+mod tus;
 mod web;
 mod websocket;

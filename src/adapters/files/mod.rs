@@ -82,8 +82,11 @@ pub struct Staged {
     /// Their SHA-1, when asked for (tus checksums).
     pub sha1: Option<[u8; 20]>,
     /// Whether the body ended before all the bytes it announced arrived
-    /// (the connection dropped or stalled).
+    /// (the connection dropped or stalled, or it ended short).
     pub truncated: bool,
+    /// Whether the body failed or stalled rather than ending: what arrived
+    /// may be less than the client sent.
+    pub interrupted: bool,
 }
 
 impl Staged {
@@ -190,6 +193,7 @@ impl Files {
             sha256: String::new(),
             sha1: None,
             truncated: false,
+            interrupted: false,
         };
         let mut out = BufWriter::with_capacity(256 * 1024, file);
         let mut sha = Sha256::new();
@@ -201,7 +205,7 @@ impl Files {
                 Ok(None) => break,
                 // A dropped connection or a stall: keep what arrived.
                 Ok(Some(Err(_))) | Err(_) => {
-                    staged.truncated = true;
+                    staged.interrupted = true;
                     break;
                 }
             };
@@ -219,7 +223,7 @@ impl Files {
             staged.size += data.len() as u64;
         }
         out.flush().await?;
-        staged.truncated |= staged.size < expected;
+        staged.truncated = staged.interrupted || staged.size < expected;
         staged.sha256 = hex(&sha.finalize());
         staged.sha1 = sha1_hash.map(|h| h.finalize().into());
         Ok(staged)
@@ -297,6 +301,7 @@ impl Files {
             sha256: String::new(),
             sha1: None,
             truncated: false,
+            interrupted: false,
         };
         let mut out = BufWriter::with_capacity(256 * 1024, tokio::fs::File::create(&path).await?);
         let mut sha = Sha256::new();

@@ -190,7 +190,14 @@ async fn route(
     if methods.is_empty() {
         return Err(not_found());
     }
-    let method = req.method().as_str().to_owned();
+    let mut method = req.method().as_str().to_owned();
+    // tus's core protocol: a client that cannot send PATCH or DELETE
+    // POSTs and names the method in a header, which then rules.
+    if (route == UPLOADS_PATH || route == UPLOAD_PATH)
+        && let Some(overridden) = tus::method_override(req.headers())
+    {
+        method = overridden;
+    }
     if !methods.contains(&method.as_str()) {
         return Ok(method_not_allowed(&methods.join(", "), &path));
     }
@@ -226,11 +233,7 @@ async fn route(
         (SIGNED_THUMBNAIL_PATH, _) => {
             files::serve(state, &req, id.unwrap_or_default(), Variant::Thumbnail).await
         }
-        (UPLOADS_PATH, "OPTIONS") | (UPLOAD_PATH, "OPTIONS") => Ok(tus::options(state)),
-        (UPLOADS_PATH, _) => tus::create(state, req).await,
-        (UPLOAD_PATH, "HEAD") => tus::head(state, &req, id.unwrap_or_default()).await,
-        (UPLOAD_PATH, "PATCH") => tus::patch(state, req, id.unwrap_or_default()).await,
-        (UPLOAD_PATH, _) => tus::terminate(state, &req, id.unwrap_or_default()).await,
+        (UPLOADS_PATH | UPLOAD_PATH, _) => Ok(tus::serve(state, req, &method, id).await),
         ("/api/v1/users", _) => api::users(state, &req).await,
         ("/healthz", _) => Ok(api::health(state).await),
         ("/metrics", _) => Ok(metrics(state)),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use base64::Engine;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 
 use super::body::bearer;
 use super::error::{ApiError, error_response};
@@ -20,6 +20,7 @@ use super::files::{admit_rate, make_error, stage_error};
 use super::{HttpBody, HttpResponse, HttpState};
 use crate::adapters::files::Staged;
 use crate::adapters::media;
+use crate::domain::error::{FileError, PortError};
 use crate::domain::file::Upload;
 use crate::domain::{Timestamp, UploadId};
 
@@ -35,11 +36,52 @@ const OFFSET_TYPE: &str = "application/offset+octet-stream";
 const UPLOADS: &str = "/api/v1/uploads";
 /// The answer header naming the file a completed upload made.
 const FILE_ID_HEADER: &str = "x-confab-file-id";
+/// The request header that names the method a client could not send.
+const METHOD_OVERRIDE: &str = "x-http-method-override";
 
 /// The blob key of an upload's chunk that starts at `offset`: zero-padded,
 /// so that listing sorts the chunks in order.
 pub fn part_key(upload: &UploadId, offset: u64) -> String {
     format!("parts/{upload}/{offset:020}")
+}
+
+/// The method a tus request stands for: `X-HTTP-Method-Override` when
+/// present (the core protocol says it replaces the request's own, for
+/// clients that cannot send PATCH or DELETE), else `None`.
+pub(super) fn method_override(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(METHOD_OVERRIDE)?.to_str().ok()?.trim();
+    (!value.is_empty()).then(|| value.to_ascii_uppercase())
+}
+
+/// Serves a request under `/api/v1/uploads` as `method` (the request's
+/// own or its override): every answer, error or not, says
+/// `Tus-Resumable`, and a HEAD's has no body.
+pub(super) async fn serve(
+    state: &Arc<HttpState>,
+    req: hyper::Request<Incoming>,
+    method: &str,
+    id: Option<&str>,
+) -> HttpResponse {
+    let result = match (method, id) {
+        ("OPTIONS", _) => Ok(options(state)),
+        ("POST", None) => create(state, &req).await,
+        ("HEAD", Some(id)) => head(state, &req, id).await,
+        ("PATCH", Some(id)) => patch(state, req, id).await,
+        ("DELETE", Some(id)) => terminate(state, &req, id).await,
+        _ => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "bad_request",
+            format!("{method} is not a tus request here"),
+        )),
+    };
+    let mut res = result.unwrap_or_else(|e| {
+        state.metrics().error(e.code);
+        failed(e)
+    });
+    if method == "HEAD" {
+        *res.body_mut() = HttpBody::default();
+    }
+    res
 }
 
 /// A tus answer: `Tus-Resumable` on every one.
@@ -59,8 +101,9 @@ fn failed(e: ApiError) -> HttpResponse {
     res
 }
 
-/// `OPTIONS`: what this server supports.
-pub(super) fn options(state: &HttpState) -> HttpResponse {
+/// `OPTIONS`: what this server supports. No token and no
+/// `Tus-Resumable` needed (the protocol says to ignore it here).
+fn options(state: &HttpState) -> HttpResponse {
     let mut res = answer(StatusCode::NO_CONTENT);
     let h = res.headers_mut();
     h.insert("tus-version", HeaderValue::from_static(VERSION));
@@ -76,28 +119,45 @@ pub(super) fn options(state: &HttpState) -> HttpResponse {
     res
 }
 
-/// `412` unless the request speaks tus 1.0.0.
-fn check_version(headers: &HeaderMap) -> Result<(), HttpResponse> {
+/// `412` (with `Tus-Version`) unless the request speaks tus 1.0.0: the
+/// protocol forbids processing it otherwise.
+fn check_version(headers: &HeaderMap) -> Result<(), ApiError> {
     if headers.get("tus-resumable").and_then(|v| v.to_str().ok()) == Some(VERSION) {
         return Ok(());
     }
-    let mut res = failed(ApiError::new(
+    Err(ApiError::new(
         StatusCode::PRECONDITION_FAILED,
         "bad_request",
-        "send Tus-Resumable: 1.0.0",
-    ));
-    res.headers_mut()
-        .insert("tus-version", HeaderValue::from_static(VERSION));
-    Err(res)
+        "this server speaks tus 1.0.0 only: send Tus-Resumable: 1.0.0",
+    ))
 }
 
-/// A number header.
-fn number(headers: &HeaderMap, name: &str) -> Option<u64> {
-    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+/// [`check_version`]'s refusal as an answer, naming the version spoken.
+fn version_refused(e: ApiError) -> HttpResponse {
+    let mut res = failed(e);
+    res.headers_mut()
+        .insert("tus-version", HeaderValue::from_static(VERSION));
+    res
+}
+
+/// A non-negative integer header (digits only, as the protocol defines
+/// them): `None` when absent, an error when malformed.
+fn number(headers: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request(format!("{name} must be a non-negative integer")))
 }
 
 /// The `filename` (or `name`) of `Upload-Metadata`: comma-separated
-/// `key base64value` pairs.
+/// `key base64value` pairs, a value possibly empty.
 fn metadata_name(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(raw) = headers.get("upload-metadata") else {
         return Ok(String::new());
@@ -126,20 +186,30 @@ fn http_date(t: Timestamp) -> HeaderValue {
         .expect("a date is a header value")
 }
 
-/// `POST /api/v1/uploads`: a new upload of `Upload-Length` bytes.
-pub(super) async fn create(
+/// `POST /api/v1/uploads`: a new upload of `Upload-Length` bytes, refused
+/// as `POST /api/v1/files` refuses one (413 over the size or the quota,
+/// 400 when empty), before any byte is sent.
+async fn create(
     state: &Arc<HttpState>,
-    req: Request<Incoming>,
+    req: &hyper::Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Err(res) = check_version(req.headers()) {
-        return Ok(res);
+    if let Err(e) = check_version(req.headers()) {
+        return Ok(version_refused(e));
     }
-    let auth = state.service().authenticate(bearer(&req)).await?;
+    let auth = state.service().authenticate(bearer(req)).await?;
+    let Some(length) = number(req.headers(), "upload-length")? else {
+        return Err(ApiError::bad_request(
+            "Upload-Length is required (this server does not take deferred lengths)",
+        ));
+    };
+    let raw_name = metadata_name(req.headers())?;
+    // Kept only when given, so that HEAD echoes no name the client did not send.
+    let name = if raw_name.is_empty() {
+        String::new()
+    } else {
+        media::sanitize_name(&raw_name)
+    };
     admit_rate(state.files(), &auth.user.id)?;
-    let length = number(req.headers(), "upload-length").ok_or_else(|| {
-        ApiError::bad_request("Upload-Length is required (deferred lengths are not supported)")
-    })?;
-    let name = media::sanitize_name(&metadata_name(req.headers())?);
     let now = state.service().now();
     let upload = Upload {
         id: UploadId::new(uuid::Uuid::new_v4().simple().to_string()),
@@ -153,11 +223,7 @@ pub(super) async fn create(
                 .saturating_add(state.files().settings.upload_ttl.as_millis() as i64),
         ),
     };
-    let upload = state
-        .service()
-        .start_upload(upload)
-        .await
-        .map_err(failed_api)?;
+    let upload = state.service().start_upload(upload).await?;
     let mut res = answer(StatusCode::CREATED);
     let location = format!("{UPLOADS}/{}", upload.id);
     res.headers_mut().insert(
@@ -169,58 +235,63 @@ pub(super) async fn create(
     Ok(res)
 }
 
-fn failed_api(e: crate::domain::error::FileError) -> ApiError {
-    e.into()
-}
-
-/// The caller's upload `id`: `404` for none, another's or an expired one.
+/// The caller's upload `id`: `404` for none or another's, `410` for an
+/// expired one of theirs.
 async fn upload_for(
     state: &HttpState,
-    req: &Request<Incoming>,
+    req: &hyper::Request<Incoming>,
     id: &str,
 ) -> Result<Upload, ApiError> {
     let auth = state.service().authenticate(bearer(req)).await?;
-    Ok(state
+    match state
         .service()
         .upload_of(&auth.user.id, &UploadId::new(id))
-        .await?)
+        .await
+    {
+        Ok(upload) => Ok(upload),
+        Err(FileError::UploadExpired) => Err(ApiError::new(
+            StatusCode::GONE,
+            "not_found",
+            "this upload expired; start a new one",
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
-/// `HEAD`: how far the upload got.
-pub(super) async fn head(
+/// `HEAD`: how far the upload got, never cached.
+async fn head(
     state: &Arc<HttpState>,
-    req: &Request<Incoming>,
+    req: &hyper::Request<Incoming>,
     id: &str,
 ) -> Result<HttpResponse, ApiError> {
-    if let Err(res) = check_version(req.headers()) {
-        return Ok(res);
+    if let Err(e) = check_version(req.headers()) {
+        return Ok(version_refused(e));
     }
-    let upload = match upload_for(state, req, id).await {
-        Ok(upload) => upload,
-        // A HEAD answer has no body: the status says it all.
-        Err(e) => {
-            let mut res = failed(e);
-            *res.body_mut() = HttpBody::default();
-            return Ok(res);
-        }
-    };
+    let upload = upload_for(state, req, id).await?;
     let mut res = answer(StatusCode::OK);
     let h = res.headers_mut();
     h.insert("upload-offset", HeaderValue::from(upload.offset));
     h.insert("upload-length", HeaderValue::from(upload.length));
     h.insert("upload-expires", http_date(upload.expires_at));
+    if !upload.name.is_empty() {
+        // Only the name is kept of the metadata: it is what comes back.
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&upload.name);
+        if let Ok(value) = HeaderValue::from_str(&format!("filename {encoded}")) {
+            h.insert("upload-metadata", value);
+        }
+    }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
 }
 
 /// `DELETE`: ends an upload; its chunks go with the next sweep.
-pub(super) async fn terminate(
+async fn terminate(
     state: &Arc<HttpState>,
-    req: &Request<Incoming>,
+    req: &hyper::Request<Incoming>,
     id: &str,
 ) -> Result<HttpResponse, ApiError> {
-    if let Err(res) = check_version(req.headers()) {
-        return Ok(res);
+    if let Err(e) = check_version(req.headers()) {
+        return Ok(version_refused(e));
     }
     let upload = upload_for(state, req, id).await?;
     state.service().forget_upload(&upload.id).await?;
@@ -233,12 +304,17 @@ enum Checksum {
     Sha256(Vec<u8>),
 }
 
+/// The PATCH's `Upload-Checksum`: `400` for an algorithm not supported or
+/// a malformed value, as the checksum extension says.
 fn checksum(headers: &HeaderMap) -> Result<Option<Checksum>, ApiError> {
     let Some(raw) = headers.get("upload-checksum") else {
         return Ok(None);
     };
-    let bad =
-        || ApiError::bad_request("Upload-Checksum must be `sha1 <base64>` or `sha256 <base64>`");
+    let bad = || {
+        ApiError::bad_request(format!(
+            "Upload-Checksum must be `<algorithm> <base64>`, the algorithm one of {CHECKSUMS}"
+        ))
+    };
     let raw = raw.to_str().map_err(|_| bad())?;
     let (algorithm, digest) = raw.trim().split_once(' ').ok_or_else(bad)?;
     let digest = base64::engine::general_purpose::STANDARD
@@ -252,18 +328,16 @@ fn checksum(headers: &HeaderMap) -> Result<Option<Checksum>, ApiError> {
 }
 
 /// Whether the staged chunk has the announced checksum.
-async fn checksum_matches(expected: &Checksum, staged: &Staged) -> std::io::Result<bool> {
-    Ok(match expected {
+fn checksum_matches(expected: &Checksum, staged: &Staged) -> bool {
+    match expected {
         Checksum::Sha1(want) => staged
             .sha1
             .is_some_and(|got| got.as_slice() == want.as_slice()),
-        Checksum::Sha256(want) => {
-            let got = decode_hex(&staged.sha256);
-            got.as_slice() == want.as_slice()
-        }
-    })
+        Checksum::Sha256(want) => decode_hex(&staged.sha256) == *want,
+    }
 }
 
+/// Bytes of lowercase hex.
 fn decode_hex(hex: &str) -> Vec<u8> {
     (0..hex.len())
         .step_by(2)
@@ -274,13 +348,13 @@ fn decode_hex(hex: &str) -> Vec<u8> {
 /// `PATCH`: the next chunk, at `Upload-Offset`. What arrives of a chunk
 /// whose connection drops is kept (the client resumes after it) unless a
 /// checksum was announced, which only a whole chunk can match.
-pub(super) async fn patch(
+async fn patch(
     state: &Arc<HttpState>,
-    req: Request<Incoming>,
+    req: hyper::Request<Incoming>,
     id: &str,
 ) -> Result<HttpResponse, ApiError> {
-    if let Err(res) = check_version(req.headers()) {
-        return Ok(res);
+    if let Err(e) = check_version(req.headers()) {
+        return Ok(version_refused(e));
     }
     let is_offset_type = req
         .headers()
@@ -288,28 +362,25 @@ pub(super) async fn patch(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(OFFSET_TYPE));
     if !is_offset_type {
-        return Ok(failed(ApiError::new(
+        return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "bad_request",
             format!("a PATCH's Content-Type must be {OFFSET_TYPE}"),
-        )));
+        ));
     }
     let upload = upload_for(state, &req, id).await?;
-    let offset = number(req.headers(), "upload-offset")
-        .ok_or_else(|| ApiError::bad_request("Upload-Offset is required"))?;
+    let Some(offset) = number(req.headers(), "upload-offset")? else {
+        return Err(ApiError::bad_request("Upload-Offset is required"));
+    };
     if offset != upload.offset {
-        let mut res = failed(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
+        return Ok(conflict(
             format!("the upload is at offset {}, not {offset}", upload.offset),
+            upload.offset,
         ));
-        res.headers_mut()
-            .insert("upload-offset", HeaderValue::from(upload.offset));
-        return Ok(res);
     }
     let expected = checksum(req.headers())?;
     let remaining = upload.length - upload.offset;
-    let declared = number(req.headers(), header::CONTENT_LENGTH.as_str());
+    let declared = number(req.headers(), header::CONTENT_LENGTH.as_str())?;
     if declared.is_some_and(|n| n > remaining) {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -317,46 +388,70 @@ pub(super) async fn patch(
             format!("the chunk is longer than the {remaining} bytes the upload still expects"),
         ));
     }
+    // A task of its own, so that a connection dropped mid-body (which
+    // drops this request's future) still stores what arrived of it.
+    let state = state.clone();
+    let body = req.into_body();
+    tokio::spawn(async move { receive(&state, upload, body, expected, declared).await })
+        .await
+        .unwrap_or_else(|e| Err(PortError(anyhow::anyhow!("a PATCH's task failed: {e}")).into()))
+}
+
+/// `409` with where the upload is.
+fn conflict(message: String, offset: u64) -> HttpResponse {
+    let mut res = failed(ApiError::new(StatusCode::CONFLICT, "conflict", message));
+    res.headers_mut()
+        .insert("upload-offset", HeaderValue::from(offset));
+    res
+}
+
+/// Takes a PATCH's body: stages it, checks its checksum, stores it as the
+/// chunk at the upload's offset, and makes the file when it was the last.
+async fn receive(
+    state: &Arc<HttpState>,
+    mut upload: Upload,
+    body: Incoming,
+    expected: Option<Checksum>,
+    declared: Option<u64>,
+) -> Result<HttpResponse, ApiError> {
     let files = state.files();
+    let remaining = upload.length - upload.offset;
     let wants_sha1 = matches!(expected, Some(Checksum::Sha1(_)));
-    let staged = files
-        .stage(req.into_body(), remaining, wants_sha1)
+    let mut staged = files
+        .stage(body, remaining, wants_sha1)
         .await
         .map_err(stage_error)?;
-    let complete_chunk = declared.is_none_or(|n| staged.size == n);
+    let complete_chunk = declared.is_none_or(|n| staged.size == n) && !staged.interrupted;
     if let Some(expected) = &expected {
         if !complete_chunk {
             return Err(ApiError::bad_request(
                 "the chunk ended early; its checksum cannot be checked, nothing was kept",
             ));
         }
-        let matches = checksum_matches(expected, &staged)
-            .await
-            .map_err(|e| stage_error(e.into()))?;
-        if !matches {
-            return Ok(failed(ApiError::new(
+        if !checksum_matches(expected, &staged) {
+            return Err(ApiError::new(
                 StatusCode::from_u16(460).expect("a valid status"),
                 "bad_request",
                 "the chunk does not match its Upload-Checksum; nothing was kept",
-            )));
+            ));
         }
     }
-    let mut upload = upload;
     if staged.size > 0 {
         let to = upload.offset + staged.size;
         // The offset moves first, so that exactly one of two PATCHes at
         // one offset writes its chunk under it.
         if !state.service().advance_upload(&upload, to).await? {
-            let mut res = failed(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "another request moved this upload on; ask where it is with HEAD",
+            let now = state
+                .service()
+                .upload_of(&upload.user, &upload.id)
+                .await
+                .map_or(upload.offset, |u| u.offset);
+            return Ok(conflict(
+                "another request moved this upload on; ask where it is with HEAD".to_owned(),
+                now,
             ));
-            *res.body_mut() = HttpBody::default();
-            return Ok(res);
         }
         let key = part_key(&upload.id, upload.offset);
-        let mut staged = staged;
         if let Err(e) = files.put_staged(&key, &mut staged).await {
             // Move the offset back; if that fails too, completing finds
             // the gap and says so.
@@ -439,6 +534,28 @@ mod tests {
         h.insert("upload-checksum", HeaderValue::from_static("md5 AAAA"));
         assert!(checksum(&h).is_err());
         assert!(checksum(&HeaderMap::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn integer_headers_are_digits_only() {
+        let mut h = HeaderMap::new();
+        assert!(number(&h, "upload-length").unwrap().is_none());
+        h.insert("upload-length", HeaderValue::from_static(" 42 "));
+        assert_eq!(number(&h, "upload-length").unwrap(), Some(42));
+        for bad in ["+5", "-1", "", "1e3", "99999999999999999999"] {
+            h.insert("upload-length", HeaderValue::from_static(bad));
+            assert!(number(&h, "upload-length").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_method_override_names_the_method() {
+        let mut h = HeaderMap::new();
+        assert_eq!(method_override(&h), None);
+        h.insert(METHOD_OVERRIDE, HeaderValue::from_static("patch"));
+        assert_eq!(method_override(&h).as_deref(), Some("PATCH"));
+        h.insert(METHOD_OVERRIDE, HeaderValue::from_static(" "));
+        assert_eq!(method_override(&h), None);
     }
 
     #[test]

@@ -75,10 +75,13 @@ impl ChatService {
     /// One of `user`'s resumable uploads, unexpired.
     ///
     /// # Errors
-    /// [`FileError::NotFound`] for someone else's, an expired one, or none.
+    /// [`FileError::NotFound`] for someone else's or none;
+    /// [`FileError::UploadExpired`] for one of theirs past its expiry and
+    /// not yet swept.
     pub async fn upload_of(&self, user: &UserId, id: &UploadId) -> Result<Upload, FileError> {
         match self.ports.files.upload(id).await? {
             Some(u) if u.user == *user && u.expires_at > self.now() => Ok(u),
+            Some(u) if u.user == *user => Err(FileError::UploadExpired),
             _ => Err(FileError::NotFound),
         }
     }

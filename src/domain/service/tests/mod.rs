@@ -2808,6 +2808,47 @@ async fn a_store_call_takes_at_most_256_waiting_messages_and_the_rest_follow_in_
 }
 
 #[tokio::test]
+async fn an_upload_is_its_owners_alone_and_gone_once_expired() {
+    use crate::domain::error::FileError;
+    use crate::domain::file::Upload;
+    use crate::domain::ids::UploadId;
+    let upload = |id: &str, owner: &str, expires_at: Timestamp| Upload {
+        id: UploadId::new(id),
+        user: uid(owner),
+        length: 10,
+        offset: 0,
+        name: String::new(),
+        created_at: t(NOW.millis() - 1000),
+        expires_at,
+    };
+    let mut h = Harness::new();
+    let live = upload("live", "ann", t(NOW.millis() + 1));
+    let late = upload("late", "ann", NOW);
+    let rows = [live.clone(), late];
+    h.files
+        .expect_upload()
+        .returning(move |id| Ok(rows.iter().find(|u| u.id == *id).cloned()));
+    let s = h.build();
+    let of = |who: &str, id: &str| {
+        let (who, id) = (uid(who), UploadId::new(id));
+        let s = &s;
+        async move { s.upload_of(&who, &id).await }
+    };
+    assert_eq!(of("ann", "live").await.unwrap(), live);
+    assert!(matches!(
+        of("ann", "late").await,
+        Err(FileError::UploadExpired)
+    ));
+    // Someone else's, expired or not, and none at all look alike.
+    for (who, id) in [("bob", "live"), ("bob", "late"), ("ann", "none")] {
+        assert!(
+            matches!(of(who, id).await, Err(FileError::NotFound)),
+            "{who} {id}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn each_send_given_together_gets_its_own_answer() {
     let mut h = Harness::new();
     h.users
