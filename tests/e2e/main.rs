@@ -4,6 +4,7 @@
 //! per backend, SQLite and PostgreSQL (`NAME::sqlite`, `NAME::postgres`).
 //! (The web client's behaviour is tested in a browser: `tests/browser`.)
 
+mod attachments;
 mod auth;
 mod blocking;
 mod edge;
