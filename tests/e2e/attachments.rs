@@ -972,6 +972,33 @@ async fn an_upload_cut_by_a_crash_leaves_nothing_after_the_restart(backend: Back
     assert_eq!(status, 200);
 }
 
+/// Files served from an origin of their own: links point there, the bytes
+/// may be shown by the app's origin, and the app's page may show them.
+#[tokio::test]
+async fn files_from_an_origin_of_their_own_are_linked_there_and_shown_by_the_app() {
+    let files_origin = "https://files.example.test";
+    let s = TestServer::start_with(&[("CONFAB_FILES_BASE_URL", files_origin)]).await;
+    let a = s.register("ann").await;
+    let file = uploaded(&s, &a, "photo.png", png(64, 64)).await;
+    let location = signed(&s, &a.token, id(&file)).await;
+    let path = location
+        .strip_prefix(files_origin)
+        .unwrap_or_else(|| panic!("{location} is not on {files_origin}"));
+    assert!(path.starts_with("/files/"), "{location}");
+
+    // The files origin is this server behind another name: the same path.
+    let res = fetch(&s, path).await;
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(header(&res, "cross-origin-resource-policy"), "cross-origin");
+
+    let page = s.http().get(s.url("/")).send().await.unwrap();
+    let csp = header(&page, "content-security-policy");
+    assert!(
+        csp.contains(&format!("img-src 'self' data: {files_origin}")),
+        "{csp}"
+    );
+}
+
 on_each_backend!(
     attachments_ride_on_messages_acks_events_and_history,
     a_file_is_read_by_its_uploader_and_the_members_who_may_read_its_message,
