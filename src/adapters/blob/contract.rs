@@ -144,7 +144,10 @@ async fn put_then_get_whole_and_ranges(h: &Harness) {
     assert!(h.read(&key, Some(10..10)).await.unwrap().is_empty());
     for outside in [999..1001, 1000..1001, 2000..3000] {
         assert!(
-            matches!(h.read(&key, Some(outside.clone())).await, Err(BlobError::Other(_))),
+            matches!(
+                h.read(&key, Some(outside.clone())).await,
+                Err(BlobError::Other(_))
+            ),
             "{outside:?}"
         );
     }
@@ -200,10 +203,7 @@ async fn delete_is_idempotent(h: &Harness) {
     assert_eq!(h.store.head(&key).await.unwrap(), None);
     assert!(matches!(h.read(&key, None).await, Err(BlobError::NotFound)));
     h.store.delete(&key).await.unwrap();
-    h.store
-        .delete(&content_key(b"never stored"))
-        .await
-        .unwrap();
+    h.store.delete(&content_key(b"never stored")).await.unwrap();
     assert!(h.keys("").await.is_empty());
 }
 
@@ -277,7 +277,12 @@ async fn a_large_file_streams_in_and_out_whole(h: &Harness) {
 }
 
 async fn keys_outside_the_namespace_are_refused(h: &Harness) {
-    for key in ["blobs/../../etc/passwd", "/blobs/ab/cd", "blobs/a b", "blobs/ü"] {
+    for key in [
+        "blobs/../../etc/passwd",
+        "/blobs/ab/cd",
+        "blobs/a b",
+        "blobs/ü",
+    ] {
         let staged = h.stage(b"x");
         assert!(
             matches!(

@@ -325,7 +325,10 @@ mod tests {
     async fn deleting_the_last_part_removes_its_upload_folder_only() {
         let dir = tempfile::tempdir().unwrap();
         let store = DiskBlobs::new(dir.path().to_owned()).unwrap();
-        for key in ["parts/u1/00000000000000000000", "parts/u2/00000000000000000000"] {
+        for key in [
+            "parts/u1/00000000000000000000",
+            "parts/u2/00000000000000000000",
+        ] {
             let staged = dir.path().join("staged");
             std::fs::write(&staged, b"part").unwrap();
             store.put_file(key, &staged).await.unwrap();

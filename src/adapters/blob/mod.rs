@@ -187,7 +187,11 @@ mod tests {
                 "{key:?} accepted"
             );
         }
-        for key in ["blobs/ab/ab12", "parts/0193-ab_c/00000000000000000000", "a.b"] {
+        for key in [
+            "blobs/ab/ab12",
+            "parts/0193-ab_c/00000000000000000000",
+            "a.b",
+        ] {
             assert!(check_key(key).is_ok(), "{key:?} refused");
         }
     }
