@@ -8,6 +8,8 @@
 //!   replaces it, and presence, when several nodes serve as one.
 //! - `store` (diesel: SQLite or PostgreSQL), `auth` (argon2id + JWT), `presence` (in
 //!   memory) and `clock` implement the other ports.
+//! - `blob` keeps the bytes of shared files, on disk or on S3; the core
+//!   never sees them.
 //! - `server` accepts connections and shuts down gracefully; `edge` holds
 //!   what guards it: connection caps, the client's address behind proxies,
 //!   the failed-login throttle, rate-limited logging.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::s3::S3Blobs;
 
-/// How long a starting server may take to accept its first bucket.
+/// How long a starting server may take to store its first object.
 const START_LIMIT: Duration = Duration::from_secs(60);
 
 /// Kills `weed` (SIGKILL: its graceful stop takes many seconds) and removes
@@ -72,13 +72,9 @@ pub(crate) async fn store() -> Option<S3Blobs> {
         .expect("starting weed")?;
     let bucket = format!("confab-test-{}", BUCKETS.fetch_add(1, Ordering::Relaxed));
     let name = bucket.clone();
-    let status = tokio::task::spawn_blocking(move || create_bucket(port, &name))
+    tokio::task::spawn_blocking(move || make_bucket(port, &name))
         .await
         .expect("creating a bucket");
-    assert!(
-        matches!(status, Ok(200)),
-        "weed did not create bucket {bucket}: {status:?}"
-    );
     // Keys are sent though the server checks none: the signing path runs.
     let url = format!(
         "{bucket}?endpoint=http://127.0.0.1:{port}&access_key_id=confab\
@@ -139,8 +135,10 @@ fn start() -> Option<Server> {
             "-ip.bind=127.0.0.1".to_owned(),
             format!("-master.port={master}"),
             format!("-master.port.grpc={master_grpc}"),
-            // Small volumes: the default preallocates nothing but plans 30 GB ones.
+            // Each bucket is a collection with volumes of its own (a few at
+            // once, none preallocated): small ones, and room for many.
             "-master.volumeSizeLimitMB=64".to_owned(),
+            "-volume.max=500".to_owned(),
             format!("-volume.port={volume}"),
             format!("-volume.port.grpc={volume_grpc}"),
             "-volume.preStopSeconds=0".to_owned(),
@@ -163,18 +161,23 @@ fn start() -> Option<Server> {
         port: s3,
         keeper: Mutex::new(keeper),
     };
-    // The S3 port opens before the filer behind it is ready: wait for a
-    // bucket to be made, not for the port.
+    // The S3 port opens before the filer behind it is ready, and the first
+    // write waits for volumes to be made (and fails when several race):
+    // wait for an object to be written, not for the port.
     let started = Instant::now();
     loop {
-        match create_bucket(s3, "confab-ready") {
-            Ok(200 | 409) => break,
+        let written = match create_bucket(s3, "confab-ready") {
+            Ok(200 | 409) => request(s3, "PUT", "/confab-ready/probe", b"ready"),
+            other => other,
+        };
+        match written {
+            Ok(200) => break,
             status if started.elapsed() > START_LIMIT => {
                 let log = std::fs::read_to_string(dir.join("weed.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(30).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
                 panic!(
-                    "weed ({}) answered no bucket creation within {START_LIMIT:?} \
+                    "weed ({}) wrote no object within {START_LIMIT:?} \
                      (last: {status:?}); its log ends:\n{}",
                     weed.display(),
                     tail.join("\n")
@@ -186,15 +189,49 @@ fn start() -> Option<Server> {
     Some(server)
 }
 
+/// Creates `bucket` and waits until it takes objects: each bucket is a
+/// collection of its own, whose first write waits for its volumes to be
+/// made, and writes racing that fail.
+fn make_bucket(port: u16, bucket: &str) {
+    let status = create_bucket(port, bucket);
+    assert!(
+        matches!(status, Ok(200)),
+        "weed did not create bucket {bucket}: {status:?}"
+    );
+    let probe = format!("/{bucket}/probe");
+    let started = Instant::now();
+    loop {
+        match request(port, "PUT", &probe, b"ready") {
+            Ok(200) => break,
+            status if started.elapsed() > START_LIMIT => {
+                panic!("weed took no object into {bucket} within {START_LIMIT:?}: {status:?}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let status = request(port, "DELETE", &probe, b"");
+    assert!(
+        matches!(status, Ok(204 | 200)),
+        "weed did not delete {probe}: {status:?}"
+    );
+}
+
 /// `PUT /{bucket}`, unsigned (the server has no identities): its status.
 fn create_bucket(port: u16, bucket: &str) -> std::io::Result<u16> {
+    request(port, "PUT", &format!("/{bucket}"), b"")
+}
+
+/// One HTTP/1.1 request to the S3 port, unsigned: the answer's status.
+fn request(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         stream,
-        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\
-         Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
     )?;
+    stream.write_all(body)?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     answer
