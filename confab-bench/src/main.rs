@@ -10,6 +10,9 @@
 //!   loop (`--rate 0`) with K in flight per sender.
 //! - `room --members M --senders K --rate R --secs S`: one public room, K
 //!   of its members sending at R msgs/s in all.
+//! - `files [--size BYTES] [--scratch-dir DIR]`: one file (1 GiB) up and
+//!   down through the file endpoints, the server's RSS meanwhile, and the
+//!   same disk's copy and write rates beside them.
 //!
 //! Several nodes of a cluster (docs/cluster.md): `--url` and `--server-pid`
 //! repeated. Sessions go round-robin over the nodes by client index, so in
@@ -39,7 +42,7 @@ use crate::auth::{Auth, default_cache_path};
 use crate::net::{Target, source_addrs};
 use crate::placement::Placement;
 use crate::report::Report;
-use crate::scenarios::{Common, MsgParams};
+use crate::scenarios::{Common, FileParams, MsgParams};
 
 #[derive(Parser)]
 #[command(
@@ -137,6 +140,51 @@ enum Cmd {
         #[command(flatten)]
         msg: MsgArgs,
     },
+    /// One file up (`POST /api/v1/files`, streamed from disk) and down (its
+    /// signed link, hashed): MB/s, the server's RSS during each, and the
+    /// disk's own copy, write and hash rates for the same bytes.
+    Files {
+        /// The file's size: bytes, or with KiB, MiB, GiB (or kB, MB, GB).
+        #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+        size: u64,
+        /// Where the file and the disk's baselines are written: a folder on
+        /// the disk of the server's data folder (default: the temp dir).
+        #[arg(long)]
+        scratch_dir: Option<PathBuf>,
+        /// Milliseconds between readings of the server's RSS.
+        #[arg(long, default_value_t = 50)]
+        sample_ms: u64,
+    },
+}
+
+/// A size in bytes: a number with an optional binary (KiB, MiB, GiB) or
+/// decimal (kB, MB, GB) unit.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: a size is a number of bytes, e.g. 1GiB or 500MB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (KiB, MiB, GiB, kB, MB, GB)"
+            ));
+        }
+    };
+    match n.checked_mul(scale) {
+        Some(0) => Err("the size must be at least one byte".into()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("{text:?} is too large")),
+    }
 }
 
 #[derive(Args, Clone)]
@@ -278,6 +326,8 @@ async fn run(cli: Cli) -> Result<Report> {
     let run_secs = match &cli.cmd {
         Cmd::Connect { hold_secs, .. } => *hold_secs,
         Cmd::Dm { msg, .. } | Cmd::Room { msg, .. } => msg.secs + msg.drain_secs,
+        // An upload and a download of a large file on a slow disk.
+        Cmd::Files { .. } => 3600.0,
     };
     let min_valid_secs = run_secs.clamp(0.0, 1e9) as i64 + 120;
     let cache = a
@@ -339,6 +389,18 @@ async fn run(cli: Cli) -> Result<Report> {
             add(&mut params, json!({"members": members, "senders": senders}));
             add(&mut params, msg.json());
         }
+        Cmd::Files {
+            size,
+            scratch_dir,
+            sample_ms,
+        } => add(
+            &mut params,
+            json!({
+                "size": size,
+                "scratch_dir": scratch_dir.clone().unwrap_or_else(std::env::temp_dir).display().to_string(),
+                "sample_ms": sample_ms,
+            }),
+        ),
     }
     let placement = match &cli.cmd {
         Cmd::Dm {
@@ -371,5 +433,33 @@ async fn run(cli: Cli) -> Result<Report> {
             senders,
             msg,
         } => scenarios::room(common, members, senders, msg.params()).await,
+        Cmd::Files {
+            size,
+            scratch_dir,
+            sample_ms,
+        } => {
+            let params = FileParams {
+                size,
+                scratch: scratch_dir.unwrap_or_else(std::env::temp_dir),
+                sample_every: std::time::Duration::from_millis(sample_ms.max(1)),
+            };
+            scenarios::files(common, params).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_read_with_their_units() {
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1 TiB").is_err());
+        assert!(parse_size("GiB").is_err());
     }
 }

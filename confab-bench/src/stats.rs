@@ -344,6 +344,22 @@ pub fn proc_sample(pid: u32) -> Option<ProcSample> {
     })
 }
 
+/// One KiB figure of `/proc/PID/status` (`VmRSS`, `VmHWM`), alone: cheap
+/// enough to read every few milliseconds.
+pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_field(&status, key)
+}
+
+/// Restarts the kernel's high-water mark of `pid`'s RSS (`VmHWM`) from its
+/// current RSS, so that `VmHWM` later holds a peak since that sampling may
+/// have missed (the kernel raises the mark only when it unmaps memory, so
+/// it is no more complete than the samples). False when not allowed
+/// (another user's process) or not supported.
+pub fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
 /// This process's CPU time (user + system, seconds) and peak RSS (KiB).
 pub fn self_usage() -> (f64, u64) {
     // SAFETY: getrusage fills the zeroed struct it is given.

@@ -231,3 +231,54 @@ async fn bench_room_reaches_every_member() {
     );
     assert!(v["server"]["cpu_us_per_delivery"].is_number(), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_files_round_trips_a_file_and_measures_the_disk() {
+    let s = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("tokens.json");
+    let scratch = dir.path().to_str().unwrap().to_owned();
+    let v = bench(
+        &s,
+        &cache,
+        &["files", "--size", "3MiB", "--scratch-dir", &scratch],
+    )
+    .await;
+    assert_eq!(v["scenario"], "files");
+    assert_eq!(v["params"]["size"], 3 << 20, "{v}");
+    assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
+    assert_eq!(v["upload"]["sha256_ok"], true, "{v}");
+    assert_eq!(v["download"]["sha256_ok"], true, "{v}");
+    assert_eq!(v["download"]["bytes"], 3 << 20, "{v}");
+    for key in [
+        "upload",
+        "download",
+        "copy_fsync",
+        "write_fsync",
+        "hash_copy_fsync",
+        "sha256",
+    ] {
+        assert!(v["mb_per_sec"][key].as_f64() > Some(0.0), "{key}: {v}");
+    }
+    let rss = &v["server_rss_upload"];
+    assert!(rss["baseline_kib"].as_u64() > Some(0), "{v}");
+    assert!(
+        rss["peak_kib"].as_u64() >= rss["baseline_kib"].as_u64(),
+        "{v}"
+    );
+    assert!(rss["samples"].as_u64() >= Some(2), "{v}");
+    // The kernel's peak, reset at the baseline: this process's own.
+    assert!(
+        rss["hwm_kib"].as_u64() >= rss["baseline_kib"].as_u64(),
+        "{v}"
+    );
+    assert!(v["upload"]["server_cpu_secs"].is_number(), "{v}");
+    // The scratch folder is left as it was found.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "tokens.json")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

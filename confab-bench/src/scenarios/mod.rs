@@ -1,6 +1,7 @@
-//! The three scenarios: `connect`, `dm` and `room`.
+//! The scenarios: `connect`, `dm`, `room` and `files`.
 
 mod connect;
+mod files;
 mod messages;
 mod phase;
 mod usage;
@@ -23,6 +24,7 @@ use crate::report::Report;
 use crate::stats::{Kind, Stats, round};
 
 pub use connect::connect;
+pub use files::{FileParams, files};
 pub use messages::{dm, room};
 
 /// Settings every scenario shares.
