@@ -296,3 +296,73 @@ async fn an_upload_goes_on_where_it_stopped_after_a_dropped_connection() {
     ann.b.quit().await;
     bob.b.quit().await;
 }
+
+/// Holds every PATCH of the page's uploads (never sent, as on a stalled
+/// network) and logs the other tus requests with their answers' status.
+const HOLD_PATCHES: &str = r#"
+    window.tusLog = [];
+    const open = XMLHttpRequest.prototype.open;
+    const send = XMLHttpRequest.prototype.send;
+    XMLHttpRequest.prototype.open = function (method) {
+      this.testMethod = method;
+      return open.apply(this, arguments);
+    };
+    XMLHttpRequest.prototype.send = function () {
+      if (this.testMethod === 'PATCH') {
+        window.tusLog.push('PATCH held');
+        return undefined;
+      }
+      this.addEventListener('loadend', () => window.tusLog.push(`${this.testMethod} ${this.status}`));
+      return send.apply(this, arguments);
+    };
+"#;
+
+#[tokio::test]
+async fn send_waits_for_uploads_and_cancelling_one_ends_it_on_the_server() {
+    let Some((server, driver)) = setup(&[]).await else {
+        return;
+    };
+    let (ann, bob) = ann_and_bob(&server, &driver).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slow.bin");
+    std::fs::write(&path, vec![1u8; 50_000]).unwrap();
+
+    ann.b.eval(HOLD_PATCHES, json!([])).await;
+    ann.b.choose_file("#file-input", &path).await;
+    ann.b
+        .wait_for(
+            "the upload to be under way",
+            "window.tusLog.includes('PATCH held')",
+        )
+        .await;
+    let disabled = "document.getElementById('send-button').disabled";
+    assert_eq!(
+        ann.b.eval(&format!("return {disabled}"), json!([])).await,
+        true
+    );
+    ann.wait_for_text("#attachments .pending-file .remove", "Cancel")
+        .await;
+    ann.b.click("#attachments .pending-file .remove").await;
+    ann.b
+        .wait_for(
+            "the server to forget the upload",
+            "window.tusLog.includes('DELETE 204')",
+        )
+        .await;
+    // (A status is logged once its request has ended, after the next
+    // request may have started.)
+    let mut log: Vec<String> =
+        serde_json::from_value(ann.b.eval("return window.tusLog", json!([])).await).unwrap();
+    assert_eq!(log.pop().as_deref(), Some("DELETE 204"));
+    log.sort();
+    assert_eq!(log, ["PATCH held", "POST 201"]);
+    ann.b
+        .wait_for(
+            "the tray to empty and Send to be back",
+            &format!("document.getElementById('attachments').hidden && !{disabled}"),
+        )
+        .await;
+
+    ann.b.quit().await;
+    bob.b.quit().await;
+}
