@@ -366,3 +366,54 @@ async fn send_waits_for_uploads_and_cancelling_one_ends_it_on_the_server() {
     ann.b.quit().await;
     bob.b.quit().await;
 }
+
+#[tokio::test]
+async fn files_dropped_on_the_conversation_or_pasted_in_the_box_are_attached() {
+    let Some((server, driver)) = setup(&[]).await else {
+        return;
+    };
+    let (ann, bob) = ann_and_bob(&server, &driver).await;
+    // What the browser does for a file dragged from the desktop and for an
+    // image pasted from the clipboard: the same events, with the files in
+    // their DataTransfer.
+    ann.b
+        .eval(
+            "const files = (name, type) => { const d = new DataTransfer(); \
+               d.items.add(new File(['some bytes of ' + name], name, { type })); return d; }; \
+             const pane = document.getElementById('conversation'); \
+             const dropped = files('dropped.txt', 'text/plain'); \
+             pane.dispatchEvent(new DragEvent('dragenter', { dataTransfer: dropped, bubbles: true, cancelable: true })); \
+             pane.dispatchEvent(new DragEvent('drop', { dataTransfer: dropped, bubbles: true, cancelable: true })); \
+             document.getElementById('message-input').dispatchEvent(new ClipboardEvent('paste', \
+               { clipboardData: files('image.png', 'image/png'), bubbles: true, cancelable: true }));",
+            json!([]),
+        )
+        .await;
+    let names = ann
+        .b
+        .wait_for(
+            "both files to be uploaded",
+            "(() => { const rows = Array.from(document.querySelectorAll('#attachments .pending-file')); \
+               return rows.length === 2 && rows.every(r => r.dataset.state === 'done') \
+               && rows.map(r => r.querySelector('.pending-name').textContent); })()",
+        )
+        .await;
+    assert_eq!(names[0], "dropped.txt");
+    let pasted = names[1].as_str().unwrap();
+    assert!(
+        pasted.starts_with("Pasted image ") && pasted.ends_with(".png"),
+        "{pasted}"
+    );
+    ann.send("Two files").await;
+    bob.wait_for_text("#messages .message .file-name", "dropped.txt")
+        .await;
+    bob.b
+        .wait_for(
+            "two files in the message",
+            "document.querySelectorAll('#messages .message .file').length === 2",
+        )
+        .await;
+
+    ann.b.quit().await;
+    bob.b.quit().await;
+}
