@@ -16,6 +16,7 @@ mod blocking;
 mod dead_link;
 mod devices;
 mod direct;
+mod files;
 mod reading;
 mod reconnect;
 mod rooms;

@@ -315,6 +315,22 @@ impl Browser {
             .await;
     }
 
+    /// Chooses the file at `path` in the file input matching `css`, as the
+    /// WebDriver standard does it (its value is the path); the input may
+    /// be hidden behind a button of the page's own.
+    pub async fn choose_file(&self, css: &str, path: &Path) {
+        let found = self
+            .wait_for(
+                &format!("{css} on the page"),
+                &format!("document.querySelector({})", json!(css)),
+            )
+            .await;
+        let id = found[ELEMENT_KEY].as_str().expect("an element");
+        let path = path.to_str().expect("a UTF-8 path");
+        self.post(&format!("/element/{id}/value"), json!({ "text": path }))
+            .await;
+    }
+
     /// Empties the field matching `css`.
     pub async fn clear(&self, css: &str) {
         let e = self.find(css).await;

@@ -24,6 +24,9 @@ pub(super) const FILES: &[(&str, &str, &[u8])] = &[
     ("block.js", JS, include_bytes!("assets/block.js")),
     ("tokens.js", JS, include_bytes!("assets/tokens.js")),
     ("account.js", JS, include_bytes!("assets/account.js")),
+    ("uploads.js", JS, include_bytes!("assets/uploads.js")),
+    ("files.js", JS, include_bytes!("assets/files.js")),
+    ("tray.js", JS, include_bytes!("assets/tray.js")),
     ("style.css", CSS, include_bytes!("assets/style.css")),
     ("icon.svg", SVG, include_bytes!("assets/icon.svg")),
 ];

@@ -97,6 +97,33 @@ export function me(token) {
   return call('GET', '/api/v1/me', { token });
 }
 
+/**
+ * Signed links to a file the user may read: `{file, url, thumbnailUrl,
+ * expiresAt}` (`thumbnailUrl` null when there is none), with `lifetimeMs`,
+ * how long they stay good by the server's own clock (its `Date` header),
+ * so a machine whose clock is off does not keep them too long.
+ */
+export async function fileLink(token, id) {
+  let res;
+  try {
+    res = await fetch(`/api/v1/files/${encodeURIComponent(id)}?redirect=false`, {
+      headers: { Authorization: `Bearer ${token}` },
+      cache: 'no-store',
+      credentials: 'same-origin',
+    });
+  } catch {
+    throw new ApiError(0, 'unavailable', 'The server cannot be reached.');
+  }
+  const data = await res.json().catch(() => null);
+  if (!res.ok) {
+    const error = data && data.error ? data.error : {};
+    throw new ApiError(res.status, error.code || 'internal', error.message || res.statusText);
+  }
+  const serverNow = Date.parse(res.headers.get('Date') || '') || Date.now();
+  data.lifetimeMs = Math.max(0, Date.parse(data.expiresAt) - serverNow);
+  return data;
+}
+
 /** Users whose name starts with `prefix`: `[{id, username, online}]`. */
 export async function findUsers(token, prefix, limit = 10) {
   const query = new URLSearchParams({ prefix, limit: String(limit) });

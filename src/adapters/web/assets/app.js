@@ -202,7 +202,7 @@ function startApp(signed) {
     invite: (c) => openInvite(c),
     leave: (c) => leaveRoom(c),
     back: () => showList(),
-  });
+  }, tokens);
 
   bindSearch();
   bindNewRoom();

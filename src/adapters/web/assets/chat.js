@@ -1,11 +1,14 @@
 // The conversation view: history (older pages on scrolling up), live
-// messages, typing, "seen", editing and deleting one's own messages, and
-// the composer, which keeps the text until the server has it.
+// messages, typing, "seen", editing and deleting one's own messages, files
+// in messages, and the composer, which keeps the text (and the files
+// attached) until the server has it.
 
 import { BlockButton } from './block.js';
 import { RequestError } from './connection.js';
 import { $, el, longTime, randomId, shortTime } from './dom.js';
+import { FileLinks, attachmentsNode, bindViewer } from './files.js';
 import { statusOf } from './sidebar.js';
+import { Tray } from './tray.js';
 
 const PAGE = 50;
 const MAX_BODY_CHARS = 4000;
@@ -19,8 +22,11 @@ const TYPING_IDLE_MS = 4000;
 // Near enough to the bottom to follow new messages down.
 const FOLLOW_PX = 120;
 
-/** Words for a failed request, for the person who made it. */
-export function explain(error, body) {
+/**
+ * Words for a failed request, for the person who made it; `body` the text
+ * of a message it sent, `withFiles` whether files went with it.
+ */
+export function explain(error, body, withFiles = false) {
   if (error.code === 'rate_limited') {
     return 'You are sending too fast. Wait a moment, then send again.';
   }
@@ -30,7 +36,10 @@ export function explain(error, body) {
   if (body !== undefined && [...body].length > MAX_BODY_CHARS) {
     return `Your message is too long: ${[...body].length} characters, at most ${MAX_BODY_CHARS}.`;
   }
-  if (body !== undefined && body.trim() === '') return 'A message cannot be empty.';
+  if (body !== undefined && body.trim() === '' && !withFiles) return 'A message cannot be empty.';
+  if (withFiles && error.code === 'not_found') {
+    return 'A file attached is no longer there (unused files are deleted after a while). Remove it and attach it again.';
+  }
   if (error.code === 'forbidden') return 'You are not allowed to do that here.';
   return error.message || 'That did not work. Try again.';
 }
@@ -42,11 +51,16 @@ export class Chat {
    * ack (`viaDirect`: sent with sendPrivateMessage, which may have created
    * the conversation); `updated(message)` after an edit or a delete;
    * `invite(conversation)`, `leave(conversation)`, `back()` for the buttons.
+   * `tokens` (tokens.js) for uploads and file links.
    */
-  constructor(state, conn, hooks) {
+  constructor(state, conn, hooks, tokens) {
     this.state = state;
     this.conn = conn;
     this.hooks = hooks;
+    this.links = new FileLinks(tokens);
+    this.tray = new Tray(tokens, () => this.renderSend());
+    // A send under way: the button waits for its answer.
+    this.sending = false;
     this.target = null;
     this.rendered = new Map();
     this.pending = null;
@@ -58,6 +72,8 @@ export class Chat {
     this.list = $('messages');
     this.input = $('message-input');
     this.bindComposer();
+    this.bindFiles();
+    bindViewer();
     this.scroller.addEventListener('scroll', () => {
       if (this.scroller.scrollTop < 80) this.loadOlder();
     });
@@ -161,6 +177,8 @@ export class Chat {
     this.rendered.clear();
     this.list.replaceChildren();
     this.setInput(this.drafts.get(this.target.key) || '');
+    this.tray.show(this.target.key);
+    this.renderSend();
     this.setError('');
     this.renderHeader();
     this.renderTyping();
@@ -242,9 +260,10 @@ export class Chat {
     if (mine) classes.push('mine');
     if (m.deleted) classes.push('deleted');
     if (continued) classes.push('continued');
-    const body = m.deleted
-      ? el('p', { class: 'body', text: 'This message was deleted.' })
-      : el('p', { class: 'body', dir: 'auto', text: m.body });
+    const files = !m.deleted && m.attachments && m.attachments.length ? m.attachments : null;
+    let body = null;
+    if (m.deleted) body = el('p', { class: 'body', text: 'This message was deleted.' });
+    else if (m.body !== '' || !files) body = el('p', { class: 'body', dir: 'auto', text: m.body });
     const actions = mine && !m.deleted
       ? el(
         'div',
@@ -277,7 +296,12 @@ export class Chat {
         m.editedAt && !m.deleted ? el('span', { class: 'edited', title: longTime(m.editedAt), text: 'edited' }) : null,
       ),
       // The actions come first, so they sit beside one's own (right-hand) bubbles.
-      el('div', { class: 'row' }, actions, el('div', { class: 'bubble' }, body)),
+      el('div', { class: 'row' }, actions, el(
+        'div',
+        { class: files ? 'bubble with-files' : 'bubble' },
+        body,
+        files ? attachmentsNode(files, this.links) : null,
+      )),
     );
   }
 
@@ -420,7 +444,17 @@ export class Chat {
       return;
     }
     const body = this.input.value;
-    if (body.trim() === '') return;
+    const key = this.target.key;
+    const files = this.tray.uploads(key).length > 0;
+    if (body.trim() === '' && !files) return;
+    if (files && this.tray.busy(key)) {
+      this.setError('Your files are still uploading. Send once they are done.');
+      return;
+    }
+    if (files && this.tray.failed(key)) {
+      this.setError('Some files could not be uploaded. Remove them (or try again) before sending.');
+      return;
+    }
     if (this.pending) {
       // One message in flight at a time, so none overtakes another. A
       // second Enter on the same text while it goes needs no answer.
@@ -433,20 +467,24 @@ export class Chat {
     const request = this.target.id
       ? { type: 'sendMessage', content: { conversationId: this.target.id, body } }
       : { type: 'sendPrivateMessage', content: { to: this.target.to, body } };
+    const attachments = this.tray.ids(key);
+    if (attachments.length) request.content.attachments = attachments;
     // The same clientMsgId on every try: if the ack was lost with the
     // connection, trying again cannot store the message twice.
     request.content.clientMsgId = randomId();
-    this.pending = { ...request, key: this.target.key, body };
+    this.pending = { ...request, key, body, attachments };
     this.send();
   }
 
   async send() {
     const sending = this.pending;
     if (!sending) return;
-    $('send-button').disabled = true;
+    this.sending = true;
+    this.renderSend();
     try {
       const ack = await this.conn.request(sending.type, sending.content);
       this.pending = null;
+      if (sending.attachments.length) this.tray.sent(sending.key, sending.attachments);
       if (this.target && this.target.key === sending.key) {
         if (this.input.value === sending.body) this.setInput('');
         this.setError('');
@@ -460,11 +498,72 @@ export class Chat {
         this.showErrorFor(sending.key, explain(e));
       } else {
         this.pending = null;
-        this.showErrorFor(sending.key, explain(e, sending.body));
+        this.showErrorFor(sending.key, explain(e, sending.body, sending.attachments.length > 0));
       }
     } finally {
-      $('send-button').disabled = false;
+      this.sending = false;
+      this.renderSend();
     }
+  }
+
+  /**
+   * Send waits for a send under way, and for the files being uploaded
+   * (an edit sends no files, so it need not wait for them).
+   */
+  renderSend() {
+    $('send-button').disabled = this.sending || (!this.editing && this.tray.busy());
+  }
+
+  /** The attach button, files dropped on the conversation, images pasted in the box. */
+  bindFiles() {
+    const input = $('file-input');
+    $('attach-button').addEventListener('click', () => input.click());
+    input.addEventListener('change', () => {
+      this.attach(input.files);
+      // The same file may be chosen again later.
+      input.value = '';
+    });
+    const pane = $('conversation');
+    // dragenter and dragleave come for every child crossed: counted.
+    let over = 0;
+    const carriesFiles = (e) => e.dataTransfer && [...e.dataTransfer.types].includes('Files');
+    pane.addEventListener('dragenter', (e) => {
+      if (!carriesFiles(e) || !this.target) return;
+      e.preventDefault();
+      over += 1;
+      pane.classList.add('dropping');
+    });
+    pane.addEventListener('dragover', (e) => {
+      if (!carriesFiles(e) || !this.target) return;
+      e.preventDefault();
+      e.dataTransfer.dropEffect = 'copy';
+    });
+    pane.addEventListener('dragleave', () => {
+      over = Math.max(0, over - 1);
+      if (over === 0) pane.classList.remove('dropping');
+    });
+    pane.addEventListener('drop', (e) => {
+      over = 0;
+      pane.classList.remove('dropping');
+      if (!carriesFiles(e) || !this.target) return;
+      e.preventDefault();
+      this.attach(e.dataTransfer.files);
+    });
+    this.input.addEventListener('paste', (e) => {
+      const files = e.clipboardData ? [...e.clipboardData.files] : [];
+      if (files.length === 0) return;
+      // An image copied from a page or a screenshot: the file is the
+      // image, any text with it (its address, say) is not wanted.
+      e.preventDefault();
+      this.attach(files.map((f) => (f.name && f.name !== 'image.png' ? f : renamed(f))));
+    });
+  }
+
+  /** Queues `files` to go with the next message in the open conversation. */
+  attach(files) {
+    if (!this.target || files.length === 0) return;
+    this.setError(this.tray.add(files));
+    this.input.focus();
   }
 
   /** Sends again what was being sent when the connection dropped. */
@@ -506,6 +605,7 @@ export class Chat {
     this.editing = { conversationId: m.conversationId, messageId: m.id };
     $('editing').hidden = false;
     $('composer').classList.add('is-editing');
+    this.renderSend();
     $('send-button').textContent = 'Save';
     this.setInput(m.body);
     this.setError('');
@@ -517,6 +617,7 @@ export class Chat {
     this.editing = null;
     $('editing').hidden = true;
     $('composer').classList.remove('is-editing');
+    this.renderSend();
     $('send-button').textContent = 'Send';
     this.setInput(this.drafts.get(`edit:${this.target.key}`) || '');
     this.setError('');
@@ -549,6 +650,13 @@ export class Chat {
       .then((ack) => this.hooks.updated(ack.message))
       .catch((e) => this.setError(explain(e)));
   }
+}
+
+/** A pasted image under a name that says when it was pasted. */
+function renamed(file) {
+  const stamp = new Date().toISOString().slice(0, 19).replace('T', ' ').replace(/:/g, '.');
+  const extension = (file.type.split('/')[1] || 'png').replace('jpeg', 'jpg');
+  return new File([file], `Pasted image ${stamp}.${extension}`, { type: file.type });
 }
 
 function resetDelete(button) {

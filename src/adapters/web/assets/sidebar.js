@@ -38,11 +38,17 @@ function preview(state, c) {
     return el('span', { class: 'conversation-last', text });
   }
   const who = m.senderId === state.me.id ? 'You' : m.sender;
-  const text = m.deleted ? 'message deleted' : m.body;
+  const text = m.deleted ? 'message deleted' : (m.body || filesSummary(m.attachments));
   if (c.kind === 'room' || m.senderId === state.me.id) {
     return el('span', { class: 'conversation-last' }, `${who}: `, el('bdi', { text }));
   }
   return el('span', { class: 'conversation-last', dir: 'auto', text });
+}
+
+/** What stands for a message of files alone: their name, or how many. */
+function filesSummary(files) {
+  if (!files || files.length === 0) return '';
+  return files.length === 1 ? `📎 ${files[0].name}` : `📎 ${files.length} files`;
 }
 
 /** Draws the conversation list and the search results. */
