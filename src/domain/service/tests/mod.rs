@@ -2868,6 +2868,8 @@ mod blocks;
 
 mod devices;
 
+mod files;
+
 // ------------------------------------------------------------ the trait
 
 #[test]
