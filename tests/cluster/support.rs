@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::{Value, json};
 
+use crate::common::seaweed;
 pub use crate::common::{Account, Backend, Client, TestNginx, TestRedis, TestServer, WAIT};
 
 /// The JWT secret every node shares, so a token from one is good on all.
@@ -30,8 +31,8 @@ pub const LINGER: Duration = Duration::from_millis(2_500);
 /// periods, on a busy machine.
 pub const COMPLETE_WITHIN: Duration = Duration::from_secs(25);
 
-/// Nodes on one PostgreSQL schema and one Redis, each with the shared
-/// secret and its own node id (`n1`, `n2`, ...).
+/// Nodes on one PostgreSQL schema, one Redis and one S3 bucket, each with
+/// the shared secret and its own node id (`n1`, `n2`, ...).
 pub struct Cluster {
     /// The Redis every node uses.
     pub redis: TestRedis,
@@ -48,14 +49,16 @@ impl Cluster {
     }
 
     /// `n` nodes with `settings` on each, and `per_node[i]` on node `i`
-    /// only; `None` (the test is skipped) when Redis or PostgreSQL is
-    /// missing outside CI.
+    /// only; `None` (the test is skipped) when Redis, PostgreSQL or `weed`
+    /// is missing outside CI.
     pub async fn start_with(
         n: usize,
         settings: &[(&str, &str)],
         per_node: &[&[(&str, &str)]],
     ) -> Option<Self> {
         let redis = TestRedis::start().await?;
+        // Cluster mode refuses to start on a blob store only one node sees.
+        let files_url = seaweed::bucket().await?;
         let envs: Vec<Vec<(String, String)>> = (0..n)
             .map(|i| {
                 let node_id = format!("n{}", i + 1);
@@ -63,6 +66,7 @@ impl Cluster {
                     ("CONFAB_REDIS_URL", redis.url()),
                     ("CONFAB_JWT_SECRET", SECRET.to_owned()),
                     ("CONFAB_NODE_ID", node_id),
+                    ("CONFAB_FILES_URL", files_url.clone()),
                     // Tests pipeline far beyond a person's request rate.
                     ("CONFAB_RATE_PER_SEC", "100000".to_owned()),
                     ("CONFAB_RATE_BURST", "100000".to_owned()),
