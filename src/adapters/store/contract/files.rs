@@ -353,7 +353,10 @@ pub(crate) async fn only_old_files_no_message_carries_are_unreferenced_and_delet
         ids(s.unreferenced_files(ts(5_000), 100).await.unwrap()),
         vec![carried.id.clone(), older.id.clone()]
     );
-    let deleted = s.delete_files(&[carried.id.clone()]).await.unwrap();
+    let deleted = s
+        .delete_files(std::slice::from_ref(&carried.id))
+        .await
+        .unwrap();
     assert_eq!(deleted, vec![carried.clone()]);
     assert_eq!(s.file(&carried.id).await.unwrap(), None);
 }
@@ -373,12 +376,16 @@ pub(crate) async fn referenced_blobs_are_those_a_file_names_as_bytes_or_thumbnai
         vec![sha('a'), sha('c')]
     );
     // Shared content stays while one file still names it.
-    s.delete_files(&[image.id.clone()]).await.unwrap();
+    s.delete_files(std::slice::from_ref(&image.id))
+        .await
+        .unwrap();
     assert_eq!(
         sorted(s.referenced_blobs(&asked).await.unwrap()),
         vec![sha('a'), sha('c')]
     );
-    s.delete_files(&[twin.id.clone()]).await.unwrap();
+    s.delete_files(std::slice::from_ref(&twin.id))
+        .await
+        .unwrap();
     assert!(s.referenced_blobs(&asked).await.unwrap().is_empty());
     assert!(s.referenced_blobs(&[]).await.unwrap().is_empty());
 }
