@@ -30,6 +30,7 @@ fn message() -> Message {
         created_at: Timestamp::from_millis(1_800_000_000_000),
         edited_at: None,
         deleted: false,
+        attachments: Vec::new(),
     }
 }
 
