@@ -8,10 +8,13 @@
 //! - `failover`: a node killed with SIGKILL, and restarted as itself;
 //! - `outage`: Redis restarted, and its subscriber connections killed;
 //! - `presence`: presence reads and the session limit, cluster-wide;
+//! - `files`: files uploaded through one node read through another, on
+//!   the S3 bucket every node shares;
 //! - `balancer`: the contract's core flows through nginx round-robin;
 //! - `harness`: the Redis and nginx helpers themselves, without a cluster.
 //!
-//! They need PostgreSQL, `redis-server` and nginx; without one of them
+//! They need PostgreSQL, `redis-server`, `weed` (SeaweedFS, for the
+//! shared blob store) and nginx; without one of them
 //! they pass without running and say so on standard error, and under
 //! `CI=true` they fail instead.
 
@@ -21,6 +24,7 @@ mod common;
 mod balancer;
 mod delivery;
 mod failover;
+mod files;
 mod harness;
 mod outage;
 mod presence;

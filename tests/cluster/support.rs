@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::{Value, json};
 
+use crate::common::seaweed;
 pub use crate::common::{Account, Backend, Client, TestNginx, TestRedis, TestServer, WAIT};
 
 /// The JWT secret every node shares, so a token from one is good on all.
@@ -30,8 +31,8 @@ pub const LINGER: Duration = Duration::from_millis(2_500);
 /// periods, on a busy machine.
 pub const COMPLETE_WITHIN: Duration = Duration::from_secs(25);
 
-/// Nodes on one PostgreSQL schema and one Redis, each with the shared
-/// secret and its own node id (`n1`, `n2`, ...).
+/// Nodes on one PostgreSQL schema, one Redis and one S3 bucket, each with
+/// the shared secret and its own node id (`n1`, `n2`, ...).
 pub struct Cluster {
     /// The Redis every node uses.
     pub redis: TestRedis,
@@ -45,14 +46,27 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// `n` nodes with the `FAST` settings and their files in a fresh
+    /// bucket of a SeaweedFS S3 server; `None` (skipped) as `start_with`,
+    /// or without weed outside CI.
+    pub async fn start_on_s3(n: usize) -> Option<Self> {
+        let files_url = seaweed::bucket().await?;
+        let settings: Vec<(&str, &str)> = FAST
+            .iter()
+            .copied()
+            .chain([("CONFAB_FILES_URL", files_url.as_str())])
+            .collect();
+        Self::start_with(n, &settings, &[]).await
+    }
+
     /// `n` nodes with the `FAST` settings.
     pub async fn start(n: usize) -> Option<Self> {
         Self::start_with(n, FAST, &[]).await
     }
 
     /// `n` nodes with `settings` on each, and `per_node[i]` on node `i`
-    /// only; `None` (the test is skipped) when Redis or PostgreSQL is
-    /// missing outside CI.
+    /// only; `None` (the test is skipped) when Redis, PostgreSQL or `weed`
+    /// is missing outside CI.
     pub async fn start_with(
         n: usize,
         settings: &[(&str, &str)],
@@ -68,6 +82,7 @@ impl Cluster {
                     ("CONFAB_REDIS_URL", redis.url()),
                     ("CONFAB_JWT_SECRET", SECRET.to_owned()),
                     ("CONFAB_NODE_ID", node_id),
+                    ("CONFAB_FILES_URL", files_url.clone()),
                     // Tests pipeline far beyond a person's request rate.
                     ("CONFAB_RATE_PER_SEC", "100000".to_owned()),
                     ("CONFAB_RATE_BURST", "100000".to_owned()),

@@ -169,8 +169,44 @@ impl TestServer {
         Self::spawn(data_dir, env, None).await
     }
 
+    /// Runs a server that is expected not to start, on a fresh data folder
+    /// (and a fresh schema on PostgreSQL) with `env`: how it exited and
+    /// everything it printed. `None` when PostgreSQL is not reachable
+    /// outside CI.
+    ///
+    /// # Panics
+    /// When it does not exit within 30 s (it started after all).
+    pub async fn refused_start(
+        backend: Backend,
+        env: &[(&str, &str)],
+    ) -> Option<(ExitStatus, String)> {
+        let schema = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(ScratchSchema::create()?),
+        };
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let url = schema.as_ref().map(ScratchSchema::url);
+        let mut all: Vec<(&str, &str)> = url
+            .iter()
+            .map(|u| ("CONFAB_DATABASE_URL", u.as_str()))
+            .collect();
+        all.extend_from_slice(env);
+        let out = tmp.path().join("output.log");
+        let mut cmd = command(tmp.path(), &all);
+        let log = std::fs::File::create(&out).expect("output file");
+        cmd.stdout(log.try_clone().expect("output file"))
+            .stderr(log);
+        let mut child = cmd.spawn().expect("start confab");
+        let status =
+            tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(30)))
+                .await
+                .expect("waiting for confab");
+        let output = std::fs::read_to_string(&out).unwrap_or_default();
+        Some((status, output))
+    }
+
     async fn spawn(data_dir: &Path, env: &[(&str, &str)], open_files: Option<u64>) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_confab"));
+        let mut cmd = command(data_dir, env);
         if let Some(limit) = open_files {
             let limit = libc::rlimit {
                 rlim_cur: limit,
@@ -188,26 +224,7 @@ impl TestServer {
                 });
             }
         }
-        for (key, _) in std::env::vars() {
-            if key.starts_with("CONFAB_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.current_dir(data_dir)
-            .env("CONFAB_PORT", "0")
-            .env("CONFAB_DATA_DIR", data_dir)
-            .env("CONFAB_LOG", "info")
-            // Cheap hashes keep registration fast; the algorithm is unchanged.
-            .env("CONFAB_ARGON2_MEMORY_KIB", "64")
-            .env("CONFAB_ARGON2_ITERATIONS", "1")
-            // Tests register many users from one address.
-            .env("CONFAB_AUTH_RATE_PER_SEC", "100000")
-            .env("CONFAB_AUTH_RATE_BURST", "100000")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start confab");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (port_tx, port_rx) = mpsc::channel();
@@ -384,6 +401,31 @@ impl TestServer {
     pub fn logged(&self, needle: &str) -> bool {
         self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
+}
+
+/// The `confab` command with the test defaults and `env`, in `data_dir`,
+/// and no `CONFAB_*` setting of the caller's environment.
+fn command(data_dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_confab"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CONFAB_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.current_dir(data_dir)
+        .env("CONFAB_PORT", "0")
+        .env("CONFAB_DATA_DIR", data_dir)
+        .env("CONFAB_LOG", "info")
+        // Cheap hashes keep registration fast; the algorithm is unchanged.
+        .env("CONFAB_ARGON2_MEMORY_KIB", "64")
+        .env("CONFAB_ARGON2_ITERATIONS", "1")
+        // Tests register many users from one address.
+        .env("CONFAB_AUTH_RATE_PER_SEC", "100000")
+        .env("CONFAB_AUTH_RATE_BURST", "100000");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {

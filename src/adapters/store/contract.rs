@@ -22,7 +22,8 @@ use tokio::sync::Barrier;
 use crate::domain::conversation::MEMBERS_LISTED;
 use crate::domain::message::{AppendOutcome, MessageChange, NewMessage};
 use crate::domain::ports::{
-    Access, AppendError, BlockStore, CreateUserError, DeviceStore, MessageStore, UserStore,
+    Access, AppendError, BlockStore, CreateUserError, DeviceStore, FileStore, MessageStore,
+    UserStore,
 };
 use crate::domain::user::PasswordHash;
 use crate::domain::{
@@ -33,14 +34,19 @@ use crate::domain::{
 
 /// The storage ports, as one adapter provides them.
 pub(crate) trait Store:
-    UserStore + MessageStore + BlockStore + DeviceStore + Clone + 'static
+    UserStore + MessageStore + BlockStore + DeviceStore + FileStore + Clone + 'static
 {
 }
 
-impl<T: UserStore + MessageStore + BlockStore + DeviceStore + Clone + 'static> Store for T {}
+impl<T: UserStore + MessageStore + BlockStore + DeviceStore + FileStore + Clone + 'static> Store
+    for T
+{
+}
 
 mod devices;
 pub(crate) use devices::*;
+mod files;
+pub(crate) use files::*;
 
 /// What the suite needs from an adapter's tests.
 pub(crate) trait Fixture: Sized {
@@ -185,6 +191,17 @@ macro_rules! store_contract_tests {
             a_password_change_replaces_the_hash_and_ends_the_other_sessions,
             a_deleted_user_keeps_the_name_but_not_the_password_nor_a_session,
             spent_refresh_tokens_older_than_a_token_lives_are_forgotten,
+            a_created_file_is_found_by_id_and_among_files,
+            create_file_refuses_past_the_quota_and_stores_nothing,
+            used_bytes_sums_the_sizes_of_a_users_files,
+            of_concurrent_files_that_together_exceed_the_quota_at_most_one_is_stored,
+            a_file_is_readable_by_the_members_of_a_conversation_whose_message_carries_it,
+            a_deleted_message_no_longer_makes_its_files_readable,
+            deleting_a_message_under_another_conversation_keeps_its_files_readable,
+            only_old_files_no_message_carries_are_unreferenced_and_deleted,
+            referenced_blobs_are_those_a_file_names_as_bytes_or_thumbnail,
+            an_upload_advances_only_from_where_it_stands_until_deleted,
+            expired_uploads_are_those_expiring_before_now_soonest_first,
         );
     };
     (@each $fixture:ty; $($test:ident,)*) => {

@@ -11,6 +11,7 @@ use super::{BadFrame, Inbound, MAX_REQUEST_ID_CHARS, error, parse_any, parse_fra
 use crate::adapters::fuzzing::{
     corpus, field_value, mutated_corpus, mutation, object_of, odd_string, with_raw_tokens,
 };
+use crate::domain::file::MAX_ATTACHMENTS;
 
 const TARGET: &str = "parse_frame";
 
@@ -32,6 +33,7 @@ const FIELDS: &[&str] = &[
     "name",
     "visibility",
     "prefix",
+    "attachments",
 ];
 
 /// The envelope's keys.
@@ -41,6 +43,7 @@ const ENVELOPE: &[&str] = &["id", "type", "content"];
 fn good_field(name: &str) -> Value {
     match name {
         "userIds" => json!(["u1", "u2"]),
+        "attachments" => json!(["f1", "f2"]),
         "body" => json!("hello"),
         "seq" | "beforeSeq" | "afterSeq" | "limit" => json!(3),
         "active" => json!(true),
@@ -127,7 +130,19 @@ fn check(text: &str) -> Result<(), TestCaseError> {
         Ok((id, request)) => {
             prop_assert_eq!(id, &want_id, "id not echoed");
             if let Inbound::Send(draft) = request {
-                prop_assert!(!draft.body.as_str().trim().is_empty());
+                // A message carrying files may have no caption; a caption
+                // is never blank, and the files are few and distinct.
+                let body = draft.body.as_str();
+                if draft.attachments.is_empty() {
+                    prop_assert!(!body.trim().is_empty());
+                } else {
+                    prop_assert!(body.is_empty() || !body.trim().is_empty());
+                }
+                prop_assert!(draft.attachments.len() <= MAX_ATTACHMENTS);
+                let mut ids: Vec<&str> = draft.attachments.iter().map(|f| f.as_str()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                prop_assert_eq!(ids.len(), draft.attachments.len(), "repeated attachments");
             }
         }
         Err(BadFrame { id, message }) => {

@@ -409,3 +409,219 @@ fn the_request_table_names_each_type_once() {
     types.dedup();
     assert_eq!(types.len(), listed);
 }
+
+// ------------------------------------------------------------ attachments
+
+fn send_to_c1(content: &str) -> String {
+    format!(r#"{{"type":"sendMessage","id":"r1","content":{{"conversationId":"c1",{content}}}}}"#)
+}
+
+/// The file ids of a send that parses.
+fn attached(text: &str) -> Vec<String> {
+    match parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}")).1 {
+        Inbound::Send(d) => d
+            .attachments
+            .iter()
+            .map(|f| f.as_str().to_owned())
+            .collect(),
+        other => panic!("{text}: not a send: {other:?}"),
+    }
+}
+
+/// The message of a send refused for a bad `attachments`.
+fn refused(text: &str) -> String {
+    let e = parse(text).unwrap_err();
+    assert_eq!(e.id.as_deref(), Some("r1"), "{text}");
+    e.message
+}
+
+fn quoted(ids: impl Iterator<Item = String>) -> String {
+    ids.map(|i| format!("\"{i}\""))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn a_send_with_attachments_is_read_with_its_file_ids_in_order_and_may_have_no_body() {
+    let (id, req) = parse(&send_to_c1(r#""body":"","attachments":["f2","f1"]"#)).unwrap();
+    assert_eq!(id.as_deref(), Some("r1"));
+    assert_eq!(
+        req,
+        Inbound::Send(Draft {
+            to: Recipient::Conversation(ConversationId::new("c1")),
+            body: MessageBody::caption("").unwrap(),
+            client_msg_id: None,
+            attachments: vec![
+                crate::domain::FileId::new("f2"),
+                crate::domain::FileId::new("f1")
+            ],
+        })
+    );
+    // No body at all, to a user, with a caption, with a clientMsgId.
+    let (_, req) = parse(
+        r#"{"type":"sendPrivateMessage","content":{"to":"u2","attachments":["f1"],"clientMsgId":"k"}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        req,
+        Inbound::Send(Draft {
+            to: Recipient::User(UserId::new("u2")),
+            body: MessageBody::caption("").unwrap(),
+            client_msg_id: Some(ClientMsgId::parse("k").unwrap()),
+            attachments: vec![crate::domain::FileId::new("f1")],
+        })
+    );
+    let (_, req) = parse(&send_to_c1(r#""body":"a caption","attachments":["f1"]"#)).unwrap();
+    let Inbound::Send(draft) = req else {
+        panic!("{req:?}")
+    };
+    assert_eq!(draft.body.as_str(), "a caption");
+}
+
+#[test]
+fn up_to_ten_distinct_attachments_are_taken_and_eleven_refused() {
+    let ten: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
+    let text = send_to_c1(&format!(
+        r#""body":"x","attachments":[{}]"#,
+        quoted(ten.iter().cloned())
+    ));
+    assert_eq!(attached(&text), ten);
+    let eleven = send_to_c1(&format!(
+        r#""body":"x","attachments":[{}]"#,
+        quoted((0..11).map(|i| format!("f{i}")))
+    ));
+    assert!(refused(&eleven).contains("attachments"));
+}
+
+#[test]
+fn attachments_that_repeat_an_id_or_are_not_ids_are_refused() {
+    let long = "f".repeat(129);
+    for bad in [
+        r#"["f1","f2","f1"]"#.to_owned(),
+        r#"["f1",5]"#.to_owned(),
+        r#"[null]"#.to_owned(),
+        r#"[["f1"]]"#.to_owned(),
+        r#"[{"id":"f1"}]"#.to_owned(),
+        r#"[""]"#.to_owned(),
+        format!(r#"["{long}"]"#),
+        r#""f1""#.to_owned(),
+        r#"{"0":"f1"}"#.to_owned(),
+        r#"7"#.to_owned(),
+        r#"true"#.to_owned(),
+    ] {
+        let text = send_to_c1(&format!(r#""body":"x","attachments":{bad}"#));
+        let message = refused(&text);
+        assert!(message.contains("attachments"), "{bad}: {message}");
+    }
+}
+
+#[test]
+fn null_absent_or_empty_attachments_are_none_and_the_body_rules_stand() {
+    assert!(attached(&send_to_c1(r#""body":"x","attachments":null"#)).is_empty());
+    assert!(attached(&send_to_c1(r#""body":"x","attachments":[]"#)).is_empty());
+    assert!(attached(&send_to_c1(r#""body":"x""#)).is_empty());
+    // Without a file, an empty or missing body is still refused.
+    for content in [
+        r#""body":"","attachments":null"#,
+        r#""body":"","attachments":[]"#,
+        r#""attachments":[]"#,
+        r#""body":"""#,
+    ] {
+        let e = parse(&send_to_c1(content)).unwrap_err();
+        assert!(e.message.contains("body"), "{content}: {}", e.message);
+    }
+    // With files, a blank caption or a non-string body is still refused.
+    for content in [
+        r#""body":"   ","attachments":["f1"]"#,
+        r#""body":5,"attachments":["f1"]"#,
+    ] {
+        assert!(parse(&send_to_c1(content)).is_err(), "{content}");
+    }
+}
+
+#[test]
+fn the_fast_path_takes_no_attachments_and_leaves_sends_with_them_to_the_general_one() {
+    let plain = r#"{"type":"sendMessage","content":{"conversationId":"c1","body":"hi"}}"#;
+    match parse_send(plain) {
+        Some((_, Inbound::Send(draft))) => assert!(draft.attachments.is_empty()),
+        other => panic!("not taken: {other:?}"),
+    }
+    for text in [
+        send_to_c1(r#""body":"hi","attachments":["f1"]"#),
+        send_to_c1(r#""attachments":["f1"]"#),
+        send_to_c1(r#""body":"hi","attachments":null"#),
+    ] {
+        assert_eq!(parse_send(&text), None, "{text}");
+        assert_eq!(parse(&text), parse_any(&text), "{text}");
+    }
+    assert_eq!(
+        attached(&send_to_c1(r#""body":"hi","attachments":["f1"]"#)),
+        vec!["f1"]
+    );
+}
+
+fn message_with(attachments: Vec<crate::domain::Attachment>) -> Message {
+    Message {
+        id: crate::domain::MessageId::new("m"),
+        conversation_id: ConversationId::new("c"),
+        seq: 1,
+        sender_id: UserId::new("u"),
+        sender: crate::domain::Username::parse("ann").unwrap(),
+        body: String::new(),
+        client_msg_id: None,
+        created_at: Timestamp::from_millis(0),
+        edited_at: None,
+        deleted: false,
+        attachments,
+    }
+}
+
+/// The `message` object of a `message` event.
+fn message_json(m: Message) -> Value {
+    let v: Value = serde_json::from_str(encode_event(&Event::Message(m)).as_str()).unwrap();
+    v["content"]["message"].clone()
+}
+
+#[test]
+fn a_message_carries_its_attachments_as_file_objects_in_order() {
+    use crate::domain::{Attachment, FileId};
+    let image = Attachment {
+        id: FileId::new("f1"),
+        name: "cat.png".into(),
+        size: 2048,
+        content_type: "image/png".into(),
+        sha256: "ab".repeat(32),
+        width: Some(640),
+        height: Some(480),
+        thumbnail: true,
+    };
+    let text = Attachment {
+        id: FileId::new("f2"),
+        name: "notes \"1\".txt".into(),
+        size: 3,
+        content_type: "text/plain".into(),
+        sha256: "cd".repeat(32),
+        width: None,
+        height: None,
+        thumbnail: false,
+    };
+    let v = message_json(message_with(vec![image, text]));
+    assert_eq!(
+        v["attachments"],
+        serde_json::json!([
+            {"id": "f1", "name": "cat.png", "size": 2048, "contentType": "image/png",
+             "sha256": "ab".repeat(32), "width": 640, "height": 480, "thumbnail": true},
+            {"id": "f2", "name": "notes \"1\".txt", "size": 3, "contentType": "text/plain",
+             "sha256": "cd".repeat(32), "width": null, "height": null, "thumbnail": false},
+        ])
+    );
+    assert_eq!(v["body"], "");
+}
+
+#[test]
+fn a_message_without_attachments_has_no_attachments_key() {
+    let v = message_json(message_with(Vec::new()));
+    let object = v.as_object().unwrap();
+    assert!(!object.contains_key("attachments"), "{v}");
+    assert!(object.contains_key("body"), "{v}");
+}

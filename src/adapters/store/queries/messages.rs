@@ -148,9 +148,13 @@ macro_rules! message_queries {
                             .execute(self)?,
                         // The text is gone for good, not just hidden, and
                         // the files it carried are no longer read through it.
+                        // Only the rows of this conversation's message: an
+                        // id asked for under another changes nothing.
                         None => {
                             diesel::delete(
-                                message_files::table.filter(message_files::message_id.eq(id)),
+                                message_files::table
+                                    .filter(message_files::message_id.eq(id))
+                                    .filter(message_files::conversation_id.eq(conversation)),
                             )
                             .execute(self)?;
                             diesel::update(target)

@@ -2909,6 +2909,8 @@ mod blocks;
 
 mod devices;
 
+mod files;
+
 // ------------------------------------------------------------ the trait
 
 #[test]
