@@ -627,7 +627,12 @@ async fn files(s: &TestServer, c: &mut Contract) {
         "no length".as_bytes(),
     )]));
     let refused = [
-        (upload(&fay.token).header("Content-Length", "0").body(Vec::<u8>::new()), 400),
+        (
+            upload(&fay.token)
+                .header("Content-Length", "0")
+                .body(Vec::<u8>::new()),
+            400,
+        ),
         (http.post(s.url(post)).body("x"), 401),
         (upload(&fay.token).body(chunked), 411),
     ];
