@@ -135,7 +135,8 @@ impl Contract {
             body = if mime == "application/json" {
                 serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{what}: not JSON: {e}"))
             } else {
-                Value::String(String::from_utf8(bytes.to_vec()).expect("text"))
+                // A file's bytes need not be text; their schema is a string.
+                Value::String(String::from_utf8_lossy(bytes).into_owned())
             };
             self.validate(&schema, &body, &what);
         }
@@ -285,12 +286,15 @@ async fn every_operation_answers_each_documented_status_as_documented() {
     c.check("GET", "/ws", 101, &HeaderMap::new(), b"");
 
     device_sessions(&s, &mut c).await;
+    files(&s, &mut c).await;
 
     // The limits' answers, on a server with tight ones.
     let tight = TestServer::start_with(&[
         ("CONFAB_AUTH_RATE_PER_SEC", "1"),
         ("CONFAB_AUTH_RATE_BURST", "2"),
         ("CONFAB_MAX_SESSIONS_PER_USER", "1"),
+        ("CONFAB_MAX_FILE_BYTES", "64"),
+        ("CONFAB_UPLOADS_PER_MINUTE", "3"),
     ])
     .await;
     let bob = tight.register("bob").await;
@@ -332,6 +336,37 @@ async fn every_operation_answers_each_documented_status_as_documented() {
         }
         assert_eq!(last, 429, "{path}");
     }
+    // Past max_file_bytes, then past uploads_per_minute (both count).
+    let upload = || {
+        tight
+            .http()
+            .post(tight.url("/api/v1/files"))
+            .bearer_auth(&bob.token)
+    };
+    let too_big = upload().body(vec![b'x'; 65]);
+    assert_eq!(c.call("POST", "/api/v1/files", too_big).await.0, 413);
+    let create = || {
+        tight
+            .http()
+            .post(tight.url("/api/v1/uploads"))
+            .bearer_auth(&bob.token)
+            .header("Tus-Resumable", "1.0.0")
+    };
+    let too_long = create().header("Upload-Length", "65");
+    assert_eq!(c.call("POST", "/api/v1/uploads", too_long).await.0, 413);
+    let mut last = 0;
+    for _ in 0..5 {
+        last = c
+            .call("POST", "/api/v1/files", upload().body("small"))
+            .await
+            .0;
+        if last == 429 {
+            break;
+        }
+    }
+    assert_eq!(last, 429);
+    let limited = create().header("Upload-Length", "5");
+    assert_eq!(c.call("POST", "/api/v1/uploads", limited).await.0, 429);
     session.close().await;
 
     let missing: Vec<_> = c
@@ -537,6 +572,363 @@ async fn device_sessions(s: &TestServer, c: &mut Contract) {
     // The name stays taken, and nobody signs in with it.
     assert_eq!(s.post("/api/v1/register", carol.clone()).await.0, 409);
     assert_eq!(s.post("/api/v1/login", carol).await.0, 401);
+}
+
+/// The file operations (upload, links, signed downloads, tus) into each
+/// of their documented statuses below 500, but the ones that need tight
+/// limits (413 over max_file_bytes, 429).
+async fn files(s: &TestServer, c: &mut Contract) {
+    use base64::Engine as _;
+    let http = s.http();
+    // Redirects are answers to check, not to follow.
+    let direct = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let fay = s.register("fay").await;
+    let gus = s.register("gus").await;
+
+    // Simple uploads.
+    let post = "/api/v1/files";
+    let upload = |token: &str| http.post(s.url(post)).bearer_auth(token);
+    let (status, text) = c
+        .call(
+            "POST",
+            post,
+            upload(&fay.token)
+                .header("X-File-Name", "notes%20%C3%A9t%C3%A9.txt")
+                .body("hello, files"),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(text["file"]["name"], "notes été.txt");
+    assert_eq!(text["file"]["contentType"], "text/plain");
+    let text_id = text["file"]["id"].as_str().unwrap().to_owned();
+    // A 1×1 PNG: an image, with a thumbnail.
+    let png = base64::engine::general_purpose::STANDARD
+        .decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=")
+        .unwrap();
+    let (status, image) = c
+        .call(
+            "POST",
+            post,
+            http.post(s.url("/api/v1/files?name=dot.png"))
+                .bearer_auth(&fay.token)
+                .body(png.clone()),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        (&image["file"]["contentType"], &image["file"]["thumbnail"]),
+        (&json!("image/png"), &json!(true))
+    );
+    let image_id = image["file"]["id"].as_str().unwrap().to_owned();
+    let chunked = reqwest::Body::wrap_stream(futures::stream::iter([Ok::<_, std::io::Error>(
+        "no length".as_bytes(),
+    )]));
+    let refused = [
+        (
+            upload(&fay.token)
+                .header("Content-Length", "0")
+                .body(Vec::<u8>::new()),
+            400,
+        ),
+        (http.post(s.url(post)).body("x"), 401),
+        (upload(&fay.token).body(chunked), 411),
+    ];
+    for (req, want) in refused {
+        assert_eq!(c.call("POST", post, req).await.0, want);
+    }
+
+    // Links: 302, or JSON; the thumbnail's; 404 for others' and for none.
+    let one = "/api/v1/files/{id}";
+    let thumb = "/api/v1/files/{id}/thumbnail";
+    let link = |id: &str, tail: &str, token: &str| {
+        direct
+            .get(s.url(&format!("/api/v1/files/{id}{tail}")))
+            .bearer_auth(token)
+    };
+    let (status, headers, _) = c
+        .call_with_headers("GET", one, link(&text_id, "", &fay.token))
+        .await;
+    assert_eq!(status, 302);
+    let location = headers["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&format!("/files/{text_id}?")),
+        "{location}"
+    );
+    let (status, linked) = c
+        .call("GET", one, link(&image_id, "?redirect=false", &fay.token))
+        .await;
+    assert_eq!(status, 200);
+    let image_url = linked["url"].as_str().unwrap().to_owned();
+    let thumb_url = linked["thumbnailUrl"].as_str().unwrap().to_owned();
+    for (req, want) in [
+        (link(&text_id, "", &gus.token), 404),
+        (link("nothing", "", &fay.token), 404),
+        (direct.get(s.url(&format!("/api/v1/files/{text_id}"))), 401),
+    ] {
+        assert_eq!(c.call("GET", one, req).await.0, want);
+    }
+    for (req, want) in [
+        (link(&image_id, "/thumbnail", &fay.token), 302),
+        (
+            link(&image_id, "/thumbnail?redirect=false", &fay.token),
+            200,
+        ),
+        (link(&text_id, "/thumbnail", &fay.token), 404),
+        (
+            direct.get(s.url(&format!("/api/v1/files/{image_id}/thumbnail"))),
+            401,
+        ),
+    ] {
+        assert_eq!(c.call("GET", thumb, req).await.0, want);
+    }
+
+    // Signed downloads: whole, ranges, validators, bad links.
+    let signed = "/files/{id}";
+    let signed_thumb = "/files/{id}/thumbnail";
+    let text_url = location;
+    for method in ["GET", "HEAD"] {
+        let at = |url: &str| http.request(method.parse().unwrap(), s.url(url));
+        let (status, headers, body) = c.call_with_headers(method, signed, at(&text_url)).await;
+        assert_eq!(status, 200);
+        if method == "GET" {
+            assert_eq!(body, json!("hello, files"));
+        }
+        let etag = headers["etag"].to_str().unwrap().to_owned();
+        let tampered = text_url.replace("&s=", "&s=A");
+        for (req, want) in [
+            (at(&text_url).header("Range", "bytes=0-4"), 206),
+            (at(&text_url).header("If-None-Match", &etag), 304),
+            (at(&text_url).header("Range", "bytes=100-"), 416),
+            (at(&tampered), 403),
+        ] {
+            assert_eq!(c.call(method, signed, req).await.0, want, "{method}");
+        }
+        let (status, headers, _) = c
+            .call_with_headers(method, signed_thumb, at(&thumb_url))
+            .await;
+        assert_eq!(status, 200);
+        let etag = headers["etag"].to_str().unwrap().to_owned();
+        let conditional = at(&thumb_url).header("If-None-Match", &etag);
+        assert_eq!(c.call(method, signed_thumb, conditional).await.0, 304);
+        let tampered = thumb_url.replace("&s=", "&s=A");
+        assert_eq!(c.call(method, signed_thumb, at(&tampered)).await.0, 403);
+    }
+    let whole = http.get(s.url(&image_url)).send().await.unwrap();
+    assert_eq!(whole.bytes().await.unwrap().as_ref(), png.as_slice());
+
+    // A member reads what a message carries, and no more once they left.
+    let mut fay_ws = s.connect(&fay).await;
+    let mut gus_ws = s.connect(&gus).await;
+    let room = fay_ws
+        .ack(
+            "createRoom",
+            json!({"name": "files", "visibility": "public"}),
+        )
+        .await;
+    let room = room["conversation"]["id"].as_str().unwrap().to_owned();
+    gus_ws
+        .ack("joinRoom", json!({"conversationId": room}))
+        .await;
+    let sent = fay_ws
+        .ack(
+            "sendMessage",
+            json!({"conversationId": room, "body": "", "attachments": [image_id]}),
+        )
+        .await;
+    assert_eq!(sent["message"]["attachments"][0]["id"], json!(image_id));
+    let (status, theirs) = c
+        .call("GET", one, link(&image_id, "?redirect=false", &gus.token))
+        .await;
+    assert_eq!(status, 200);
+    let (their_url, their_thumb) = (
+        theirs["url"].as_str().unwrap().to_owned(),
+        theirs["thumbnailUrl"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(
+        http.get(s.url(&their_url)).send().await.unwrap().status(),
+        200
+    );
+    gus_ws
+        .ack("leaveRoom", json!({"conversationId": room}))
+        .await;
+    for method in ["GET", "HEAD"] {
+        let at = |url: &str| http.request(method.parse().unwrap(), s.url(url));
+        assert_eq!(c.call(method, signed, at(&their_url)).await.0, 404);
+        assert_eq!(c.call(method, signed_thumb, at(&their_thumb)).await.0, 404);
+    }
+    fay_ws.close().await;
+    gus_ws.close().await;
+
+    // tus: options, creation, chunks, offsets, checksums, termination.
+    let uploads = "/api/v1/uploads";
+    let upload_at = "/api/v1/uploads/{id}";
+    let options = http.request(reqwest::Method::OPTIONS, s.url(uploads));
+    assert_eq!(c.call("OPTIONS", uploads, options).await.0, 204);
+    let options = http.request(reqwest::Method::OPTIONS, s.url("/api/v1/uploads/an-id"));
+    assert_eq!(c.call("OPTIONS", upload_at, options).await.0, 204);
+    let create = |token: &str| {
+        http.post(s.url(uploads))
+            .bearer_auth(token)
+            .header("Tus-Resumable", "1.0.0")
+    };
+    let name = base64::engine::general_purpose::STANDARD.encode("big.txt");
+    let (status, headers, _) = c
+        .call_with_headers(
+            "POST",
+            uploads,
+            create(&fay.token)
+                .header("Upload-Length", "10")
+                .header("Upload-Metadata", format!("filename {name}")),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let at = headers["location"].to_str().unwrap().to_owned();
+    for (req, want) in [
+        (create(&fay.token), 400),
+        (create(&fay.token).header("Upload-Length", "0"), 400),
+        (
+            http.post(s.url(uploads))
+                .header("Tus-Resumable", "1.0.0")
+                .header("Upload-Length", "5"),
+            401,
+        ),
+        (
+            http.post(s.url(uploads))
+                .bearer_auth(&fay.token)
+                .header("Upload-Length", "5"),
+            412,
+        ),
+    ] {
+        assert_eq!(c.call("POST", uploads, req).await.0, want);
+    }
+    let tus = |method: &str, url: &str, token: &str| {
+        http.request(method.parse().unwrap(), s.url(url))
+            .bearer_auth(token)
+            .header("Tus-Resumable", "1.0.0")
+    };
+    let chunk = |offset: &str, token: &str| {
+        tus("PATCH", &at, token)
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", offset)
+    };
+    let sha256 = |bytes: &[u8]| {
+        use sha2::Digest as _;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(bytes))
+    };
+    let (status, headers, _) = c
+        .call_with_headers(
+            "PATCH",
+            upload_at,
+            chunk("0", &fay.token)
+                .header("Upload-Checksum", format!("sha256 {}", sha256(b"01234")))
+                .body("01234"),
+        )
+        .await;
+    assert_eq!(
+        (status, headers["upload-offset"].to_str().unwrap()),
+        (204, "5")
+    );
+    for (req, want) in [
+        (chunk("0", &fay.token).body("56789"), 409),
+        (
+            tus("PATCH", &at, &fay.token)
+                .header("Content-Type", "application/offset+octet-stream")
+                .body("56789"),
+            400,
+        ),
+        (chunk("5", &fay.token).body("56789-and-more"), 413),
+        (
+            tus("PATCH", &at, &fay.token)
+                .header("Upload-Offset", "5")
+                .body("56789"),
+            415,
+        ),
+        (
+            chunk("5", &fay.token)
+                .header("Upload-Checksum", format!("sha256 {}", sha256(b"other")))
+                .body("56789"),
+            460,
+        ),
+        (chunk("5", &gus.token).body("56789"), 404),
+        (
+            http.patch(s.url(&at))
+                .header("Tus-Resumable", "1.0.0")
+                .header("Content-Type", "application/offset+octet-stream")
+                .header("Upload-Offset", "5")
+                .body("56789"),
+            401,
+        ),
+        (
+            http.patch(s.url(&at))
+                .bearer_auth(&fay.token)
+                .header("Content-Type", "application/offset+octet-stream")
+                .header("Upload-Offset", "5")
+                .body("56789"),
+            412,
+        ),
+    ] {
+        assert_eq!(c.call("PATCH", upload_at, req).await.0, want);
+    }
+    let (status, headers, _) = c
+        .call_with_headers("HEAD", upload_at, tus("HEAD", &at, &fay.token))
+        .await;
+    assert_eq!(
+        (status, headers["upload-offset"].to_str().unwrap()),
+        (200, "5")
+    );
+    for (req, want) in [
+        (tus("HEAD", &at, &gus.token), 404),
+        (http.head(s.url(&at)).header("Tus-Resumable", "1.0.0"), 401),
+        (http.head(s.url(&at)).bearer_auth(&fay.token), 412),
+    ] {
+        assert_eq!(c.call("HEAD", upload_at, req).await.0, want);
+    }
+    let (status, headers, _) = c
+        .call_with_headers("PATCH", upload_at, chunk("5", &fay.token).body("56789"))
+        .await;
+    assert_eq!(status, 204);
+    let made = headers["x-confab-file-id"].to_str().unwrap().to_owned();
+    let (status, file) = s
+        .get(
+            &format!("/api/v1/files/{made}?redirect=false"),
+            Some(&fay.token),
+        )
+        .await;
+    assert_eq!(
+        (status, &file["file"]["size"], &file["file"]["name"]),
+        (200, &json!(10), &json!("big.txt"))
+    );
+    // Complete, the upload is gone.
+    assert_eq!(
+        c.call("HEAD", upload_at, tus("HEAD", &at, &fay.token))
+            .await
+            .0,
+        404
+    );
+
+    let (_, headers, _) = c
+        .call_with_headers(
+            "POST",
+            uploads,
+            create(&fay.token).header("Upload-Length", "3"),
+        )
+        .await;
+    let ended = headers["location"].to_str().unwrap().to_owned();
+    for (req, want) in [
+        (http.delete(s.url(&ended)).bearer_auth(&fay.token), 412),
+        (
+            http.delete(s.url(&ended)).header("Tus-Resumable", "1.0.0"),
+            401,
+        ),
+        (tus("DELETE", &ended, &gus.token), 404),
+        (tus("DELETE", &ended, &fay.token), 204),
+        (tus("DELETE", &ended, &fay.token), 404),
+    ] {
+        assert_eq!(c.call("DELETE", upload_at, req).await.0, want);
+    }
 }
 
 #[tokio::test]
