@@ -137,8 +137,10 @@ pub struct Upload {
     pub name: String,
     /// When it started.
     pub created_at: Timestamp,
-    /// When an unfinished upload is dropped.
+    /// When an unfinished upload is dropped (a finished one forgotten).
     pub expires_at: Timestamp,
+    /// The file it made, once complete.
+    pub file: Option<FileId>,
 }
 
 #[cfg(test)]

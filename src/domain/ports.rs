@@ -466,8 +466,19 @@ pub trait FileStore: Send + Sync {
     /// The files among `ids` that exist, in no particular order.
     async fn files(&self, ids: &[FileId]) -> Result<Vec<FileInfo>, PortError>;
 
-    /// How many bytes of files `user` keeps.
+    /// How many bytes `user` keeps: their files, and the announced length
+    /// of their resumable uploads under way (reserved until they finish).
     async fn used_bytes(&self, user: &UserId) -> Result<u64, PortError>;
+
+    /// Stores the file a resumable upload made, as [`Self::create_file`]
+    /// does (the upload's own reservation not counted twice), and marks the
+    /// upload complete with it, in one transaction.
+    async fn complete_upload(
+        &self,
+        file: &FileInfo,
+        quota: u64,
+        upload: &UploadId,
+    ) -> Result<FileCreated, PortError>;
 
     /// Whether `user` is a member of a conversation holding a message (not
     /// deleted) that carries the file: who may read that message may read

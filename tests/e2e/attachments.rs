@@ -675,6 +675,9 @@ async fn ranges_validators_and_head_are_served_as_http_says() {
             .unwrap();
         assert_eq!(res.status().as_u16(), 416, "{range}");
         assert_eq!(header(&res, "content-range"), "bytes */100");
+        // The answer is the error, not the file.
+        assert_eq!(header(&res, "content-type"), "application/json");
+        assert!(res.headers().get("content-disposition").is_none());
     }
 
     let etag = header(&fetch(&s, &link).await, "etag").to_owned();

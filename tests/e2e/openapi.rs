@@ -901,12 +901,12 @@ async fn files(s: &TestServer, c: &mut Contract) {
         (status, &file["file"]["size"], &file["file"]["name"]),
         (200, &json!(10), &json!("big.txt"))
     );
-    // Complete, the upload is gone.
+    // Complete, the upload names its file until it expires.
     assert_eq!(
         c.call("HEAD", upload_at, tus("HEAD", &at, &fay.token))
             .await
             .0,
-        404
+        200
     );
 
     let (_, headers, _) = c

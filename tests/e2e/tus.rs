@@ -292,7 +292,11 @@ async fn options_describes_the_server_without_a_token_or_version() {
 
 #[tokio::test]
 async fn creation_is_refused_as_the_protocol_says() {
-    let s = TestServer::start_with(&[("CONFAB_MAX_FILE_BYTES", "5000")]).await;
+    let s = TestServer::start_with(&[
+        ("CONFAB_MAX_FILE_BYTES", "5000"),
+        ("CONFAB_FILE_QUOTA_BYTES", "8000"),
+    ])
+    .await;
     let ann = s.register("ann").await;
     let post = || tus(&s, Method::POST, "/api/v1/uploads", &ann.token);
 
@@ -345,8 +349,12 @@ async fn creation_is_refused_as_the_protocol_says() {
         .await
         .unwrap();
     assert_eq!(refused(res).await, (401, "unauthorized".into()));
-    // At the maximum: created.
+    // At the maximum: created, and its length reserved of the quota.
     create(&s, &ann, 5000, "max.bin").await;
+    let res = post().header("Upload-Length", 3001).send().await.unwrap();
+    let (status, message) = refused(res).await;
+    assert_eq!(status, 413, "{message}");
+    create(&s, &ann, 3000, "rest.bin").await;
 }
 
 /// PATCH: the offset, type, length and checksum rules; the method
@@ -470,7 +478,7 @@ async fn patches_follow_the_offset_and_checksum_rules(backend: Backend) {
     assert_eq!(got, bytes);
     assert_eq!(file["sha256"], sha256_hex(&bytes).as_str());
     assert_eq!(file["name"], "été.txt");
-    // Bob may not read it; the finished upload is gone.
+    // Bob may not read it.
     assert_eq!(
         s.get(
             &format!("/api/v1/files/{id}?redirect=false"),
@@ -480,7 +488,23 @@ async fn patches_follow_the_offset_and_checksum_rules(backend: Backend) {
         .0,
         404
     );
-    assert_eq!(head(&s, &ann, &path).await, (404, None));
+    // A client that missed that answer learns the file from HEAD, or from
+    // the same PATCH sent again; nothing is made twice.
+    let res = tus(&s, Method::HEAD, &path, &ann.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "upload-offset"), Some("30"));
+    assert_eq!(header(&res, "x-confab-file-id"), Some(id.as_str()));
+    let res = patch(&s, &ann, &path, 30, &[], &[]).await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(header(&res, "x-confab-file-id"), Some(id.as_str()));
+    // Its chunks went when the file was made.
+    let upload = path.rsplit('/').next().unwrap();
+    let parts = s.data_dir.join("files").join("parts").join(upload);
+    let left = std::fs::read_dir(&parts).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "{}", parts.display());
 }
 
 /// DELETE ends an upload: 204, then 404 for every request to it; not

@@ -34,9 +34,11 @@ CREATE TABLE message_files (
 );
 CREATE INDEX message_files_by_file ON message_files (file_id, conversation_id);
 
--- Resumable (tus) uploads under way: their bytes so far are in the blob
--- store under parts/{id}/, their progress here, so any node takes the next
--- chunk.
+-- Resumable (tus) uploads: their bytes so far are in the blob store under
+-- parts/{id}/, their progress here, so any node takes the next chunk. Until
+-- it is complete (file_id set, in the file row's transaction) an upload's
+-- length counts toward its user's quota; once complete it names its file
+-- until it expires, for a client that missed the last answer.
 CREATE TABLE uploads (
     id         TEXT COLLATE "C" PRIMARY KEY NOT NULL,
     user_id    TEXT COLLATE "C" NOT NULL REFERENCES users (id),
@@ -44,6 +46,7 @@ CREATE TABLE uploads (
     received   BIGINT NOT NULL,
     name       TEXT NOT NULL,
     created_at BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL
+    expires_at BIGINT NOT NULL,
+    file_id    TEXT COLLATE "C"
 );
 CREATE INDEX uploads_by_expiry ON uploads (expires_at);

@@ -29,7 +29,9 @@ pub struct DiskBlobs {
 impl DiskBlobs {
     /// A store under `root`, which is created if missing.
     pub fn new(root: PathBuf) -> io::Result<Self> {
-        std::fs::create_dir_all(&root)?;
+        // For its owner alone, wherever files_url puts it: what is under
+        // it is every file users shared.
+        crate::adapters::private::create_dir(&root)?;
         Ok(Self { root })
     }
 

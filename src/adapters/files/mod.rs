@@ -25,7 +25,7 @@ use super::media::{self, Sniffed};
 use crate::domain::error::FileError;
 use crate::domain::file::{FileInfo, Upload};
 use crate::domain::service::UseCases;
-use crate::domain::{FileId, UserId};
+use crate::domain::{FileId, UploadId, UserId};
 
 pub mod sign;
 pub mod sweep;
@@ -242,6 +242,7 @@ impl Files {
         user: &UserId,
         mut staged: Staged,
         name: &str,
+        upload: Option<&UploadId>,
     ) -> Result<FileInfo, MakeError> {
         let head = read_head(staged.path()).await?;
         let sniffed = media::sniff(&head);
@@ -269,7 +270,10 @@ impl Files {
             thumbnail: thumb_sha,
             created_at: service.now(),
         };
-        Ok(service.store_file(file).await?)
+        Ok(match upload {
+            Some(upload) => service.store_uploaded_file(file, upload).await?,
+            None => service.store_file(file).await?,
+        })
     }
 
     /// Moves staged bytes into the blob store under `key`.
@@ -330,6 +334,19 @@ impl Files {
         }
         staged.sha256 = hex(&sha.finalize());
         Ok(staged)
+    }
+
+    /// Deletes the chunks of a resumable upload whose file is made; what
+    /// this misses (a crash), the sweep finds.
+    pub async fn drop_parts(&self, upload: &UploadId) {
+        let Ok(parts) = self.blobs.list(&format!("parts/{upload}/")).await else {
+            return;
+        };
+        for part in parts {
+            if let Err(e) = self.blobs.delete(&part.key).await {
+                debug!(error = %e, "a chunk stays for the sweep");
+            }
+        }
     }
 
     /// The image's dimensions and its stored thumbnail's SHA-256, made on

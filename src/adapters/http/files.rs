@@ -53,7 +53,7 @@ pub(super) async fn upload(
         )));
     }
     let file = files
-        .make(state.service(), &auth.user.id, staged, &name)
+        .make(state.service(), &auth.user.id, staged, &name, None)
         .await
         .map_err(make_error)?;
     state.metrics().files_uploaded.inc();
@@ -250,7 +250,12 @@ async fn serve_original(
             "bad_request",
             format!("the range is outside the file's {size} bytes"),
         ));
-        res.headers_mut().extend(headers);
+        // The error's own type and no disposition: it is not the file.
+        for name in [header::CONTENT_RANGE, header::ETAG, header::ACCEPT_RANGES] {
+            if let Some(value) = headers.remove(&name) {
+                res.headers_mut().insert(name, value);
+            }
+        }
         return Ok(res);
     };
     let (status, length) = match &range {
@@ -422,7 +427,7 @@ fn requested_range(headers: &HeaderMap, etag: &str, size: u64) -> Result<Option<
         }
         // bytes=A-: from A to the end.
         (Ok(a), Err(_)) if last.is_empty() => a..size,
-        (Ok(a), Ok(b)) if a <= b => a..(b + 1).min(size),
+        (Ok(a), Ok(b)) if a <= b => a..b.saturating_add(1).min(size),
         _ => return Ok(None),
     };
     if range.start >= size || range.is_empty() {
@@ -449,6 +454,7 @@ mod tests {
         assert_eq!(range("bytes=-3", 10), Ok(Some(7..10)));
         assert_eq!(range("bytes=-30", 10), Ok(Some(0..10)));
         assert_eq!(range("bytes=8-100", 10), Ok(Some(8..10)));
+        assert_eq!(range("bytes=0-18446744073709551615", 10), Ok(Some(0..10)));
         assert_eq!(range("bytes=10-", 10), Err(()));
         assert_eq!(range("bytes=-0", 10), Err(()));
         // Not understood or not one range: the whole file.

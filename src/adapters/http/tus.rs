@@ -222,6 +222,7 @@ async fn create(
             now.millis()
                 .saturating_add(state.files().settings.upload_ttl.as_millis() as i64),
         ),
+        file: None,
     };
     let upload = state.service().start_upload(upload).await?;
     let mut res = answer(StatusCode::CREATED);
@@ -281,7 +282,15 @@ async fn head(
         }
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(file) = &upload.file {
+        // Complete: a client that missed the last PATCH's answer learns here.
+        h.insert(FILE_ID_HEADER, file_id_value(file));
+    }
     Ok(res)
+}
+
+fn file_id_value(file: &crate::domain::FileId) -> HeaderValue {
+    HeaderValue::from_str(file.as_str()).expect("an id is a header value")
 }
 
 /// `DELETE`: ends an upload; its chunks go with the next sweep.
@@ -474,22 +483,36 @@ async fn receive(
         .insert("upload-offset", HeaderValue::from(upload.offset));
     res.headers_mut()
         .insert("upload-expires", http_date(upload.expires_at));
-    if upload.offset == upload.length {
+    if let Some(file) = &upload.file {
+        // Complete already: the answer the client may have missed.
+        res.headers_mut()
+            .insert(FILE_ID_HEADER, file_id_value(file));
+    } else if upload.offset == upload.length {
         let file = match files.assemble(&upload).await {
             Ok(staged) => files
-                .make(state.service(), &upload.user, staged, &upload.name)
+                .make(
+                    state.service(),
+                    &upload.user,
+                    staged,
+                    &upload.name,
+                    Some(&upload.id),
+                )
                 .await
                 .map_err(make_error),
             Err(e) => Err(make_error(e)),
         };
-        // Done either way: a failed upload starts again from nothing.
-        state.service().forget_upload(&upload.id).await?;
-        let file = file?;
-        res.headers_mut().insert(
-            FILE_ID_HEADER,
-            HeaderValue::from_str(file.id.as_str()).expect("an id is a header value"),
-        );
+        let file = match file {
+            Ok(file) => file,
+            Err(e) => {
+                // A failed upload starts again from nothing.
+                state.service().forget_upload(&upload.id).await?;
+                return Err(e);
+            }
+        };
+        res.headers_mut()
+            .insert(FILE_ID_HEADER, file_id_value(&file.id));
         state.metrics().files_uploaded.inc();
+        files.drop_parts(&upload.id).await;
     }
     Ok(res)
 }

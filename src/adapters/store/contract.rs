@@ -201,6 +201,7 @@ macro_rules! store_contract_tests {
             only_old_files_no_message_carries_are_unreferenced_and_deleted,
             referenced_blobs_are_those_a_file_names_as_bytes_or_thumbnail,
             an_upload_advances_only_from_where_it_stands_until_deleted,
+            uploads_under_way_reserve_quota_until_their_file_takes_it,
             expired_uploads_are_those_expiring_before_now_soonest_first,
         );
     };

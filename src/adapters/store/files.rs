@@ -30,7 +30,7 @@ fn file_from_row(row: FileRow) -> FileInfo {
 
 /// An upload row as the core sees it.
 fn upload_from_row(row: UploadRow) -> Upload {
-    let (id, user, length, received, name, created_at, expires_at) = row;
+    let (id, user, length, received, name, created_at, expires_at, file) = row;
     Upload {
         id: UploadId::new(id),
         user: UserId::new(user),
@@ -39,6 +39,7 @@ fn upload_from_row(row: UploadRow) -> Upload {
         name,
         created_at: Timestamp::from_millis(created_at),
         expires_at: Timestamp::from_millis(expires_at),
+        file: file.map(FileId::new),
     }
 }
 
@@ -46,9 +47,16 @@ fn ids(ids: &[FileId]) -> Vec<String> {
     ids.iter().map(|id| id.as_str().to_owned()).collect()
 }
 
-#[async_trait]
-impl<E: Engine> FileStore for DieselStore<E> {
-    async fn create_file(&self, file: &FileInfo, quota: u64) -> Result<FileCreated, PortError> {
+impl<E: Engine> DieselStore<E> {
+    /// Inserts a file's row unless its uploader's files and reservations
+    /// (but `upload`'s own) and it would exceed `quota`; completes `upload`
+    /// with it in the same transaction.
+    async fn insert_within_quota(
+        &self,
+        file: &FileInfo,
+        quota: u64,
+        upload: Option<String>,
+    ) -> Result<FileCreated, PortError> {
         let mut file = file.clone();
         file.name = Self::text(&file.name);
         let quota = i64::try_from(quota).unwrap_or(i64::MAX);
@@ -59,14 +67,34 @@ impl<E: Engine> FileStore for DieselStore<E> {
                 // uploader's row is locked (PostgreSQL; SQLite has one
                 // writer): two uploads cannot pass the check together.
                 conn.lock_user(file.uploader.as_str())?;
-                let used = conn.used_bytes(file.uploader.as_str())?;
+                let used = conn.used_bytes(file.uploader.as_str(), upload.as_deref())?;
                 let size = i64::try_from(file.size).unwrap_or(i64::MAX);
                 if used.saturating_add(size) > quota {
                     return Ok::<_, PortError>(FileCreated::OverQuota);
                 }
                 conn.insert_file(&file)?;
+                if let Some(upload) = &upload {
+                    conn.complete_upload(upload, file.id.as_str())?;
+                }
                 Ok(FileCreated::Created)
             })
+            .await
+    }
+}
+
+#[async_trait]
+impl<E: Engine> FileStore for DieselStore<E> {
+    async fn create_file(&self, file: &FileInfo, quota: u64) -> Result<FileCreated, PortError> {
+        self.insert_within_quota(file, quota, None).await
+    }
+
+    async fn complete_upload(
+        &self,
+        file: &FileInfo,
+        quota: u64,
+        upload: &UploadId,
+    ) -> Result<FileCreated, PortError> {
+        self.insert_within_quota(file, quota, Some(Self::text(upload.as_str())))
             .await
     }
 
@@ -83,7 +111,9 @@ impl<E: Engine> FileStore for DieselStore<E> {
 
     async fn used_bytes(&self, user: &UserId) -> Result<u64, PortError> {
         let user = Self::text(user.as_str());
-        let used = self.read(move |conn| Ok(conn.used_bytes(&user)?)).await?;
+        let used = self
+            .read(move |conn| Ok(conn.used_bytes(&user, None)?))
+            .await?;
         Ok(u64::try_from(used).unwrap_or(0))
     }
 

@@ -111,6 +111,7 @@ diesel::table! {
         name -> Text,
         created_at -> BigInt,
         expires_at -> BigInt,
+        file_id -> Nullable<Text>,
     }
 }
 

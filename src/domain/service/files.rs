@@ -41,6 +41,30 @@ impl ChatService {
         }
     }
 
+    /// Records the file a resumable upload made, as [`Self::store_file`]
+    /// does, and marks the upload complete with it (the upload's own
+    /// reservation of quota then becomes the file's).
+    ///
+    /// # Errors
+    /// [`FileError::Refused`] when the quota would be exceeded.
+    pub async fn store_uploaded_file(
+        &self,
+        file: FileInfo,
+        upload: &UploadId,
+    ) -> Result<FileInfo, FileError> {
+        self.limits.files.admit(file.size, 0)?;
+        let quota = self.limits.files.quota_bytes;
+        match self
+            .ports
+            .files
+            .complete_upload(&file, quota, upload)
+            .await?
+        {
+            FileCreated::Created => Ok(file),
+            FileCreated::OverQuota => Err(UploadRefused::OverQuota(quota).into()),
+        }
+    }
+
     /// A file `user` may read: theirs, or carried by a message in a
     /// conversation they are a member of (the rule of `getHistory`).
     ///

@@ -73,6 +73,12 @@ pub trait UseCases: Send + Sync {
     async fn admit_upload(&self, user: &UserId, size: u64) -> Result<(), FileError>;
     /// [`ChatService::store_file`].
     async fn store_file(&self, file: FileInfo) -> Result<FileInfo, FileError>;
+    /// [`ChatService::store_uploaded_file`].
+    async fn store_uploaded_file(
+        &self,
+        file: FileInfo,
+        upload: &UploadId,
+    ) -> Result<FileInfo, FileError>;
     /// [`ChatService::readable_file`].
     async fn readable_file(&self, user: &UserId, id: &FileId) -> Result<FileInfo, FileError>;
     /// [`ChatService::start_upload`].
@@ -261,6 +267,9 @@ impl UseCases for ChatService {
     }
     async fn store_file(&self, f: FileInfo) -> Result<FileInfo, FileError> {
         ChatService::store_file(self, f).await
+    }
+    async fn store_uploaded_file(&self, f: FileInfo, up: &UploadId) -> Result<FileInfo, FileError> {
+        ChatService::store_uploaded_file(self, f, up).await
     }
     async fn readable_file(&self, u: &UserId, id: &FileId) -> Result<FileInfo, FileError> {
         ChatService::readable_file(self, u, id).await

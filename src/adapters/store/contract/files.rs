@@ -401,6 +401,7 @@ fn upload(id: &str, user: &User, expires_at: Timestamp) -> Upload {
         name: "big ünïcode.iso".to_owned(),
         created_at: ts(0),
         expires_at,
+        file: None,
     }
 }
 
@@ -463,4 +464,50 @@ pub(crate) async fn expired_uploads_are_those_expiring_before_now_soonest_first<
         s.expired_uploads(ts(1_000), 10).await.unwrap(),
         vec![middle, late]
     );
+}
+
+pub(crate) async fn uploads_under_way_reserve_quota_until_their_file_takes_it<F: Fixture>(f: F) {
+    let s = f.store();
+    let ann = register(s, "ann").await;
+    let u = Upload {
+        length: 40,
+        ..upload("u1", &ann, ts(100_000))
+    };
+    s.create_upload(&u).await.unwrap();
+    assert_eq!(s.used_bytes(&ann.id).await.unwrap(), 40, "reserved");
+    // Another file must fit beside the reservation.
+    assert_eq!(
+        s.create_file(&file("f1", &ann, 70, ts(0)), 100)
+            .await
+            .unwrap(),
+        FileCreated::OverQuota
+    );
+    create(s, &file("f2", &ann, 60, ts(0))).await;
+    assert_eq!(s.used_bytes(&ann.id).await.unwrap(), 100);
+    // The upload's own file takes its reservation, not a second share.
+    let made = file("f3", &ann, 40, ts(0));
+    assert_eq!(
+        s.complete_upload(&made, 100, &u.id).await.unwrap(),
+        FileCreated::Created
+    );
+    assert_eq!(s.used_bytes(&ann.id).await.unwrap(), 100);
+    assert_eq!(
+        s.upload(&u.id).await.unwrap().unwrap().file,
+        Some(made.id.clone()),
+        "a complete upload names its file"
+    );
+    assert_eq!(s.file(&made.id).await.unwrap(), Some(made));
+    // Over the quota: neither the file nor the completion is kept.
+    let v = Upload {
+        length: 1,
+        ..upload("u2", &ann, ts(100_000))
+    };
+    s.create_upload(&v).await.unwrap();
+    let late = file("f4", &ann, 1, ts(0));
+    assert_eq!(
+        s.complete_upload(&late, 100, &v.id).await.unwrap(),
+        FileCreated::OverQuota
+    );
+    assert_eq!(s.file(&late.id).await.unwrap(), None);
+    assert_eq!(s.upload(&v.id).await.unwrap().unwrap().file, None);
 }

@@ -19,8 +19,9 @@ pub type FileRow = (
     i64,
 );
 
-/// An upload's row: (id, user, length, received, name, created at, expires at).
-pub type UploadRow = (String, String, i64, i64, String, i64, i64);
+/// An upload's row: (id, user, length, received, name, created at, expires
+/// at, file id).
+pub type UploadRow = (String, String, i64, i64, String, i64, i64, Option<String>);
 
 /// The queries on files, on either backend's connection.
 pub trait FileQueries {
@@ -30,8 +31,11 @@ pub trait FileQueries {
     fn insert_file(&mut self, file: &FileInfo) -> QueryResult<()>;
     /// The rows of the files among `ids`.
     fn file_rows(&mut self, ids: &[String]) -> QueryResult<Vec<FileRow>>;
-    /// The sum of the sizes of `user`'s files.
-    fn used_bytes(&mut self, user: &str) -> QueryResult<i64>;
+    /// The sum of the sizes of `user`'s files and of the lengths of their
+    /// uploads under way, `except` one.
+    fn used_bytes(&mut self, user: &str, except: Option<&str>) -> QueryResult<i64>;
+    /// Marks an upload complete with the file it made.
+    fn complete_upload(&mut self, id: &str, file: &str) -> QueryResult<()>;
     /// Whether `user` is a member of a conversation where a message carries `file`.
     fn referenced_for(&mut self, file: &str, user: &str) -> QueryResult<bool>;
     /// Up to `limit` files created before `before` that no message carries, oldest first.
@@ -139,15 +143,30 @@ macro_rules! file_queries {
                     Ok(rows)
                 }
 
-                fn used_bytes(&mut self, user: &str) -> QueryResult<i64> {
+                fn used_bytes(&mut self, user: &str, except: Option<&str>) -> QueryResult<i64> {
                     // SUM of BIGINT is NUMERIC on PostgreSQL: cast back.
-                    let total: Option<i64> = files::table
+                    let stored: Option<i64> = files::table
                         .filter(files::uploader.eq(user))
                         .select(diesel::dsl::sql::<Nullable<BigInt>>(
                             "CAST(SUM(size) AS BIGINT)",
                         ))
                         .first(self)?;
-                    Ok(total.unwrap_or(0))
+                    let reserved: Option<i64> = uploads::table
+                        .filter(uploads::user_id.eq(user))
+                        .filter(uploads::file_id.is_null())
+                        .filter(uploads::id.ne(except.unwrap_or_default()))
+                        .select(diesel::dsl::sql::<Nullable<BigInt>>(
+                            "CAST(SUM(length) AS BIGINT)",
+                        ))
+                        .first(self)?;
+                    Ok(stored.unwrap_or(0).saturating_add(reserved.unwrap_or(0)))
+                }
+
+                fn complete_upload(&mut self, id: &str, file: &str) -> QueryResult<()> {
+                    diesel::update(uploads::table.find(id))
+                        .set(uploads::file_id.eq(file))
+                        .execute(self)
+                        .map(drop)
                 }
 
                 fn referenced_for(&mut self, file: &str, user: &str) -> QueryResult<bool> {

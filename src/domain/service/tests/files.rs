@@ -260,6 +260,7 @@ fn upload(user: &str, expires_at: Timestamp) -> Upload {
         name: "notes.txt".to_owned(),
         created_at: t(NOW.millis() - 1_000),
         expires_at,
+        file: None,
     }
 }
 
@@ -288,12 +289,15 @@ async fn another_users_upload_is_not_found() {
 }
 
 #[tokio::test]
-async fn an_expired_upload_is_not_found_even_to_its_owner() {
+async fn an_expired_upload_is_gone_to_its_owner_as_expired() {
     for expires in [NOW.millis(), NOW.millis() - 1] {
         let err = upload_of("ann", Some(upload("ann", t(expires))))
             .await
             .unwrap_err();
-        assert!(matches!(err, FileError::NotFound), "{expires}: {err:?}");
+        assert!(
+            matches!(err, FileError::UploadExpired),
+            "{expires}: {err:?}"
+        );
     }
 }
 

@@ -2820,6 +2820,7 @@ async fn an_upload_is_its_owners_alone_and_gone_once_expired() {
         name: String::new(),
         created_at: t(NOW.millis() - 1000),
         expires_at,
+        file: None,
     };
     let mut h = Harness::new();
     let live = upload("live", "ann", t(NOW.millis() + 1));
