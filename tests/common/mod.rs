@@ -10,11 +10,12 @@
 pub mod client;
 pub mod nginx;
 pub mod redis;
+/// The SeaweedFS starter of the blob store's unit tests, the same file.
+#[path = "../../src/adapters/blob/seaweed.rs"]
 pub mod seaweed;
 pub mod server;
 
 pub use client::Client;
 pub use nginx::TestNginx;
 pub use redis::TestRedis;
-pub use seaweed::TestSeaweed;
 pub use server::{Account, Backend, TestServer, WAIT};

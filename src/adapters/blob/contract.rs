@@ -32,7 +32,9 @@ impl Harness {
     }
 
     async fn s3() -> Option<Self> {
-        let store = super::seaweed::store().await?;
+        let url = super::seaweed::bucket().await?;
+        let store = super::s3::S3Blobs::from_url(url.strip_prefix("s3://").expect("an s3 URL"))
+            .expect("an S3 store on weed");
         let dir = tempfile::tempdir().unwrap();
         let staging = dir.path().to_owned();
         Some(Self::new(Arc::new(store), staging, dir))

