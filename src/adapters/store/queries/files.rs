@@ -2,6 +2,7 @@
 
 use diesel::QueryResult;
 
+use crate::adapters::store::schema::files;
 use crate::domain::file::{FileInfo, Upload};
 
 /// A file's row: (id, uploader, name, size, content type, sha256, width,
@@ -17,6 +18,20 @@ pub type FileRow = (
     Option<i32>,
     Option<String>,
     i64,
+);
+
+/// The columns of a [`FileRow`].
+pub type FileColumns = (
+    files::id,
+    files::uploader,
+    files::name,
+    files::size,
+    files::content_type,
+    files::sha256,
+    files::width,
+    files::height,
+    files::thumbnail,
+    files::created_at,
 );
 
 /// An upload's row: (id, user, length, received, name, created at, expires
@@ -64,34 +79,11 @@ macro_rules! file_queries {
             use diesel::dsl::{exists, not};
             use diesel::prelude::*;
             use diesel::sql_types::{BigInt, Nullable};
-            use $crate::adapters::store::queries::{FileQueries, FileRow, Sql, UploadRow};
+            use $crate::adapters::store::queries::{
+                FileColumns, FileQueries, FileRow, Sql, UploadRow,
+            };
             use $crate::adapters::store::schema::{files, members, message_files, uploads, users};
             use $crate::domain::file::{FileInfo, Upload};
-
-            /// The columns of a [`FileRow`].
-            const FILE_COLUMNS: (
-                files::id,
-                files::uploader,
-                files::name,
-                files::size,
-                files::content_type,
-                files::sha256,
-                files::width,
-                files::height,
-                files::thumbnail,
-                files::created_at,
-            ) = (
-                files::id,
-                files::uploader,
-                files::name,
-                files::size,
-                files::content_type,
-                files::sha256,
-                files::width,
-                files::height,
-                files::thumbnail,
-                files::created_at,
-            );
 
             /// Sizes and dimensions as the columns hold them.
             fn column(n: u64) -> i64 {
@@ -136,7 +128,7 @@ macro_rules! file_queries {
                         rows.extend(
                             files::table
                                 .filter(files::id.eq_any(chunk))
-                                .select(FILE_COLUMNS)
+                                .select(FileColumns::default())
                                 .load::<FileRow>(self)?,
                         );
                     }
@@ -194,7 +186,7 @@ macro_rules! file_queries {
                         )))
                         .order(files::created_at)
                         .limit(limit)
-                        .select(FILE_COLUMNS)
+                        .select(FileColumns::default())
                         .load(self)
                 }
 
@@ -206,7 +198,7 @@ macro_rules! file_queries {
                             .filter(not(exists(
                                 message_files::table.filter(message_files::file_id.eq(files::id)),
                             )))
-                            .select(FILE_COLUMNS)
+                            .select(FileColumns::default())
                             .load(self)?;
                         let doomed_ids: Vec<&str> = doomed.iter().map(|r| r.0.as_str()).collect();
                         diesel::delete(files::table.filter(files::id.eq_any(&doomed_ids)))

@@ -30,7 +30,7 @@ mod users;
 
 pub use conversations::ConversationQueries;
 pub use devices::{DeviceQueries, TokenRow};
-pub use files::{FileQueries, FileRow, UploadRow};
+pub use files::{FileColumns, FileQueries, FileRow, UploadRow};
 pub use messages::{MessageQueries, messages_in};
 pub use users::UserQueries;
 // Reached by `shared_queries!` wherever it is expanded.

@@ -9,7 +9,12 @@ export class ApiError extends Error {
   }
 }
 
-async function call(method, path, { token, body, cookie = false } = {}) {
+async function call(method, path, options = {}) {
+  return (await exchange(method, path, options)).data;
+}
+
+/** A request and its answer: `{data, res}`, the JSON and the response. */
+async function exchange(method, path, { token, body, cookie = false } = {}) {
   const headers = {};
   if (token) headers.Authorization = `Bearer ${token}`;
   // Cookie mode: the refresh token travels only in an HttpOnly cookie that
@@ -34,7 +39,7 @@ async function call(method, path, { token, body, cookie = false } = {}) {
     const error = data && data.error ? data.error : {};
     throw new ApiError(res.status, error.code || 'internal', error.message || res.statusText);
   }
-  return data;
+  return { data, res };
 }
 
 // Register, login and refresh answer `{user, token, expiresAt, sessionId,
@@ -104,21 +109,8 @@ export function me(token) {
  * so a machine whose clock is off does not keep them too long.
  */
 export async function fileLink(token, id) {
-  let res;
-  try {
-    res = await fetch(`/api/v1/files/${encodeURIComponent(id)}?redirect=false`, {
-      headers: { Authorization: `Bearer ${token}` },
-      cache: 'no-store',
-      credentials: 'same-origin',
-    });
-  } catch {
-    throw new ApiError(0, 'unavailable', 'The server cannot be reached.');
-  }
-  const data = await res.json().catch(() => null);
-  if (!res.ok) {
-    const error = data && data.error ? data.error : {};
-    throw new ApiError(res.status, error.code || 'internal', error.message || res.statusText);
-  }
+  const path = `/api/v1/files/${encodeURIComponent(id)}?redirect=false`;
+  const { data, res } = await exchange('GET', path, { token });
   const serverNow = Date.parse(res.headers.get('Date') || '') || Date.now();
   data.lifetimeMs = Math.max(0, Date.parse(data.expiresAt) - serverNow);
   return data;
