@@ -342,16 +342,9 @@ fn checksum_matches(expected: &Checksum, staged: &Staged) -> bool {
         Checksum::Sha1(want) => staged
             .sha1
             .is_some_and(|got| got.as_slice() == want.as_slice()),
-        Checksum::Sha256(want) => decode_hex(&staged.sha256) == *want,
+        // The staged digest is kept in hex, as every file's is.
+        Checksum::Sha256(want) => crate::adapters::files::hex(want) == staged.sha256,
     }
-}
-
-/// Bytes of lowercase hex.
-fn decode_hex(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// `PATCH`: the next chunk, at `Upload-Offset`. What arrives of a chunk
